@@ -1,0 +1,5 @@
+//! Decoder-only transformers (Llama, Mistral, Qwen2, SmolLM2) on burn, loaded from Hugging Face
+//! folders or GGUF files.
+
+pub mod config;
+pub use config::{Arch, ModelConfig};
