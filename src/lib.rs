@@ -5,3 +5,5 @@
 
 pub mod losses;
 pub mod model;
+pub mod bench;
+pub mod scores;

@@ -1,5 +1,20 @@
 //! Decoder-only transformers (Llama, Mistral, Qwen2, SmolLM2) on burn, loaded from Hugging Face
 //! folders or GGUF files.
+//!
+//! - [`config`]: the shape (`config.json`).
+//! - [`llama`]: the decoder itself.
+//! - [`rope`], [`layout`]: positions and attention masks, given per batch.
+//! - [`weights`]: named tensors → model; [`save`]: model → HF folder.
 
 pub mod config;
+pub mod generate;
+pub mod layout;
+pub mod llama;
+pub mod rope;
+pub mod save;
+pub mod weights;
+
 pub use config::{Arch, ModelConfig};
+pub use layout::Layout;
+pub use llama::{CausalLm, ForwardInputs, KvCache};
+pub use rope::Rope;

@@ -1,0 +1,153 @@
+//! Batched sampling with a key/value cache: greedy (temperature 0) or temperature + top-p,
+//! reproducible under a seed.
+//!
+//! Prompts of different lengths are right-padded for the prefill; every later step appends one
+//! token per row at that row's own position, with padded keys masked out.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::layout::Layout;
+use super::llama::{CausalLm, ForwardInputs, KvCache};
+use super::rope::Rope;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SampleConfig {
+    pub max_new_tokens: usize,
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// Nucleus sampling mass (1.0 = off).
+    pub top_p: f32,
+    pub seed: u64,
+    /// Generation stops for a row when it emits one of these ids (kept in the output).
+    pub stop_ids: Vec<u32>,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        SampleConfig { max_new_tokens: 64, temperature: 0.0, top_p: 1.0, seed: 0, stop_ids: vec![] }
+    }
+}
+
+/// Picks the next token from a row of logits.
+pub fn sample_token(logits: &[f32], cfg: &SampleConfig, rng: &mut ChaCha8Rng) -> u32 {
+    if cfg.temperature <= 0.0 {
+        let mut best = 0;
+        for (i, &x) in logits.iter().enumerate() {
+            if x > logits[best] {
+                best = i;
+            }
+        }
+        return best as u32;
+    }
+    let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let mut probs: Vec<(usize, f64)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| (i, (((x - m) / cfg.temperature) as f64).exp()))
+        .collect();
+    let z: f64 = probs.iter().map(|p| p.1).sum();
+    probs.iter_mut().for_each(|p| p.1 /= z);
+    if cfg.top_p < 1.0 {
+        probs.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal).then(a.0.cmp(&b.0)));
+        let mut acc = 0.0;
+        let mut keep = probs.len();
+        for (k, p) in probs.iter().enumerate() {
+            acc += p.1;
+            if acc >= cfg.top_p as f64 {
+                keep = k + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        let z: f64 = probs.iter().map(|p| p.1).sum();
+        probs.iter_mut().for_each(|p| p.1 /= z);
+    }
+    let u: f64 = rng.random();
+    let mut acc = 0.0;
+    for &(i, p) in &probs {
+        acc += p;
+        if u < acc {
+            return i as u32;
+        }
+    }
+    probs.last().map(|p| p.0 as u32).unwrap_or(0)
+}
+
+/// Generates continuations for each prompt; returns only the new tokens of each row.
+pub fn generate(
+    model: &CausalLm,
+    rope: &Rope,
+    prompts: &[Vec<u32>],
+    cfg: &SampleConfig,
+    pad_id: u32,
+    device: &Device,
+) -> Vec<Vec<u32>> {
+    let b = prompts.len();
+    if b == 0 || cfg.max_new_tokens == 0 {
+        return vec![Vec::new(); b];
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let seqs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+    let layout = Layout::padded(&seqs, pad_id);
+    let t0 = layout.len;
+    let mut cache = KvCache::default();
+    let inputs = ForwardInputs::from_layout(&layout, rope, device);
+    let hidden = model.hidden(&inputs, Some(&mut cache)); // [B, T0, H]
+    // Which cached keys are real (not padding), per row.
+    let mut key_valid: Vec<Vec<bool>> = prompts
+        .iter()
+        .map(|p| (0..t0).map(|t| t < p.len()).collect())
+        .collect();
+    let h = hidden.dims()[2];
+    let last: Vec<i64> = prompts.iter().enumerate().map(|(i, p)| (i * t0 + p.len().max(1) - 1) as i64).collect();
+    let idx = Tensor::from_data(TensorData::new(last, [b]), device);
+    let mut logits = model.logits(hidden.reshape([b * t0, h]).select(0, idx)); // [B, V]
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
+    let mut done = vec![false; b];
+    for step in 0..cfg.max_new_tokens {
+        let v = logits.dims()[1];
+        let host: Vec<f32> = crate::scores::host_f32(logits);
+        let mut next = vec![pad_id as i64; b];
+        for r in 0..b {
+            if done[r] {
+                continue;
+            }
+            let tok = sample_token(&host[r * v..(r + 1) * v], cfg, &mut rng);
+            out[r].push(tok);
+            next[r] = tok as i64;
+            if cfg.stop_ids.contains(&tok) {
+                done[r] = true;
+            }
+        }
+        if done.iter().all(|&d| d) || step + 1 == cfg.max_new_tokens {
+            break;
+        }
+        // One new position per row, at that row's own position.
+        let positions: Vec<i64> = (0..b).map(|r| (prompts[r].len() + step) as i64).collect();
+        for kv in key_valid.iter_mut() {
+            kv.push(true);
+        }
+        let s = key_valid[0].len();
+        let mut bias = vec![0f32; b * s];
+        for r in 0..b {
+            for j in 0..s {
+                if !key_valid[r][j] {
+                    bias[r * s + j] = -1.0e30;
+                }
+            }
+        }
+        let (cos, sin) = rope.tables(&positions, b, 1, device);
+        let inputs = ForwardInputs {
+            input_ids: Tensor::from_data(TensorData::new(next, [b, 1]), device),
+            cos,
+            sin,
+            bias: Tensor::<2>::from_data(TensorData::new(bias, [b, s]), device).reshape([b, 1, 1, s]),
+        };
+        let hidden = model.hidden(&inputs, Some(&mut cache)); // [B, 1, H]
+        logits = model.logits(hidden.reshape([b, h]));
+    }
+    out
+}

@@ -1,0 +1,55 @@
+//! Rotary position embeddings, Hugging Face convention ("rotate half"): the first and second halves
+//! of each head are the two coordinates of each rotated pair. (burn's bundled RoPE pairs
+//! neighbouring dimensions instead, which is a different model.)
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Precomputed inverse frequencies `θ^(-2i/d)` for one head size.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+    head_dim: usize,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, theta: f64) -> Self {
+        // transformers computes inv_freq in float32 from an int64 arange: 1 / theta^(2i/d).
+        let inv_freq = (0..head_dim / 2)
+            .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
+            .collect();
+        Rope { inv_freq, head_dim }
+    }
+
+    /// cos and sin tables `[B, 1, T, head_dim]` for position ids given row-major as `[B, T]`.
+    pub fn tables(&self, positions: &[i64], b: usize, t: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let d = self.head_dim;
+        let half = d / 2;
+        let mut cos = vec![0f32; b * t * d];
+        let mut sin = vec![0f32; b * t * d];
+        for (row, &p) in positions.iter().enumerate() {
+            let base = row * d;
+            for (i, &f) in self.inv_freq.iter().enumerate() {
+                // float32 product as in transformers (freqs = pos.float() @ inv_freq.float()).
+                let angle = (p as f32) * f;
+                let (s, c) = angle.sin_cos();
+                cos[base + i] = c;
+                cos[base + half + i] = c;
+                sin[base + i] = s;
+                sin[base + half + i] = s;
+            }
+        }
+        let cos = Tensor::from_data(TensorData::new(cos, [b, 1, t, d]), device);
+        let sin = Tensor::from_data(TensorData::new(sin, [b, 1, t, d]), device);
+        (cos, sin)
+    }
+}
+
+/// `x·cos + rotate_half(x)·sin` for `x: [B, H, T, D]` and tables `[B, 1, T, D]`.
+pub fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let [b, h, t, d] = x.dims();
+    let half = d / 2;
+    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
+    let x2 = x.clone().slice([0..b, 0..h, 0..t, half..d]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}

@@ -1,0 +1,199 @@
+//! Named f32 weights in Hugging Face layout, from safetensors files (single or sharded) or any
+//! other source (GGUF), and the conversion of such a map into a [`CausalLm`].
+//!
+//! Every missing or mis-shaped tensor is an error naming the tensor and the file it came from.
+
+use anyhow::{Context, Result, bail};
+use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::tensor::Device;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::config::ModelConfig;
+use super::llama::{Attention, CausalLm, DecoderLayer, Mlp, param};
+
+/// One tensor: shape (HF layout, row-major) and values.
+#[derive(Debug, Clone)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Tensors by Hugging Face name, each remembering the file it was read from (for error messages).
+#[derive(Debug, Default)]
+pub struct WeightMap {
+    tensors: HashMap<String, (HostTensor, PathBuf)>,
+}
+
+impl WeightMap {
+    pub fn insert(&mut self, name: String, t: HostTensor, origin: &Path) {
+        self.tensors.insert(name, (t, origin.to_path_buf()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+
+    /// Reads `model.safetensors`, or every shard listed in `model.safetensors.index.json`.
+    pub fn from_hf_folder(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let mut map = WeightMap::default();
+        if single.exists() {
+            map.read_safetensors(&single)?;
+        } else if index.exists() {
+            let text = std::fs::read_to_string(&index)
+                .with_context(|| format!("cannot read {}", index.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not valid JSON", index.display()))?;
+            let wm = v
+                .get("weight_map")
+                .and_then(|x| x.as_object())
+                .with_context(|| format!("{}: field `weight_map` missing or not an object", index.display()))?;
+            let mut shards: Vec<&str> = wm.values().filter_map(|x| x.as_str()).collect();
+            shards.sort();
+            shards.dedup();
+            for s in shards {
+                map.read_safetensors(&dir.join(s))?;
+            }
+        } else {
+            bail!(
+                "{}: no model.safetensors or model.safetensors.index.json in this folder",
+                dir.display()
+            );
+        }
+        Ok(map)
+    }
+
+    /// Adds every tensor of one safetensors file (F32, F16 or BF16; converted to f32).
+    pub fn read_safetensors(&mut self, path: &Path) -> Result<()> {
+        use safetensors::{Dtype, SafeTensors};
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: the file is opened read-only and not modified while mapped.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }
+            .with_context(|| format!("cannot map {}", path.display()))?;
+        let st = SafeTensors::deserialize(&mmap)
+            .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
+        for (name, view) in st.tensors() {
+            let bytes = view.data();
+            let data: Vec<f32> = match view.dtype() {
+                Dtype::F32 => bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                Dtype::F16 => bytes
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => bytes
+                    .chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                other => bail!(
+                    "{}: tensor `{name}` has dtype {other:?}; supported: F32, F16, BF16",
+                    path.display()
+                ),
+            };
+            self.insert(name, HostTensor { shape: view.shape().to_vec(), data }, path);
+        }
+        Ok(())
+    }
+
+    /// Removes and returns a tensor, checking its shape.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (t, origin) = match self.tensors.remove(name) {
+            Some(x) => x,
+            None => bail!("tensor `{name}` is missing from the model weights"),
+        };
+        if t.shape != shape {
+            bail!(
+                "{}: tensor `{name}` has shape {:?}, expected {:?} from config.json",
+                origin.display(),
+                t.shape,
+                shape
+            );
+        }
+        Ok(t.data)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+}
+
+/// `[out, in]` row-major (PyTorch) → `[in, out]` row-major (burn's Linear).
+pub fn transpose(data: &[f32], out: usize, inp: usize) -> Vec<f32> {
+    let mut t = vec![0f32; data.len()];
+    for o in 0..out {
+        for i in 0..inp {
+            t[i * out + o] = data[o * inp + i];
+        }
+    }
+    t
+}
+
+fn linear(w: &mut WeightMap, prefix: &str, inp: usize, out: usize, bias: bool, device: &Device) -> Result<Linear> {
+    let weight = w.take(&format!("{prefix}.weight"), &[out, inp])?;
+    let bias = if bias { Some(param(w.take(&format!("{prefix}.bias"), &[out])?, [out], device)) } else { None };
+    Ok(Linear { weight: param(transpose(&weight, out, inp), [inp, out], device), bias })
+}
+
+fn rms_norm(w: &mut WeightMap, name: &str, h: usize, eps: f64, device: &Device) -> Result<RmsNorm> {
+    Ok(RmsNorm { gamma: param(w.take(name, &[h])?, [h], device), epsilon: eps })
+}
+
+/// Builds the model from a weight map. Unused tensors (e.g. rotary caches) are ignored;
+/// a tied model's `lm_head.weight`, if present, must equal the embedding and is dropped.
+pub fn build_model(cfg: &ModelConfig, w: &mut WeightMap, device: &Device) -> Result<CausalLm> {
+    cfg.validate()?;
+    let h = cfg.hidden_size;
+    let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        layers.push(DecoderLayer {
+            input_layernorm: rms_norm(w, &format!("{p}.input_layernorm.weight"), h, cfg.rms_norm_eps, device)?,
+            self_attn: Attention {
+                q_proj: linear(w, &format!("{p}.self_attn.q_proj"), h, nh * hd, cfg.attention_bias, device)?,
+                k_proj: linear(w, &format!("{p}.self_attn.k_proj"), h, nkv * hd, cfg.attention_bias, device)?,
+                v_proj: linear(w, &format!("{p}.self_attn.v_proj"), h, nkv * hd, cfg.attention_bias, device)?,
+                o_proj: linear(w, &format!("{p}.self_attn.o_proj"), nh * hd, h, cfg.o_bias, device)?,
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+            },
+            post_attention_layernorm: rms_norm(
+                w,
+                &format!("{p}.post_attention_layernorm.weight"),
+                h,
+                cfg.rms_norm_eps,
+                device,
+            )?,
+            mlp: Mlp {
+                gate_proj: linear(w, &format!("{p}.mlp.gate_proj"), h, cfg.intermediate_size, cfg.mlp_bias, device)?,
+                up_proj: linear(w, &format!("{p}.mlp.up_proj"), h, cfg.intermediate_size, cfg.mlp_bias, device)?,
+                down_proj: linear(w, &format!("{p}.mlp.down_proj"), cfg.intermediate_size, h, cfg.mlp_bias, device)?,
+            },
+        });
+    }
+    let embed = w.take("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+    let lm_head = if cfg.tie_word_embeddings {
+        None
+    } else {
+        Some(linear(w, "lm_head", h, cfg.vocab_size, false, device)?)
+    };
+    Ok(CausalLm {
+        embed_tokens: Embedding { weight: param(embed, [cfg.vocab_size, h], device) },
+        layers,
+        norm: rms_norm(w, "model.norm.weight", h, cfg.rms_norm_eps, device)?,
+        lm_head,
+    })
+}
