@@ -3,5 +3,7 @@
 //! The pipeline, one module per stage:
 //! data → model → scores (log-probs per candidate) → losses → train → eval / lab.
 
+pub mod data;
 pub mod losses;
 pub mod model;
+pub mod text;
