@@ -3,7 +3,9 @@
 //! The pipeline, one module per stage:
 //! data → model → scores (log-probs per candidate) → losses → train → eval / lab.
 
+pub mod bench;
+pub mod data;
 pub mod losses;
 pub mod model;
-pub mod bench;
 pub mod scores;
+pub mod text;

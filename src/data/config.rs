@@ -1,0 +1,305 @@
+//! [`DataConfig`]: where the data is, what shape it has and how it becomes groups, tokens and batches.
+//! Every field has a default, so a TOML file names only what differs:
+//!
+//! ```toml
+//! paths = ["ultrafeedback.parquet"]
+//! shape = "auto"                    # standard | implicit | conversational | multi_response
+//! [fields]
+//! completion_score = "fine-grained_score"
+//! [grouping]
+//! strategy = "best_vs_rest"         # or best_vs_random (binarized)
+//! ties = "drop"
+//! min_score_gap = 1.0
+//! [truncation]
+//! max_length = 1024
+//! max_prompt_length = 512
+//! prompt = "keep_end"
+//! [weak]
+//! k = 2
+//! source = "both"
+//! scope = "in_batch"
+//! [batch]
+//! prompts_per_batch = 8
+//! ```
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Files to read (`.jsonl`, `.json`, `.parquet`); their rows are concatenated in order.
+    pub paths: Vec<PathBuf>,
+    pub format: Format,
+    pub shape: ShapeKind,
+    pub fields: FieldNames,
+    pub grouping: GroupingConfig,
+    pub truncation: TruncationConfig,
+    pub weak: WeakConfig,
+    pub batch: BatchConfig,
+    /// What a malformed row does: `fail` stops with an error naming file, line and field; `skip` drops
+    /// and counts it.
+    pub on_bad_row: OnBadRow,
+    /// Longest accepted JSONL line, in bytes.
+    pub max_line_bytes: usize,
+    /// Seed for everything random in the data pipeline (binarising, weak negatives, shuffling).
+    pub seed: u64,
+    /// Stop after this many rows (all files together); for quick runs.
+    pub max_rows: Option<usize>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            format: Format::Auto,
+            shape: ShapeKind::Auto,
+            fields: FieldNames::default(),
+            grouping: GroupingConfig::default(),
+            truncation: TruncationConfig::default(),
+            weak: WeakConfig::default(),
+            batch: BatchConfig::default(),
+            on_bad_row: OnBadRow::Fail,
+            max_line_bytes: 4 << 20,
+            seed: 42,
+            max_rows: None,
+        }
+    }
+}
+
+impl DataConfig {
+    /// A config reading `path` with every other setting at its default.
+    pub fn for_path(path: impl Into<PathBuf>) -> Self {
+        Self {
+            paths: vec![path.into()],
+            ..Self::default()
+        }
+    }
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// From the extension (`.parquet`, `.jsonl`/`.ndjson`, `.json`); a `.json` file that does not start
+    /// with `[` is read as JSON lines.
+    Auto,
+    Jsonl,
+    Json,
+    Parquet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadRow {
+    Fail,
+    Skip,
+}
+
+/// The dataset shapes (see [`crate::data::shape`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ShapeKind {
+    /// Detected from the first row's fields (or the Parquet schema).
+    Auto,
+    /// `prompt`, `chosen`, `rejected` (strings or message lists).
+    Standard,
+    /// `chosen`, `rejected` only: the shared prefix is the prompt.
+    Implicit,
+    /// A prompt and a list of scored responses: UltraFeedback's `instruction` + `completions`, or
+    /// `prompt` + `responses` + `scores`/`ranks`.
+    MultiResponse,
+}
+
+/// Column / key names. Dotted names reach into nested objects (`annotations.helpfulness.Rating`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldNames {
+    pub prompt: String,
+    /// Optional system message prepended to the prompt, if the row has this field.
+    pub system: String,
+    pub chosen: String,
+    pub rejected: String,
+    pub score_chosen: String,
+    pub score_rejected: String,
+    /// UltraFeedback raw: the prompt.
+    pub instruction: String,
+    /// UltraFeedback raw: list of objects holding a response and its scores.
+    pub completions: String,
+    pub completion_response: String,
+    pub completion_score: String,
+    /// Generic multi-response: list of responses, with `scores` (higher is better) or `ranks` (1 = best).
+    pub responses: String,
+    pub scores: String,
+    pub ranks: String,
+    /// Implicit prompts: when set, the prompt ends right after the last occurrence of this marker inside
+    /// the shared prefix (e.g. `"\n\nAssistant:"` for Anthropic HH) instead of at the first difference.
+    pub implicit_prompt_delimiter: Option<String>,
+}
+
+impl Default for FieldNames {
+    fn default() -> Self {
+        Self {
+            prompt: "prompt".into(),
+            system: "system".into(),
+            chosen: "chosen".into(),
+            rejected: "rejected".into(),
+            score_chosen: "score_chosen".into(),
+            score_rejected: "score_rejected".into(),
+            instruction: "instruction".into(),
+            completions: "completions".into(),
+            completion_response: "response".into(),
+            completion_score: "overall_score".into(),
+            responses: "responses".into(),
+            scores: "scores".into(),
+            ranks: "ranks".into(),
+            implicit_prompt_delimiter: None,
+        }
+    }
+}
+
+/// How scored candidates become a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupingConfig {
+    pub strategy: Strategy,
+    pub ties: Ties,
+    /// A negative must score at least this much below the positive (0: any lower score).
+    pub min_score_gap: f32,
+    /// Keep at most this many strong negatives per group (the lowest-scored are kept last).
+    pub max_strong: Option<usize>,
+}
+
+impl Default for GroupingConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::BestVsRest,
+            ties: Ties::Drop,
+            min_score_gap: 0.0,
+            max_strong: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The best-scored response is the positive, all others are strong negatives (EPA's all-4 data).
+    BestVsRest,
+    /// The best vs one other drawn at random (how `ultrafeedback_binarized` was made).
+    BestVsRandom,
+    /// The best vs the worst.
+    BestVsWorst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ties {
+    /// A negative scored equal to the positive is dropped (a row left without negatives is dropped).
+    Drop,
+    /// Ties stay as negatives.
+    Keep,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TruncationConfig {
+    /// Longest prompt + response, in tokens. Candidates longer than this are dropped (and counted); a
+    /// group whose positive or every strong negative is dropped is dropped.
+    pub max_length: Option<usize>,
+    /// Longest prompt, in tokens; longer prompts are cut by `prompt`.
+    pub max_prompt_length: Option<usize>,
+    pub prompt: PromptTruncation,
+    /// Drop groups whose prompt/response ids could not be split cleanly (see `Boundary::TextSplit`)
+    /// instead of keeping them with the response tokenised separately.
+    pub drop_boundary_mismatch: bool,
+}
+
+impl Default for TruncationConfig {
+    fn default() -> Self {
+        Self {
+            max_length: Some(1024),
+            max_prompt_length: Some(512),
+            prompt: PromptTruncation::KeepEnd,
+            drop_boundary_mismatch: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptTruncation {
+    /// Keep the last `max_prompt_length` tokens (nearest the response); a leading BOS is kept.
+    KeepEnd,
+    /// Keep the first `max_prompt_length` tokens.
+    KeepStart,
+    /// Drop rows whose prompt is too long.
+    Drop,
+}
+
+/// Weak negatives: responses written for other prompts, scored under this one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WeakConfig {
+    /// How many per prompt (0 disables them).
+    pub k: usize,
+    pub source: WeakSource,
+    pub scope: WeakScope,
+}
+
+impl Default for WeakConfig {
+    fn default() -> Self {
+        Self {
+            k: 2,
+            source: WeakSource::Both,
+            scope: WeakScope::InBatch,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeakSource {
+    /// Other prompts' positives.
+    Chosen,
+    /// Other prompts' strong negatives.
+    Rejected,
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeakScope {
+    /// From the other prompts of the same batch (no extra prompt encodings beyond the batch's responses).
+    InBatch,
+    /// From the whole dataset.
+    Dataset,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// P: prompts (groups) per batch.
+    pub prompts_per_batch: usize,
+    pub shuffle: bool,
+    /// Sort groups by length inside windows of this many batches (0 or 1: no bucketing), then shuffle
+    /// the batches: padding drops while the order stays random.
+    pub bucket_batches: usize,
+    /// Drop the last, smaller batch of an epoch.
+    pub drop_last: bool,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            prompts_per_batch: 8,
+            shuffle: true,
+            bucket_batches: 50,
+            drop_last: false,
+        }
+    }
+}

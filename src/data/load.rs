@@ -1,0 +1,109 @@
+//! Files → rows → shapes → [`PreferenceGroup`]s, streaming, with bad rows failed or counted.
+
+use anyhow::{Result, anyhow};
+
+use super::config::{DataConfig, OnBadRow, ShapeKind};
+use super::error::{RowError, RowLoc};
+use super::group::{PreferenceGroup, group};
+use super::read::{ReadError, RowReader};
+use super::report::{DataReport, FileSummary};
+use super::shape::{columns, detect, parse_row};
+
+fn bad_row(cfg: &DataConfig, report: &mut DataReport, e: RowError) -> Result<()> {
+    if cfg.on_bad_row == OnBadRow::Fail && e.problem.is_malformed() {
+        return Err(anyhow!("{e}")
+            .context("bad row (set on_bad_row = \"skip\" to drop such rows and go on)"));
+    }
+    report.drop_row(&e);
+    Ok(())
+}
+
+/// Reads every file of `cfg.paths` and hands each kept group to `sink`, recording everything in `report`.
+pub fn read_groups(
+    cfg: &DataConfig,
+    report: &mut DataReport,
+    mut sink: impl FnMut(RowLoc, PreferenceGroup, &mut DataReport) -> Result<()>,
+) -> Result<()> {
+    if cfg.paths.is_empty() {
+        return Err(anyhow!("no data files given (`paths` is empty)"));
+    }
+    for path in &cfg.paths {
+        if cfg.max_rows.is_some_and(|m| report.rows_read >= m) {
+            break;
+        }
+        let mut reader = RowReader::open(path, cfg.format, cfg.max_line_bytes)?;
+        let mut shape = cfg.shape;
+        if let Some(cols) = reader.columns() {
+            if shape == ShapeKind::Auto {
+                let keys: Vec<&str> = cols.iter().map(String::as_str).collect();
+                shape =
+                    detect(&keys, &cfg.fields).map_err(|m| anyhow!("{}: {m}", reader.file()))?;
+            }
+            reader.project(&columns(shape, &cfg.fields, &cols))?;
+        }
+        let mut rows = 0usize;
+        for item in &mut reader {
+            if cfg.max_rows.is_some_and(|m| report.rows_read >= m) {
+                break;
+            }
+            report.rows_read += 1;
+            rows += 1;
+            let row = match item {
+                Ok(r) => r,
+                Err(ReadError::Fatal(e)) => return Err(e),
+                Err(ReadError::Row(e)) => {
+                    bad_row(cfg, report, e)?;
+                    continue;
+                }
+            };
+            if shape == ShapeKind::Auto {
+                let keys: Vec<&str> = row.value.keys().map(String::as_str).collect();
+                shape = detect(&keys, &cfg.fields).map_err(|m| anyhow!("{}: {m}", row.loc))?;
+            }
+            let raw = match parse_row(&row.value, shape, &cfg.fields) {
+                Ok(raw) => raw,
+                Err(fe) => {
+                    bad_row(cfg, report, fe.at(&row.loc))?;
+                    continue;
+                }
+            };
+            if raw.conversational {
+                report.conversational_rows += 1;
+            }
+            for s in &raw.skipped {
+                report.drop_candidate(&s.clone().at(&row.loc));
+            }
+            let grouped = group(raw, &cfg.grouping, cfg.seed);
+            for d in grouped.dropped {
+                report.drop_candidate(&d.at(&row.loc));
+            }
+            match (grouped.group, grouped.reason) {
+                (Some(g), _) => sink(row.loc, g, report)?,
+                (None, Some(reason)) => report.drop_row(&RowError {
+                    loc: row.loc,
+                    field: None,
+                    problem: reason,
+                }),
+                (None, None) => {}
+            }
+        }
+        report.files.push(FileSummary {
+            path: reader.file().to_owned(),
+            format: reader.format(),
+            shape,
+            rows,
+        });
+    }
+    Ok(())
+}
+
+/// All groups of `cfg.paths` in memory, with their locations.
+pub fn load_groups(cfg: &DataConfig) -> Result<(Vec<(RowLoc, PreferenceGroup)>, DataReport)> {
+    let mut report = DataReport::default();
+    let mut out = Vec::new();
+    read_groups(cfg, &mut report, |loc, g, _| {
+        out.push((loc, g));
+        Ok(())
+    })?;
+    Ok((out, report))
+}

@@ -1,0 +1,123 @@
+//! [`DataReport`]: what reading and tokenising a dataset kept, dropped and why.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::config::{Format, ShapeKind};
+use super::error::RowError;
+
+/// How many problem messages (with locations) a report keeps verbatim.
+pub const MAX_PROBLEM_MESSAGES: usize = 20;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSummary {
+    pub path: String,
+    pub format: Format,
+    pub shape: ShapeKind,
+    pub rows: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DataReport {
+    pub files: Vec<FileSummary>,
+    /// Rows seen (including malformed ones).
+    pub rows_read: usize,
+    /// Rows whose prompt or responses were message lists.
+    pub conversational_rows: usize,
+    /// Groups kept.
+    pub groups: usize,
+    /// Positives + strong negatives kept.
+    pub candidates: usize,
+    /// Number of strong negatives → number of groups.
+    pub strong_per_group: BTreeMap<usize, usize>,
+    /// Whole rows dropped, by reason.
+    pub dropped_rows: BTreeMap<String, usize>,
+    /// Single responses dropped (the row kept), by reason.
+    pub dropped_candidates: BTreeMap<String, usize>,
+    pub prompts_truncated: usize,
+    /// Pairs whose response had to be tokenised apart from the prompt (see `Boundary::TextSplit`).
+    pub boundary_text_splits: usize,
+    /// The first problems, each naming file, line/row and field.
+    pub problems: Vec<String>,
+    /// Token (or, without a tokenizer, character) lengths of kept prompts and responses.
+    #[serde(skip)]
+    pub prompt_lengths: Vec<u32>,
+    #[serde(skip)]
+    pub response_lengths: Vec<u32>,
+}
+
+impl DataReport {
+    fn note(&mut self, e: &RowError) {
+        if self.problems.len() < MAX_PROBLEM_MESSAGES {
+            self.problems.push(e.to_string());
+        }
+    }
+
+    pub fn drop_row(&mut self, e: &RowError) {
+        *self
+            .dropped_rows
+            .entry(e.problem.key().to_owned())
+            .or_default() += 1;
+        self.note(e);
+    }
+
+    pub fn drop_candidate(&mut self, e: &RowError) {
+        *self
+            .dropped_candidates
+            .entry(e.problem.key().to_owned())
+            .or_default() += 1;
+        self.note(e);
+    }
+
+    pub fn rows_dropped(&self) -> usize {
+        self.dropped_rows.values().sum()
+    }
+
+    /// A few lines for logs.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        for f in &self.files {
+            let _ = writeln!(
+                s,
+                "{}: {:?}, shape {:?}, {} rows",
+                f.path, f.format, f.shape, f.rows
+            );
+        }
+        let _ = writeln!(
+            s,
+            "rows {} ({} conversational) → groups {} with {} candidates; rows dropped {}",
+            self.rows_read,
+            self.conversational_rows,
+            self.groups,
+            self.candidates,
+            self.rows_dropped()
+        );
+        let strong: Vec<String> = self
+            .strong_per_group
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let _ = writeln!(s, "strong negatives per group: {{{}}}", strong.join(", "));
+        for (title, map) in [
+            ("dropped rows", &self.dropped_rows),
+            ("dropped responses", &self.dropped_candidates),
+        ] {
+            for (k, v) in map {
+                let _ = writeln!(s, "{title}: {k}: {v}");
+            }
+        }
+        if self.prompts_truncated > 0 {
+            let _ = writeln!(s, "prompts truncated: {}", self.prompts_truncated);
+        }
+        if self.boundary_text_splits > 0 {
+            let _ = writeln!(
+                s,
+                "prompt/response token boundary re-split: {}",
+                self.boundary_text_splits
+            );
+        }
+        s
+    }
+}
