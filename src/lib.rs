@@ -3,6 +3,7 @@
 //! The pipeline, one module per stage:
 //! data → model → scores (log-probs per candidate) → losses → train → eval / lab.
 
+pub mod artifacts;
 pub mod gold;
 pub mod losses;
 pub mod model;

@@ -2,4 +2,5 @@
 //! folders or GGUF files.
 
 pub mod config;
+pub mod gguf;
 pub use config::{Arch, ModelConfig};
