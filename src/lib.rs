@@ -2,9 +2,14 @@
 //!
 //! The pipeline, one module per stage:
 //! data → model → scores (log-probs per candidate) → losses → train → eval / lab.
+//! Beside it: `gold` (the known reward of the controlled experiment) and `artifacts` (the real
+//! model and lexicon, fetched from package registries and checked by sha256).
 
+pub mod artifacts;
 pub mod bench;
+pub mod cli;
 pub mod data;
+pub mod gold;
 pub mod losses;
 pub mod model;
 pub mod scores;

@@ -4,12 +4,16 @@
 //! - [`config`]: the shape (`config.json`).
 //! - [`llama`]: the decoder itself.
 //! - [`rope`], [`layout`]: positions and attention masks, given per batch.
-//! - [`weights`]: named tensors → model; [`save`]: model → HF folder.
+//! - [`weights`]: named tensors → model; [`save`]: model → HF folder; [`gguf`]: GGUF files.
+//! - [`load`]: one entry point for folders, GGUF files, hub ids and the built-in `smollm2`.
+//! - [`generate`]: batched sampling with a KV cache.
 
 pub mod config;
 pub mod generate;
+pub mod gguf;
 pub mod layout;
 pub mod llama;
+pub mod load;
 pub mod rope;
 pub mod save;
 pub mod weights;
