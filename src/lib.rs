@@ -14,3 +14,4 @@ pub mod losses;
 pub mod model;
 pub mod scores;
 pub mod text;
+pub mod train;

@@ -1,0 +1,251 @@
+//! `TrainConfig`: every option of `epa train`, in one place, as TOML.
+//!
+//! ```toml
+//! [model]
+//! path = "smollm2"            # HF folder, .gguf file, hub id, or `smollm2`
+//!
+//! [data]                      # see epa::data::DataConfig
+//! paths = ["prefs.jsonl"]
+//! weak = { k = 2 }
+//! batch = { prompts_per_batch = 4 }
+//!
+//! [[loss.terms]]              # see epa::losses::LossConfig
+//! name = "epa"
+//! beta = 0.1
+//!
+//! [optim]
+//! lr = 5e-6
+//! max_steps = 100
+//! ```
+//! `epa config --print-default` prints the whole file with its defaults; `--set key=value`
+//! overrides any key (dotted path, TOML value: `--set optim.lr=1e-5 --set loss.terms=[{name="dpo"}]`).
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::data::DataConfig;
+use crate::losses::LossConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelSection,
+    pub data: DataConfig,
+    pub loss: LossConfig,
+    pub optim: OptimSection,
+    pub reference: ReferenceSection,
+    pub eval: EvalSection,
+    pub output: OutputSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// A Hugging Face folder, a `.gguf` file, a hub id (`org/name`) or `smollm2`.
+    pub path: String,
+    /// Compute dtype; only `float32` on the CPU backend.
+    pub dtype: String,
+    /// Train only the last N decoder layers (and the final norm); 0 = all layers.
+    pub train_last_layers: usize,
+    /// Score every candidate of a prompt in one row sharing the prompt (exact; faster).
+    pub prefix_sharing: bool,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self { path: "smollm2".into(), dtype: "float32".into(), train_last_layers: 0, prefix_sharing: true }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNonFinite {
+    /// Stop with an error naming the step.
+    Stop,
+    /// Skip the batch (no update) and count it.
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimSection {
+    /// Peak learning rate (AdamW).
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Linear warm-up steps, then `schedule` down to 0 at the last step.
+    pub warmup_steps: usize,
+    pub schedule: Schedule,
+    /// Clip the global gradient norm (over all parameters, like torch's clip_grad_norm_); 0 = off.
+    pub max_grad_norm: f64,
+    /// Micro-batches per optimiser step.
+    pub grad_accum: usize,
+    /// Optimiser steps; 0 = `epochs` full passes.
+    pub max_steps: usize,
+    pub epochs: usize,
+    /// Seed for initialisation (LoRA) and everything random outside the data pipeline.
+    pub seed: u64,
+    pub on_non_finite: OnNonFinite,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        Self {
+            lr: 5e-6,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            schedule: Schedule::Linear,
+            max_grad_norm: 1.0,
+            grad_accum: 1,
+            max_steps: 0,
+            epochs: 1,
+            seed: 0,
+            on_non_finite: OnNonFinite::Stop,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceMode {
+    /// A frozen copy of the initial policy in memory.
+    Frozen,
+    /// Reference log-probs computed once, cached on disk (keyed by weights + data + tokens), reused
+    /// across runs and loss types; no reference model in memory while training.
+    Cached,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReferenceSection {
+    pub mode: ReferenceMode,
+    /// Reference model (default: the same as `model.path`).
+    pub path: Option<String>,
+    /// Where `cached` keeps its files (default: `<output.dir>/../.ref-cache`).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for ReferenceSection {
+    fn default() -> Self {
+        Self { mode: ReferenceMode::Cached, path: None, cache_dir: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalSection {
+    /// Held-out preference files (same format options as `data`); empty = no evaluation.
+    pub paths: Vec<PathBuf>,
+    /// Evaluate every N optimiser steps (and at the end); 0 = only at the end.
+    pub every_steps: usize,
+    /// At most this many held-out groups.
+    pub max_groups: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputSection {
+    pub dir: PathBuf,
+    /// Write a checkpoint every N optimiser steps (0 = only at the end).
+    pub save_every_steps: usize,
+    /// Keep the newest N checkpoints.
+    pub keep_last: usize,
+    /// Write the final model as a Hugging Face folder (`<dir>/final`).
+    pub export: bool,
+    /// Show a progress bar (off when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        Self { dir: "runs/train".into(), save_every_steps: 0, keep_last: 2, export: true, progress: true }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file, applies `key=value` overrides, validates.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let mut value: toml::Value = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("{}: not valid TOML", p.display()))?
+            }
+            None => toml::Value::Table(Default::default()),
+        };
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let where_ = path.map(|p| p.display().to_string()).unwrap_or_else(|| "--set".into());
+        let cfg: TrainConfig = value.try_into().with_context(|| format!("in config {where_}"))?;
+        cfg.validate().with_context(|| format!("in config {where_}"))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let o = &self.optim;
+        ensure!(o.lr.is_finite() && o.lr > 0.0, "optim.lr must be > 0 (got {})", o.lr);
+        ensure!((0.0..1.0).contains(&o.beta1) && (0.0..1.0).contains(&o.beta2), "optim.beta1/beta2 must be in [0, 1)");
+        ensure!(o.eps > 0.0, "optim.eps must be > 0");
+        ensure!(o.weight_decay >= 0.0, "optim.weight_decay must be ≥ 0");
+        ensure!(o.max_grad_norm >= 0.0, "optim.max_grad_norm must be ≥ 0 (0 = off)");
+        ensure!(o.grad_accum >= 1, "optim.grad_accum must be ≥ 1");
+        ensure!(o.max_steps > 0 || o.epochs > 0, "set optim.max_steps or optim.epochs");
+        ensure!(self.output.keep_last >= 1, "output.keep_last must be ≥ 1");
+        if self.model.dtype != "float32" {
+            bail!("model.dtype = {:?}: only \"float32\" is supported on this backend", self.model.dtype);
+        }
+        ensure!(!self.data.paths.is_empty(), "data.paths is empty: give at least one preference file");
+        for p in self.data.paths.iter().chain(&self.eval.paths) {
+            ensure!(p.exists(), "data file {} does not exist", p.display());
+        }
+        self.loss.validate().context("in [loss]")?;
+        Ok(())
+    }
+
+    /// The default configuration as commented TOML.
+    pub fn default_toml() -> String {
+        let body = toml::to_string_pretty(&TrainConfig::default()).expect("default config serialises");
+        format!(
+            "# epa train — default configuration. Every key is optional; see `epa train --help`.\n\
+             # model.path: HF folder | .gguf | hub id | smollm2.  reference.mode: frozen | cached.\n\
+             # optim.schedule: constant | linear | cosine.  loss terms: {}.\n\n{body}",
+            crate::losses::LOSS_NAMES.join(", ")
+        )
+    }
+}
+
+/// `a.b.c=value`: value parsed as TOML (falls back to a string).
+pub fn apply_override(root: &mut toml::Value, kv: &str) -> Result<()> {
+    let (key, raw) = kv.split_once('=').with_context(|| format!("--set {kv:?}: expected key=value"))?;
+    let key = key.trim();
+    ensure!(!key.is_empty(), "--set {kv:?}: empty key");
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap(),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = root;
+    for (i, part) in parts.iter().enumerate() {
+        let table = cur.as_table_mut().with_context(|| format!("--set {key}: `{}` is not a table", parts[..i].join(".")))?;
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        cur = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    Ok(())
+}

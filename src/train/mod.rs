@@ -1,0 +1,328 @@
+//! `epa train`: preference optimisation of a causal LM, end to end.
+//!
+//! The whole path of a training step, top to bottom, is [`train`]'s inner loop:
+//! batch of groups → [`step::batch_loss`] (score every candidate, arrange the `[P × C]` matrix,
+//! loss from `crate::losses`) → backward → accumulate → clip the global norm → AdamW.
+
+pub mod checkpoint;
+pub mod config;
+pub mod optim;
+pub mod reference;
+pub mod step;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
+use burn::tensor::Device;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::data::{Batcher, GroupStore};
+use crate::losses::Metrics;
+use crate::model::load::{LoadedModel, load_model};
+use crate::model::save::save_weights;
+
+pub use config::TrainConfig;
+use config::{OnNonFinite, ReferenceMode};
+use reference::RefCache;
+
+/// What a run did.
+#[derive(Debug, Serialize)]
+pub struct TrainSummary {
+    pub steps: usize,
+    /// The step a resumed run started from.
+    pub resumed_from: Option<usize>,
+    pub first: BTreeMap<String, f64>,
+    pub last: BTreeMap<String, f64>,
+    pub eval: Option<BTreeMap<String, f64>>,
+    pub output: PathBuf,
+    pub reference_pairs_computed: usize,
+    pub reference_seconds: f64,
+}
+
+/// The reference log-probs of a run.
+enum Reference {
+    Frozen(LoadedModel),
+    Cached(RefCache),
+}
+
+impl Reference {
+    fn sums(&mut self, store: &GroupStore, pairs: &[(usize, usize)], device: &Device) -> Result<Vec<f32>> {
+        match self {
+            Reference::Frozen(m) => Ok(step::reference_sums(&m.model, &m.rope, store, pairs, true, m.pad_id(), device)),
+            Reference::Cached(c) => c.get(pairs),
+        }
+    }
+}
+
+/// Every (group, candidate) pair the next `n` batches from `state` will score.
+fn planned_pairs(
+    store: &GroupStore,
+    batch: &crate::data::BatchConfig,
+    weak: &crate::data::WeakConfig,
+    seed: u64,
+    state: crate::data::BatcherState,
+    n: usize,
+) -> Result<Vec<(usize, usize)>> {
+    let mut b = Batcher::with(store, batch, weak, seed)?;
+    b.restore(state)?;
+    let mut pairs = Vec::new();
+    for _ in 0..n {
+        pairs.extend(step::arrange(&b.next_batch(), store).pairs);
+    }
+    pairs.sort();
+    pairs.dedup();
+    Ok(pairs)
+}
+
+fn build_reference(cfg: &TrainConfig, store: &GroupStore, pairs: &[(usize, usize)], cache_name: &str) -> Result<(Reference, f64)> {
+    let spec = cfg.reference.path.clone().unwrap_or_else(|| cfg.model.path.clone());
+    let plain = Device::flex();
+    let t0 = Instant::now();
+    match cfg.reference.mode {
+        ReferenceMode::Frozen => Ok((Reference::Frozen(load_model(&spec, &plain)?), 0.0)),
+        ReferenceMode::Cached => {
+            let key = format!(
+                "{}-{}",
+                &reference::model_fingerprint(&spec)?[..16],
+                &reference::store_fingerprint(store)[..16]
+            );
+            let dir = cfg.reference.cache_dir.clone().unwrap_or_else(|| {
+                cfg.output.dir.parent().unwrap_or(Path::new(".")).join(".ref-cache").join(cache_name)
+            });
+            let mut cache = RefCache::open(&dir, &key)?;
+            if !cache.missing(pairs).is_empty() {
+                let m = load_model(&spec, &plain)?;
+                cache.fill(pairs, &m, store, 8, &plain)?;
+            }
+            Ok((Reference::Cached(cache), t0.elapsed().as_secs_f64()))
+        }
+    }
+}
+
+fn progress_bar(total: u64, enabled: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+            .expect("valid template"),
+    );
+    pb
+}
+
+/// Evaluates on held-out groups (no gradients): loss and metrics with the `eval/` prefix.
+fn evaluate(cfg: &TrainConfig, lm: &LoadedModel, pad: u32, eval: &mut Option<(GroupStore, Reference)>, plain: &Device) -> Result<Option<BTreeMap<String, f64>>> {
+    let Some((store, reference)) = eval.as_mut() else { return Ok(None) };
+    let model = lm.model.valid();
+    let mut batcher = Batcher::with(store, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed)?;
+    let mut metrics = Metrics::default();
+    for _ in 0..batcher.batches_per_epoch() {
+        let batch = batcher.next_batch();
+        let mut refs = |pairs: &[(usize, usize)]| reference.sums(store, pairs, plain);
+        let (out, _) = step::batch_loss(&model, &lm.rope, store, &batch, &mut refs, &cfg.loss, cfg.model.prefix_sharing, pad, plain)?;
+        metrics.merge(&out.metrics);
+    }
+    Ok(Some(metrics.mean().into_iter().map(|(k, v)| (format!("eval/{k}"), v)).collect()))
+}
+
+fn eval_batch_config(cfg: &TrainConfig) -> crate::data::BatchConfig {
+    crate::data::BatchConfig { shuffle: false, drop_last: false, ..cfg.data.batch.clone() }
+}
+
+/// Runs training as configured; `resume` is a checkpoint (or an output folder holding some).
+pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
+    let plain = Device::flex();
+    let device = plain.clone().autodiff();
+    device.seed(cfg.optim.seed);
+    std::fs::create_dir_all(&cfg.output.dir).with_context(|| format!("cannot create {}", cfg.output.dir.display()))?;
+    let config_toml = toml::to_string_pretty(cfg)?;
+    std::fs::write(cfg.output.dir.join("config.toml"), &config_toml)?;
+
+    // Model and data.
+    let mut lm = load_model(&cfg.model.path, &device)?;
+    let pad = lm.pad_id();
+    let codec = lm.codec.take().with_context(|| format!("{}: no tokenizer beside the model", lm.source.display()))?;
+    let (store, report) = GroupStore::build(&cfg.data, &codec)?;
+    eprintln!("{}", report.summary());
+    if cfg.model.train_last_layers > 0 {
+        let n = lm.model.layers.len();
+        let keep = cfg.model.train_last_layers.min(n);
+        let layers = std::mem::take(&mut lm.model.layers);
+        lm.model.layers = layers.into_iter().enumerate().map(|(i, l)| if i < n - keep { l.no_grad() } else { l }).collect();
+        lm.model.embed_tokens = lm.model.embed_tokens.clone().no_grad();
+    }
+    let mut batcher = Batcher::new(&store, &cfg.data)?;
+    let accum = cfg.optim.grad_accum;
+    let total = if cfg.optim.max_steps > 0 {
+        cfg.optim.max_steps
+    } else {
+        (batcher.batches_per_epoch() * cfg.optim.epochs).div_ceil(accum)
+    };
+
+    // Optimiser, and the state to resume from.
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(cfg.optim.beta1 as f32)
+        .with_beta_2(cfg.optim.beta2 as f32)
+        .with_epsilon(cfg.optim.eps as f32)
+        .with_weight_decay(cfg.optim.weight_decay as f32)
+        .init();
+    let mut model = lm.model.clone();
+    let mut state = checkpoint::TrainerState { step: 0, batcher: batcher.state(), skipped: 0 };
+    let mut resumed_from = None;
+    if let Some(r) = resume {
+        let ckpt = checkpoint::resolve(r)?;
+        let (m, o, s) = checkpoint::load(&ckpt, model, optim)?;
+        (model, optim, state) = (m, o, s);
+        batcher.restore(state.batcher)?;
+        resumed_from = Some(state.step);
+        eprintln!("resumed from {} at step {}", ckpt.display(), state.step);
+    }
+    let ids = optim::param_ids(&model);
+
+    // Reference log-probs for every pair the remaining steps will see.
+    let remaining = total.saturating_sub(state.step) * accum;
+    let (mut reference, ref_seconds, ref_computed) = if cfg.loss.needs_reference() {
+        let pairs = planned_pairs(&store, &cfg.data.batch, &cfg.data.weak, cfg.data.seed, batcher.state(), remaining)?;
+        let (r, s) = build_reference(cfg, &store, &pairs, "train")?;
+        let computed = if let Reference::Cached(c) = &r { c.computed } else { 0 };
+        (Some(r), s, computed)
+    } else {
+        (None, 0.0, 0)
+    };
+    let mut eval = if cfg.eval.paths.is_empty() {
+        None
+    } else {
+        let ecfg = crate::data::DataConfig { paths: cfg.eval.paths.clone(), max_rows: cfg.eval.max_groups, ..cfg.data.clone() };
+        let (es, _) = GroupStore::build(&ecfg, &codec)?;
+        let eb = Batcher::with(&es, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed)?;
+        let pairs = planned_pairs(&es, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed, eb.state(), eb.batches_per_epoch())?;
+        let (r, _) = build_reference(cfg, &es, &pairs, "eval")?;
+        Some((es, r))
+    };
+
+    // Metrics log: keep what an earlier run wrote up to the resumed step.
+    let log_path = cfg.output.dir.join("metrics.jsonl");
+    let kept: Vec<String> = std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| (s as usize) <= state.step))
+        .map(String::from)
+        .collect();
+    let mut log = std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+    for l in &kept {
+        writeln!(log, "{l}")?;
+    }
+
+    let pb = progress_bar(total as u64, cfg.output.progress);
+    pb.set_position(state.step as u64);
+    let (mut first, mut last) = (BTreeMap::new(), BTreeMap::new());
+    let mut last_eval = None;
+    while state.step < total {
+        let t0 = Instant::now();
+        let mut acc = GradientsAccumulator::new();
+        let mut metrics = Metrics::default();
+        let mut tokens = 0;
+        let mut finite = true;
+        for _ in 0..accum {
+            let batch = batcher.next_batch();
+            let mut refs = |pairs: &[(usize, usize)]| match reference.as_mut() {
+                Some(r) => r.sums(&store, pairs, &plain),
+                None => Ok(vec![0.0; pairs.len()]),
+            };
+            let (out, n) = step::batch_loss(&model, &lm.rope, &store, &batch, &mut refs, &cfg.loss, cfg.model.prefix_sharing, pad, &device)?;
+            let loss = out.loss.div_scalar(accum as f64);
+            let value: f32 = loss.clone().into_scalar();
+            if !value.is_finite() {
+                finite = false;
+                break;
+            }
+            acc.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+            metrics.merge(&out.metrics);
+            tokens += n;
+        }
+        if !finite {
+            match cfg.optim.on_non_finite {
+                OnNonFinite::Stop => bail!(
+                    "non-finite loss at optimiser step {} (epoch {}, batch {}); lower optim.lr or set optim.on_non_finite = \"skip\"",
+                    state.step + 1,
+                    batcher.state().epoch,
+                    batcher.state().next_batch
+                ),
+                OnNonFinite::Skip => {
+                    state.skipped += 1;
+                    state.step += 1;
+                    state.batcher = batcher.state();
+                    continue;
+                }
+            }
+        }
+        let mut grads = acc.grads();
+        let grad_norm = optim::clip_global_norm(&mut grads, &ids, cfg.optim.max_grad_norm);
+        let lr = optim::learning_rate(&cfg.optim, state.step, total);
+        model = optim.step(lr, model, grads);
+        state.step += 1;
+        state.batcher = batcher.state();
+
+        let mut m = metrics.mean();
+        m.insert("learning_rate".into(), lr);
+        m.insert("grad_norm".into(), grad_norm);
+        m.insert("tokens_per_s".into(), tokens as f64 / t0.elapsed().as_secs_f64());
+        m.insert("epoch".into(), state.batcher.epoch as f64);
+        if cfg.eval.every_steps > 0 && state.step % cfg.eval.every_steps == 0 && state.step < total {
+            lm.model = model.clone();
+            if let Some(e) = evaluate(cfg, &lm, pad, &mut eval, &plain)? {
+                m.extend(e);
+            }
+        }
+        let mut row = serde_json::to_value(&m)?;
+        row["step"] = state.step.into();
+        writeln!(log, "{row}")?;
+        log.flush()?;
+        pb.set_position(state.step as u64);
+        pb.set_message(format!(
+            "loss {:.4} acc {:.2} {:.0} tok/s",
+            m.get("loss").copied().unwrap_or(f64::NAN),
+            m.get("rewards/accuracies").copied().unwrap_or(f64::NAN),
+            m["tokens_per_s"]
+        ));
+        if first.is_empty() {
+            first = m.clone();
+        }
+        last = m;
+        if cfg.output.save_every_steps > 0 && state.step % cfg.output.save_every_steps == 0 && state.step < total {
+            checkpoint::save(&cfg.output.dir, &model, &optim, &state, &config_toml, cfg.output.keep_last)?;
+        }
+    }
+    pb.finish_and_clear();
+    checkpoint::save(&cfg.output.dir, &model, &optim, &state, &config_toml, cfg.output.keep_last)?;
+    lm.model = model;
+    if eval.is_some() {
+        last_eval = evaluate(cfg, &lm, pad, &mut eval, &plain)?;
+        if let Some(e) = &last_eval {
+            let mut row = serde_json::to_value(e)?;
+            row["step"] = state.step.into();
+            writeln!(log, "{row}")?;
+        }
+    }
+    if cfg.output.export {
+        let dir = cfg.output.dir.join("final");
+        save_weights(&lm.model.valid(), &lm.config, &dir)?;
+        codec.save_to_folder(&dir)?;
+    }
+    Ok(TrainSummary {
+        steps: state.step,
+        resumed_from,
+        first,
+        last,
+        eval: last_eval,
+        output: cfg.output.dir.clone(),
+        reference_pairs_computed: ref_computed,
+        reference_seconds: ref_seconds,
+    })
+}

@@ -1,0 +1,171 @@
+//! One micro-batch: lay out its groups, score every candidate under the policy, arrange the
+//! sums as the `[prompts × candidates]` matrix with roles and mask, and hand it to the loss.
+
+use anyhow::Result;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::data::{Batch, GroupStore, Role as DataRole};
+use crate::losses::{LossConfig, LossOutput, Role, ScoreBatch};
+use crate::model::{CausalLm, Layout, Rope};
+use crate::scores::{Targets, host_f32, score};
+
+/// Where each candidate of a batch sits in the score matrix.
+pub struct Arrangement {
+    /// `(group, candidate)` of every scored sequence, in scoring order.
+    pub pairs: Vec<(usize, usize)>,
+    /// `[P·C]` index into `pairs` for each slot (0 for padded slots, masked out).
+    pub slot: Vec<i64>,
+    pub mask: Vec<f32>,
+    pub roles: Vec<Role>,
+    pub prompts: usize,
+    pub columns: usize,
+}
+
+/// Columns: the positive, then up to S strong negatives, then up to W weak ones.
+pub fn arrange(batch: &Batch, store: &GroupStore) -> Arrangement {
+    let s = batch.groups.iter().map(|g| store.group(g.group).num_strong()).max().unwrap_or(0);
+    let w = batch.groups.iter().map(|g| g.weak.len()).max().unwrap_or(0);
+    let c = 1 + s + w;
+    let p = batch.groups.len();
+    let mut roles = vec![Role::Positive];
+    roles.extend(std::iter::repeat_n(Role::Strong, s));
+    roles.extend(std::iter::repeat_n(Role::Weak, w));
+    let mut a = Arrangement { pairs: Vec::new(), slot: vec![0; p * c], mask: vec![0.0; p * c], roles, prompts: p, columns: c };
+    for (row, bg) in batch.groups.iter().enumerate() {
+        let g = store.group(bg.group);
+        let put = |col: usize, cand: usize, a: &mut Arrangement| {
+            a.slot[row * c + col] = a.pairs.len() as i64;
+            a.mask[row * c + col] = 1.0;
+            a.pairs.push((bg.group, cand));
+        };
+        put(0, g.positive().index(), &mut a);
+        for (k, cand) in g.strong().enumerate() {
+            put(1 + k, cand.index(), &mut a);
+        }
+        for (k, &cand) in bg.weak.iter().enumerate() {
+            put(1 + s + k, cand, &mut a);
+        }
+    }
+    a
+}
+
+/// Scores `pairs` (prompt of `group` ⊕ response `candidate`): summed log-probs `[N]`.
+pub fn score_pairs(
+    model: &CausalLm,
+    rope: &Rope,
+    store: &GroupStore,
+    pairs: &[(usize, usize)],
+    prefix_sharing: bool,
+    pad_id: u32,
+    device: &Device,
+) -> Tensor<1> {
+    if prefix_sharing {
+        // Consecutive pairs of the same group share one row.
+        let mut groups: Vec<(&[u32], Vec<&[u32]>)> = Vec::new();
+        let mut last = usize::MAX;
+        for &(g, c) in pairs {
+            if g != last {
+                groups.push((store.group(g).prompt_ids(), Vec::new()));
+                last = g;
+            }
+            groups.last_mut().unwrap().1.push(store.candidate(c).ids());
+        }
+        let layout = Layout::shared_prefix(&groups, pad_id);
+        let targets = Targets::shared_prefix(&layout, &groups);
+        score(model, rope, &layout, &targets, device).sums
+    } else {
+        let full: Vec<Vec<u32>> = pairs
+            .iter()
+            .map(|&(g, c)| [store.group(g).prompt_ids(), store.candidate(c).ids()].concat())
+            .collect();
+        let masks: Vec<Vec<u8>> = pairs
+            .iter()
+            .map(|&(g, c)| {
+                let (p, r) = (store.group(g).prompt_ids().len(), store.candidate(c).ids().len());
+                [vec![0u8; p], vec![1u8; r]].concat()
+            })
+            .collect();
+        let seqs: Vec<&[u32]> = full.iter().map(|s| s.as_slice()).collect();
+        let ms: Vec<&[u8]> = masks.iter().map(|s| s.as_slice()).collect();
+        let layout = Layout::padded(&seqs, pad_id);
+        let targets = Targets::padded(&layout, &seqs, &ms, false);
+        score(model, rope, &layout, &targets, device).sums
+    }
+}
+
+fn matrix(values: Vec<f32>, a: &Arrangement, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(values, [a.prompts, a.columns]), device)
+}
+
+/// Builds the loss input from policy sums `[N]` (differentiable) and reference sums (host).
+pub fn score_batch(
+    a: &Arrangement,
+    policy: Tensor<1>,
+    reference: Option<&[f32]>,
+    store: &GroupStore,
+    device: &Device,
+) -> Result<ScoreBatch> {
+    let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(a.slot.clone(), [a.slot.len()]), device);
+    let policy_logps = policy.select(0, idx).reshape([a.prompts, a.columns]);
+    let gather = |f: &dyn Fn(usize) -> f32| -> Vec<f32> {
+        a.slot.iter().zip(&a.mask).map(|(&s, &m)| if m > 0.0 { f(s as usize) } else { 0.0 }).collect()
+    };
+    let ref_logps = reference.map(|r| matrix(gather(&|s| r[s]), a, device));
+    let lengths = matrix(gather(&|s| store.candidate(a.pairs[s].1).ids().len() as f32), a, device);
+    // True scores exist only for a group's own candidates (weak negatives have none).
+    let has_scores = a.pairs.iter().all(|&(_, c)| {
+        let cand = store.candidate(c);
+        cand.role() == DataRole::Weak || cand.score().is_some()
+    }) && a.pairs.iter().any(|&(_, c)| store.candidate(c).score().is_some());
+    let true_scores = if has_scores && a.roles.iter().all(|r| *r != Role::Weak) {
+        Some(matrix(gather(&|s| store.candidate(a.pairs[s].1).score().unwrap_or(0.0)), a, device))
+    } else {
+        None
+    };
+    Ok(ScoreBatch {
+        policy_logps,
+        ref_logps,
+        lengths,
+        mask: matrix(a.mask.clone(), a, device),
+        roles: a.roles.clone(),
+        true_scores,
+    })
+}
+
+/// Loss and metrics of one micro-batch.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_loss(
+    model: &CausalLm,
+    rope: &Rope,
+    store: &GroupStore,
+    batch: &Batch,
+    reference: &mut dyn FnMut(&[(usize, usize)]) -> Result<Vec<f32>>,
+    loss: &LossConfig,
+    prefix_sharing: bool,
+    pad_id: u32,
+    device: &Device,
+) -> Result<(LossOutput, usize)> {
+    let a = arrange(batch, store);
+    let policy = score_pairs(model, rope, store, &a.pairs, prefix_sharing, pad_id, device);
+    let ref_sums = if loss.needs_reference() { Some(reference(&a.pairs)?) } else { None };
+    let sb = score_batch(&a, policy, ref_sums.as_deref(), store, device)?;
+    let tokens: usize = a
+        .pairs
+        .iter()
+        .map(|&(g, c)| store.group(g).prompt_ids().len() + store.candidate(c).ids().len())
+        .sum();
+    Ok((loss.compute(&sb)?, tokens))
+}
+
+/// Reference sums of `pairs` from a frozen model (no autodiff).
+pub fn reference_sums(
+    model: &CausalLm,
+    rope: &Rope,
+    store: &GroupStore,
+    pairs: &[(usize, usize)],
+    prefix_sharing: bool,
+    pad_id: u32,
+    device: &Device,
+) -> Vec<f32> {
+    host_f32(score_pairs(model, rope, store, pairs, prefix_sharing, pad_id, device))
+}

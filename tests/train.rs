@@ -1,0 +1,158 @@
+//! `epa train` on the tiny fixture model and a small dataset written here: the loss falls and
+//! accuracy rises for DPO and EPA, runs are reproducible, resume is bit-exact, a cached reference
+//! equals a frozen one, and bad configs give one clear error each.
+
+use epa::train::{TrainConfig, train};
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+const TOPICS: [&str; 12] = [
+    "the sea", "a forest", "the moon", "a city", "winter", "a garden", "the desert", "a river", "music", "a library",
+    "the mountains", "a market",
+];
+
+fn write_data(dir: &Path) -> PathBuf {
+    let path = dir.join("prefs.jsonl");
+    let mut s = String::new();
+    for t in TOPICS {
+        let row = serde_json::json!({
+            "prompt": format!("Describe {t} in one sentence."),
+            "chosen": format!("{t} is calm, bright and kind."),
+            "rejected": format!("I do not know anything about {t}."),
+        });
+        s.push_str(&row.to_string());
+        s.push('\n');
+    }
+    std::fs::write(&path, s).unwrap();
+    path
+}
+
+fn config(dir: &Path, loss: &str, steps: usize, extra: &[&str]) -> TrainConfig {
+    let data = write_data(dir);
+    let mut sets: Vec<String> = vec![
+        format!("model.path={:?}", fixture("tiny-llama").display().to_string()),
+        format!("data.paths=[{:?}]", data.display().to_string()),
+        "data.batch.prompts_per_batch=4".into(),
+        "data.weak.k=2".into(),
+        format!("loss.terms=[{{name={loss:?}, beta=0.5}}]"),
+        "optim.lr=0.003".into(),
+        "optim.schedule=\"constant\"".into(),
+        format!("optim.max_steps={steps}"),
+        format!("output.dir={:?}", dir.join("run").display().to_string()),
+        format!("reference.cache_dir={:?}", dir.join("cache").display().to_string()),
+        "output.progress=false".into(),
+    ];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    TrainConfig::load(None, &sets).unwrap()
+}
+
+fn metric_rows(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn mean(rows: &[serde_json::Value], key: &str) -> f64 {
+    rows.iter().map(|r| r[key].as_f64().unwrap()).sum::<f64>() / rows.len() as f64
+}
+
+#[test]
+fn dpo_and_epa_learn_and_are_reproducible() {
+    for loss in ["dpo", "epa"] {
+        let d = tempfile::tempdir().unwrap();
+        let s = train(&config(d.path(), loss, 24, &[]), None).unwrap();
+        let rows = metric_rows(d.path());
+        assert_eq!(rows.len(), 24);
+        // First 3 steps vs last 3 (each step sees 4 of the 12 prompts: an epoch is 3 steps).
+        let (early, late) = (&rows[..3], &rows[21..]);
+        assert!(mean(late, "loss") < mean(early, "loss") - 0.1, "{loss}: loss {} → {}", mean(early, "loss"), mean(late, "loss"));
+        assert!(mean(late, "rewards/accuracies") > mean(early, "rewards/accuracies"), "{loss}");
+        assert!(mean(late, "rewards/accuracies") >= 0.9, "{loss}: {}", mean(late, "rewards/accuracies"));
+        assert!(d.path().join("run/final/model.safetensors").exists());
+        assert!(d.path().join("run/final/tokenizer.json").exists());
+        assert_eq!(s.steps, 24);
+
+        // Same seed, same numbers.
+        let d2 = tempfile::tempdir().unwrap();
+        train(&config(d2.path(), loss, 24, &[]), None).unwrap();
+        let again = metric_rows(d2.path());
+        for (a, b) in rows.iter().zip(&again) {
+            assert_eq!(a["loss"], b["loss"], "{loss}: runs differ");
+            assert_eq!(a["rewards/margins"], b["rewards/margins"]);
+        }
+    }
+}
+
+fn weights(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("run/final/model.safetensors")).unwrap()
+}
+
+#[test]
+fn resume_is_bit_exact() {
+    let straight = tempfile::tempdir().unwrap();
+    train(&config(straight.path(), "epa", 8, &[]), None).unwrap();
+
+    let split = tempfile::tempdir().unwrap();
+    train(&config(split.path(), "epa", 4, &[]), None).unwrap();
+    // The same run, asked for 8 steps, continues from the checkpoint at step 4.
+    let cfg = config(split.path(), "epa", 8, &[]);
+    let s = train(&cfg, Some(&split.path().join("run"))).unwrap();
+    assert_eq!(s.steps, 8);
+    assert_eq!(s.resumed_from, Some(4), "the second call must continue from the step-4 checkpoint");
+    // A 4-step run decays nothing (constant schedule), so steps 5..8 see the same learning rates.
+    assert_eq!(weights(straight.path()), weights(split.path()), "resumed weights differ");
+    let (a, b) = (metric_rows(straight.path()), metric_rows(split.path()));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x["loss"], y["loss"]);
+        assert_eq!(x["grad_norm"], y["grad_norm"]);
+    }
+}
+
+#[test]
+fn cached_reference_equals_frozen_and_is_reused() {
+    let frozen = tempfile::tempdir().unwrap();
+    train(&config(frozen.path(), "dpo", 4, &["reference.mode=\"frozen\""]), None).unwrap();
+    let cached = tempfile::tempdir().unwrap();
+    let s1 = train(&config(cached.path(), "dpo", 4, &["reference.mode=\"cached\""]), None).unwrap();
+    assert!(s1.reference_pairs_computed > 0);
+    let (a, b) = (metric_rows(frozen.path()), metric_rows(cached.path()));
+    for (x, y) in a.iter().zip(&b) {
+        let (lx, ly) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+        assert!((lx - ly).abs() < 1e-5, "frozen {lx} vs cached {ly}");
+    }
+    // A second run on the same data and weights (another loss) computes nothing.
+    let s2 = train(&config(cached.path(), "epa", 4, &["reference.mode=\"cached\""]), None).unwrap();
+    assert_eq!(s2.reference_pairs_computed, 0);
+}
+
+#[test]
+fn bad_configs_give_clear_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let data = write_data(d.path());
+    let base = |extra: &str| -> String {
+        let mut sets = vec![format!("data.paths=[{:?}]", data.display().to_string())];
+        sets.push(extra.to_string());
+        match TrainConfig::load(None, &sets) {
+            Ok(_) => panic!("{extra} should be rejected"),
+            Err(e) => format!("{e:#}"),
+        }
+    };
+    assert!(base("optim.lrr=0.1").contains("lrr"));
+    assert!(base("optim.lr=-1").contains("optim.lr"));
+    assert!(base("loss.terms=[{name=\"dpoo\"}]").contains("dpoo"));
+    let e = match TrainConfig::load(None, &["data.paths=[\"/nonexistent/x.jsonl\"]".to_string()]) {
+        Err(e) => format!("{e:#}"),
+        Ok(_) => panic!("missing file accepted"),
+    };
+    assert!(e.contains("/nonexistent/x.jsonl"), "{e}");
+    let toml = d.path().join("bad.toml");
+    std::fs::write(&toml, "[optim]\nlr = \"fast\"\n").unwrap();
+    let e = format!("{:#}", TrainConfig::load(Some(&toml), &[]).unwrap_err());
+    assert!(e.contains("bad.toml") && e.contains("lr"), "{e}");
+}
