@@ -15,6 +15,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a policy with EPA, DPO or any loss of the family (see `epa config --print-default`).
+    Train(TrainArgs),
+    /// Configuration helpers.
+    Config {
+        /// Print the default training configuration (TOML, every option).
+        #[arg(long)]
+        print_default: bool,
+    },
     /// Score (prompt, response) pairs: summed and per-token log-probs of the response.
     Score(epa::cli::score::ScoreArgs),
     /// Greedy or sampled generation from a model.
@@ -26,6 +34,19 @@ enum Command {
     Bench(epa::bench::BenchArgs),
 }
 
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// TOML configuration (every key optional; defaults from `epa config --print-default`).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Override a key: `--set optim.lr=1e-5 --set 'loss.terms=[{name="dpo"}]'`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Continue from a checkpoint folder (or the newest checkpoint in an output folder).
+    #[arg(long)]
+    resume: Option<std::path::PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum DataCommand {
     /// Counts, length histograms, dropped rows and why, rendered examples.
@@ -35,6 +56,20 @@ enum DataCommand {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Train(a) => {
+            let cfg = epa::train::TrainConfig::load(a.config.as_deref(), &a.set)?;
+            let s = epa::train::train(&cfg, a.resume.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(())
+        }
+        Command::Config { print_default } => {
+            if print_default {
+                print!("{}", epa::train::config::TrainConfig::default_toml());
+            } else {
+                println!("use `epa config --print-default`");
+            }
+            Ok(())
+        }
         Command::Score(a) => epa::cli::score::run(&a),
         Command::Generate(a) => epa::cli::generate::run(&a),
         Command::Data(DataCommand::Inspect(a)) => epa::data::inspect::inspect(&a),
