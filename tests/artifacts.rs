@@ -4,7 +4,7 @@
 //!
 //! The tests change process environment variables, so they run one at a time under a lock.
 
-use epa::artifacts::{Artifact, SMOLLM2_GGUF, fetch, sha256_file};
+use epa::artifacts::{Artifact, SMOLLM2_GGUF, VADER_EMOJI, VADER_REFERENCE, fetch, sha256_file};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
@@ -167,4 +167,25 @@ fn cache_dir_follows_the_documented_order() {
     unset("XDG_CACHE_HOME");
     let home = std::env::var("HOME").unwrap();
     assert_eq!(epa::artifacts::cache_dir().unwrap(), Path::new(&home).join(".cache/epa"));
+}
+
+/// The real VADER wheel from PyPI (small). Offline, this fails with the message saying what to fetch.
+#[test]
+fn vader_lexicon_is_fetched_from_pypi_with_its_reference_beside_it() {
+    let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    for k in ["EPA_PYTHON", "EPA_CACHE_DIR", "EPA_VADER_LEXICON"] {
+        unset(k);
+    }
+    let lex = match epa::artifacts::vader_lexicon() {
+        Ok(p) => p,
+        Err(e) => panic!("the VADER lexicon is needed for this test and could not be fetched:\n{e:#}"),
+    };
+    let text = std::fs::read_to_string(&lex).unwrap();
+    assert_eq!(text.lines().count(), 7520);
+    assert!(text.lines().any(|l| l.starts_with("good\t")));
+    // The other members of the same wheel were cached by the same download, beside it.
+    let reference = fetch(&VADER_REFERENCE).unwrap();
+    assert_eq!(reference.parent(), lex.parent());
+    assert!(std::fs::read_to_string(reference).unwrap().contains("class SentimentIntensityAnalyzer"));
+    assert_eq!(fetch(&VADER_EMOJI).unwrap().parent(), lex.parent());
 }

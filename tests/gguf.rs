@@ -35,7 +35,11 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 fn write_gguf(version: u32, meta: &[(&str, Meta)], tensors: &[Tensor]) -> Vec<u8> {
-    const ALIGN: usize = 32;
+    let align = meta.iter().find(|(k, _)| *k == "general.alignment");
+    let align = match align {
+        Some((_, Meta::U32(a))) => *a as usize,
+        _ => 32,
+    };
     let mut out = b"GGUF".to_vec();
     out.extend(version.to_le_bytes());
     out.extend((tensors.len() as u64).to_le_bytes());
@@ -80,12 +84,12 @@ fn write_gguf(version: u32, meta: &[(&str, Meta)], tensors: &[Tensor]) -> Vec<u8
         t.dims.iter().for_each(|d| out.extend(d.to_le_bytes()));
         out.extend(t.ty.to_le_bytes());
         out.extend((offset as u64).to_le_bytes());
-        offset += t.data.len().div_ceil(ALIGN) * ALIGN;
+        offset += t.data.len().div_ceil(align) * align;
     }
-    out.resize(out.len().div_ceil(ALIGN) * ALIGN, 0);
+    out.resize(out.len().div_ceil(align) * align, 0);
     for t in tensors {
         out.extend(&t.data);
-        out.resize(out.len().div_ceil(ALIGN) * ALIGN, 0);
+        out.resize(out.len().div_ceil(align) * align, 0);
     }
     out
 }
@@ -232,6 +236,29 @@ fn every_supported_type_decodes_to_its_reference_values() {
         }
         assert!(got[..32].iter().all(|&v| v == 0.0), "{ty}: zero block");
     }
+}
+
+#[test]
+fn custom_alignment_and_version_2_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = values(96, 3);
+    let tensors: Vec<Tensor> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Tensor { name: n.to_string(), dims: vec![32, 1], ty: 0, data: f32_bytes(&x[..32]) })
+        .collect();
+    for (version, align) in [(2u32, 64u32), (3, 256), (3, 32)] {
+        let meta = [("general.alignment", Meta::U32(align))];
+        let path = write_file(dir.path(), "aligned.gguf", &write_gguf(version, &meta, &tensors));
+        let g = GgufData::open(&path).unwrap();
+        assert_eq!((g.file.version, g.file.alignment), (version, align as u64));
+        assert_eq!(g.file.data_offset % align as u64, 0);
+        for n in ["a", "b", "c"] {
+            assert_eq!(g.tensor_f32(n).unwrap().1, &x[..32]);
+        }
+    }
+    let bad = write_gguf(3, &[("general.alignment", Meta::U32(48))], &[]);
+    let e = err_of(read_gguf_metadata(&write_file(dir.path(), "align48.gguf", &bad)));
+    assert!(e.contains("power of two"), "{e}");
 }
 
 #[test]

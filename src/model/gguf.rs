@@ -214,25 +214,66 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<ModelConfig> {
 }
 
 /// Dequantises every tensor, renames it, reverses its dims and (llama) un-permutes q/k rows.
+/// Tensors are decoded on all available cores; the result keeps file order.
 fn load_tensors(f: &GgufFile, bytes: &[u8], cfg: &ModelConfig) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
-    let p = f.path.display();
+    // Names first, so that an unknown tensor is reported before any work is done.
+    let hf_names = f
+        .tensors
+        .iter()
+        .map(|t| {
+            names::hf_name(&t.name).with_context(|| {
+                format!("{}: tensor `{}` has no Hugging Face counterpart in a {:?} model", f.path.display(), t.name, cfg.arch)
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let values = parallel_map(&f.tensors, |t| load_one(f, bytes, cfg, t));
     let mut out = Vec::with_capacity(f.tensors.len());
-    for t in &f.tensors {
-        let hf = names::hf_name(&t.name).with_context(|| {
-            format!("{p}: tensor `{}` has no Hugging Face counterpart in a {:?} model", t.name, cfg.arch)
-        })?;
-        let mut values = decode(f, bytes, t)?;
-        let shape = t.shape();
-        if cfg.arch == Arch::Llama {
-            if let Some(heads) = names::qk_heads(&t.name, cfg.num_attention_heads, cfg.num_key_value_heads) {
-                let rows = shape.first().copied().unwrap_or(0);
-                values = names::unpermute_rows(&values, rows, heads).with_context(|| format!("{p}: tensor `{}`", t.name))?;
-            }
-        }
-        out.push((hf, shape, values));
+    for ((hf, t), v) in hf_names.into_iter().zip(&f.tensors).zip(values) {
+        out.push((hf, t.shape(), v?));
     }
     check_shapes(f, cfg, &out)?;
     Ok(out)
+}
+
+/// One tensor in Hugging Face layout: decoded, and for `llama` q/k rows un-permuted.
+fn load_one(f: &GgufFile, bytes: &[u8], cfg: &ModelConfig, t: &GgufTensorInfo) -> Result<Vec<f32>> {
+    let values = decode(f, bytes, t)?;
+    if cfg.arch != Arch::Llama {
+        return Ok(values);
+    }
+    match names::qk_heads(&t.name, cfg.num_attention_heads, cfg.num_key_value_heads) {
+        None => Ok(values),
+        Some(heads) => {
+            let rows = t.shape().first().copied().unwrap_or(0);
+            names::unpermute_rows(&values, rows, heads).with_context(|| format!("{}: tensor `{}`", f.path.display(), t.name))
+        }
+    }
+}
+
+/// `items.iter().map(work)` on up to `available_parallelism` scoped threads, results in order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= items.len() {
+                            break mine;
+                        }
+                        mine.push((i, work(&items[i])));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Every parameter the config implies is present with the shape it implies.

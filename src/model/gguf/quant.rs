@@ -236,15 +236,19 @@ fn nibbles(qs: &[u8]) -> impl Iterator<Item = u8> + '_ {
 
 fn q4_0(b: &[u8], o: &mut [f32]) {
     let d = half(b, 0);
-    for (y, q) in o.iter_mut().zip(nibbles(&b[2..])) {
-        *y = (q as i32 - 8) as f32 * d;
+    let (lo, hi) = o.split_at_mut(16);
+    for ((q, a), c) in b[2..18].iter().zip(lo).zip(hi) {
+        *a = ((q & 0x0F) as i32 - 8) as f32 * d;
+        *c = ((q >> 4) as i32 - 8) as f32 * d;
     }
 }
 
 fn q4_1(b: &[u8], o: &mut [f32]) {
     let (d, m) = (half(b, 0), half(b, 2));
-    for (y, q) in o.iter_mut().zip(nibbles(&b[4..])) {
-        *y = q as f32 * d + m;
+    let (lo, hi) = o.split_at_mut(16);
+    for ((q, a), c) in b[4..20].iter().zip(lo).zip(hi) {
+        *a = (q & 0x0F) as f32 * d + m;
+        *c = (q >> 4) as f32 * d + m;
     }
 }
 
