@@ -677,6 +677,7 @@ fn random_bytes_never_panic() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let alphabet = b"{}[]\":,\\ \n\tabcpromptchosenrejected0123456789.-eE\xff\xc3";
     let mut outcomes = [0usize; 2];
+    let mut deep_parquet_errors = 0;
     for i in 0..300 {
         let len = rng.random_range(0..400);
         let bytes: Vec<u8> = match i % 4 {
@@ -717,10 +718,19 @@ fn random_bytes_never_panic() {
                 cfg.on_bad_row = on_bad_row;
                 let r = std::panic::catch_unwind(|| load_groups(&cfg).map(|(g, _)| g.len()));
                 let r = r.unwrap_or_else(|_| panic!("reader panicked on case {i} ({name})"));
+                if let Err(e) = &r
+                    && format!("{e:#}").contains("decoding rows")
+                {
+                    deep_parquet_errors += 1;
+                }
                 outcomes[usize::from(r.is_ok())] += 1;
             }
         }
     }
+    assert!(
+        deep_parquet_errors > 0,
+        "corrupt pages reach the page decoder and come back as errors"
+    );
     assert!(
         outcomes[0] > 0 && outcomes[1] > 0,
         "both errors and successes occur: {outcomes:?}"
@@ -756,17 +766,40 @@ fn inspect_reports_counts_drops_lengths_and_rendered_examples() {
     };
     let tok = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama");
     let out = inspect_to_string(&args(Some(tok.clone()), false)).unwrap();
-    assert!(out.contains("rows 4 (0 conversational) → groups 2 with 5 candidates; rows dropped 2"), "{out}");
-    assert!(out.contains("dropped rows: bad JSON: 1") && out.contains("dropped rows: empty response: 1"), "{out}");
+    assert!(
+        out.contains("rows 4 (0 conversational) → groups 2 with 5 candidates; rows dropped 2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dropped rows: bad JSON: 1")
+            && out.contains("dropped rows: empty response: 1"),
+        "{out}"
+    );
     assert!(out.contains("mixed.jsonl: line 3: bad JSON"), "{out}");
-    assert!(out.contains("mixed.jsonl: line 4: field `chosen`: empty response"), "{out}");
-    assert!(out.contains("prompt length (tokens):") && out.contains("  n 2  min"), "{out}");
-    assert!(out.contains("<|im_start|>user\nDescribe the sea.<|im_end|>\n<|im_start|>assistant\n"), "{out}");
-    assert!(out.contains("[Positive") && out.contains("Wide and calm.<|im_end|>"), "{out}");
-    let js: serde_json::Value = serde_json::from_str(&inspect_to_string(&args(Some(tok), true)).unwrap()).unwrap();
+    assert!(
+        out.contains("mixed.jsonl: line 4: field `chosen`: empty response"),
+        "{out}"
+    );
+    assert!(
+        out.contains("prompt length (tokens):") && out.contains("  n 2  min"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<|im_start|>user\nDescribe the sea.<|im_end|>\n<|im_start|>assistant\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[Positive") && out.contains("Wide and calm.<|im_end|>"),
+        "{out}"
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&inspect_to_string(&args(Some(tok), true)).unwrap()).unwrap();
     assert_eq!(js["groups"], 2);
     assert_eq!(js["strong_per_group"]["2"], 1);
     assert_eq!(js["length_unit"], "tokens");
     let out = inspect_to_string(&args(None, false)).unwrap();
-    assert!(out.contains("prompt length (characters):") && out.contains("groups 2"), "{out}");
+    assert!(
+        out.contains("prompt length (characters):") && out.contains("groups 2"),
+        "{out}"
+    );
 }

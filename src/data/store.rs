@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Result;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::config::{DataConfig, PromptTruncation, TruncationConfig};
 use super::error::{Problem, RowError, RowLoc, RowPos};
-use super::group::{Candidate, PreferenceGroup};
+use super::group::PreferenceGroup;
 use super::load::read_groups;
 use super::report::DataReport;
 use crate::text::{Boundary, TextCodec};
@@ -79,13 +80,14 @@ impl GroupStore {
     /// line/row and field) unless `cfg.on_bad_row = "skip"`; rows removed by rules are counted in the
     /// report.
     pub fn build(cfg: &DataConfig, codec: &TextCodec) -> Result<(GroupStore, DataReport)> {
-        let mut builder = StoreBuilder::new(&cfg.truncation);
+        let mut builder = StoreBuilder::new(&cfg.truncation, codec);
         let mut report = DataReport::default();
         read_groups(cfg, &mut report, |loc, g, report| {
-            builder.push(&loc, &g, codec, report);
+            builder.push(loc, g, report);
             Ok(())
         })?;
-        Ok((builder.finish(), report))
+        let store = builder.finish(&mut report);
+        Ok((store, report))
     }
 
     /// Tokenises in-memory groups (locations are their indices under the file name `<memory>`).
@@ -94,22 +96,19 @@ impl GroupStore {
         trunc: &TruncationConfig,
         codec: &TextCodec,
     ) -> (GroupStore, DataReport) {
-        let mut builder = StoreBuilder::new(trunc);
+        let mut builder = StoreBuilder::new(trunc, codec);
         let mut report = DataReport::default();
         let file: Arc<str> = "<memory>".into();
         for (i, g) in groups.into_iter().enumerate() {
             report.rows_read += 1;
-            builder.push(
-                &RowLoc {
-                    file: file.clone(),
-                    pos: RowPos::Element(i),
-                },
-                g,
-                codec,
-                &mut report,
-            );
+            let loc = RowLoc {
+                file: file.clone(),
+                pos: RowPos::Element(i),
+            };
+            builder.push(loc, g.clone(), &mut report);
         }
-        (builder.finish(), report)
+        let store = builder.finish(&mut report);
+        (store, report)
     }
 
     /// Number of groups (prompts).
@@ -221,16 +220,146 @@ impl<'a> CandidateRef<'a> {
     }
 }
 
-/// Tokenises groups one by one into a store, applying the truncation rules.
+/// One group tokenised and checked against the truncation rules, not yet in the store. Computed in
+/// parallel, applied in order (so the store and report do not depend on the thread count).
+struct Encoded {
+    loc: RowLoc,
+    key: String,
+    prompt_truncated: bool,
+    text_splits: usize,
+    candidate_drops: Vec<RowError>,
+    outcome: Result<(Vec<u32>, Vec<(Vec<u32>, Option<f32>, Role)>), RowError>,
+}
+
+/// How many groups are tokenised in parallel at a time.
+const CHUNK: usize = 512;
+
+/// Cuts a prompt longer than `max_prompt_length` (`Some(None)` when the rule is to drop it); `None`
+/// when it fits.
+fn truncate_prompt(
+    trunc: &TruncationConfig,
+    ids: &[u32],
+    bos: Option<u32>,
+) -> Option<Option<Vec<u32>>> {
+    let max = trunc.max_prompt_length?;
+    if ids.len() <= max {
+        return None;
+    }
+    Some(match trunc.prompt {
+        PromptTruncation::Drop => None,
+        PromptTruncation::KeepStart => Some(ids[..max].to_vec()),
+        PromptTruncation::KeepEnd => {
+            let keep_bos = bos.is_some() && ids.first() == bos.as_ref() && max > 1;
+            let tail = &ids[ids.len() - (max - usize::from(keep_bos))..];
+            Some(if keep_bos {
+                [&ids[..1], tail].concat()
+            } else {
+                tail.to_vec()
+            })
+        }
+    })
+}
+
+/// Tokenises one group and applies the truncation rules.
+fn encode_group(
+    trunc: &TruncationConfig,
+    loc: &RowLoc,
+    g: &PreferenceGroup,
+    codec: &TextCodec,
+) -> Encoded {
+    let mut enc = Encoded {
+        loc: loc.clone(),
+        key: g.prompt.key(),
+        prompt_truncated: false,
+        text_splits: 0,
+        candidate_drops: Vec::new(),
+        outcome: Err(RowError {
+            loc: loc.clone(),
+            field: None,
+            problem: Problem::NoStrongFits,
+        }),
+    };
+    let row_err = |problem, field: Option<&str>| RowError {
+        loc: loc.clone(),
+        field: field.map(str::to_owned),
+        problem,
+    };
+    let prompt = match codec.encode_prompt(&g.prompt.messages()) {
+        Ok(p) => p,
+        Err(e) => {
+            enc.outcome = Err(row_err(Problem::Template(format!("{e:#}")), Some("prompt")));
+            return enc;
+        }
+    };
+    let prompt_ids = match truncate_prompt(trunc, &prompt.ids, codec.bos_token_id()) {
+        None => prompt.ids.clone(),
+        Some(cut) => {
+            enc.prompt_truncated = true;
+            match cut {
+                Some(ids) => ids,
+                None => {
+                    enc.outcome = Err(row_err(Problem::PromptTooLong, Some("prompt")));
+                    return enc;
+                }
+            }
+        }
+    };
+    let mut kept = Vec::new();
+    let all = std::iter::once((&g.positive, Role::Positive, "positive".to_owned())).chain(
+        g.strong
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c, Role::Strong, format!("strong[{i}]"))),
+    );
+    for (cand, role, name) in all {
+        let problem = match codec.encode_response(&prompt, &cand.text) {
+            Err(e) => Some(Problem::Template(format!("{e:#}"))),
+            Ok(pair) => {
+                enc.text_splits += usize::from(pair.boundary == Boundary::TextSplit);
+                if pair.boundary == Boundary::TextSplit && trunc.drop_boundary_mismatch {
+                    Some(Problem::BoundaryMismatch)
+                } else if trunc
+                    .max_length
+                    .is_some_and(|m| prompt_ids.len() + pair.response_ids.len() > m)
+                {
+                    Some(Problem::TooLong)
+                } else {
+                    kept.push((pair.response_ids, cand.score, role));
+                    None
+                }
+            }
+        };
+        if let Some(p) = problem {
+            if role == Role::Positive {
+                let p = if p == Problem::TooLong {
+                    Problem::PositiveTooLong
+                } else {
+                    p
+                };
+                enc.outcome = Err(row_err(p, Some(&name)));
+                return enc;
+            }
+            enc.candidate_drops.push(row_err(p, Some(&name)));
+        }
+    }
+    if kept.len() >= 2 {
+        enc.outcome = Ok((prompt_ids, kept));
+    }
+    enc
+}
+
+/// Tokenises groups (in parallel chunks) into a store, applying the truncation rules.
 struct StoreBuilder<'c> {
     store: GroupStore,
     trunc: &'c TruncationConfig,
+    codec: &'c TextCodec,
+    pending: Vec<(RowLoc, PreferenceGroup)>,
     keys: HashMap<String, u32>,
     files: HashMap<String, u32>,
 }
 
 impl<'c> StoreBuilder<'c> {
-    fn new(trunc: &'c TruncationConfig) -> Self {
+    fn new(trunc: &'c TruncationConfig, codec: &'c TextCodec) -> Self {
         let store = GroupStore {
             max_length: trunc.max_length,
             ..Default::default()
@@ -238,117 +367,48 @@ impl<'c> StoreBuilder<'c> {
         Self {
             store,
             trunc,
+            codec,
+            pending: Vec::new(),
             keys: HashMap::new(),
             files: HashMap::new(),
         }
     }
 
-    fn finish(self) -> GroupStore {
+    fn push(&mut self, loc: RowLoc, g: PreferenceGroup, report: &mut DataReport) {
+        self.pending.push((loc, g));
+        if self.pending.len() >= CHUNK {
+            self.flush(report);
+        }
+    }
+
+    fn finish(mut self, report: &mut DataReport) -> GroupStore {
+        self.flush(report);
         self.store
     }
 
-    /// Cuts a prompt longer than `max_prompt_length`; `None` when the rule is to drop it.
-    fn truncate_prompt(
-        &self,
-        mut ids: Vec<u32>,
-        bos: Option<u32>,
-        report: &mut DataReport,
-    ) -> Option<Vec<u32>> {
-        let Some(max) = self.trunc.max_prompt_length else {
-            return Some(ids);
-        };
-        if ids.len() <= max {
-            return Some(ids);
-        }
-        report.prompts_truncated += 1;
-        match self.trunc.prompt {
-            PromptTruncation::Drop => None,
-            PromptTruncation::KeepStart => {
-                ids.truncate(max);
-                Some(ids)
-            }
-            PromptTruncation::KeepEnd => {
-                let keep_bos = bos.is_some() && ids.first() == bos.as_ref() && max > 1;
-                let tail = ids.split_off(ids.len() - (max - usize::from(keep_bos)));
-                Some(if keep_bos {
-                    [&ids[..1], &tail[..]].concat()
-                } else {
-                    tail
-                })
-            }
+    fn flush(&mut self, report: &mut DataReport) {
+        let (trunc, codec) = (self.trunc, self.codec);
+        let encoded: Vec<Encoded> = self
+            .pending
+            .par_iter()
+            .map(|(loc, g)| encode_group(trunc, loc, g, codec))
+            .collect();
+        self.pending.clear();
+        for enc in encoded {
+            self.apply(enc, report);
         }
     }
 
-    fn push(
-        &mut self,
-        loc: &RowLoc,
-        g: &PreferenceGroup,
-        codec: &TextCodec,
-        report: &mut DataReport,
-    ) {
-        let row_err = |problem, field: Option<&str>| RowError {
-            loc: loc.clone(),
-            field: field.map(str::to_owned),
-            problem,
-        };
-        let prompt = match codec.encode_prompt(&g.prompt.messages()) {
-            Ok(p) => p,
-            Err(e) => {
-                return report.drop_row(&row_err(
-                    Problem::Template(format!("{e:#}")),
-                    Some("prompt"),
-                ));
-            }
-        };
-        let Some(prompt_ids) =
-            self.truncate_prompt(prompt.ids.clone(), codec.bos_token_id(), report)
-        else {
-            return report.drop_row(&row_err(Problem::PromptTooLong, Some("prompt")));
-        };
-        let mut kept: Vec<(Vec<u32>, &Candidate, Role)> = Vec::new();
-        let all = std::iter::once((&g.positive, Role::Positive, "positive".to_owned())).chain(
-            g.strong
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c, Role::Strong, format!("strong[{i}]"))),
-        );
-        for (cand, role, name) in all {
-            let problem = match codec.encode_response(&prompt, &cand.text) {
-                Err(e) => Some(Problem::Template(format!("{e:#}"))),
-                Ok(pair) => {
-                    if pair.boundary == Boundary::TextSplit {
-                        report.boundary_text_splits += 1;
-                    }
-                    if pair.boundary == Boundary::TextSplit && self.trunc.drop_boundary_mismatch {
-                        Some(Problem::BoundaryMismatch)
-                    } else if self
-                        .trunc
-                        .max_length
-                        .is_some_and(|m| prompt_ids.len() + pair.response_ids.len() > m)
-                    {
-                        Some(Problem::TooLong)
-                    } else {
-                        kept.push((pair.response_ids, cand, role));
-                        None
-                    }
-                }
-            };
-            if let Some(p) = problem {
-                if role == Role::Positive {
-                    let p = if p == Problem::TooLong {
-                        Problem::PositiveTooLong
-                    } else {
-                        p
-                    };
-                    return report.drop_row(&row_err(p, Some(&name)));
-                }
-                report.drop_candidate(&row_err(p, Some(&name)));
-            }
+    fn apply(&mut self, enc: Encoded, report: &mut DataReport) {
+        report.prompts_truncated += usize::from(enc.prompt_truncated);
+        report.boundary_text_splits += enc.text_splits;
+        for d in &enc.candidate_drops {
+            report.drop_candidate(d);
         }
-        if kept.len() < 2 {
-            return report.drop_row(&row_err(Problem::NoStrongFits, None));
+        match enc.outcome {
+            Err(e) => report.drop_row(&e),
+            Ok((prompt, kept)) => self.append(&enc.loc, &enc.key, prompt, kept, report),
         }
-        self.append(loc, &g.prompt.key(), prompt_ids, kept, report);
     }
 
     fn append(
@@ -356,7 +416,7 @@ impl<'c> StoreBuilder<'c> {
         loc: &RowLoc,
         key: &str,
         prompt: Vec<u32>,
-        kept: Vec<(Vec<u32>, &Candidate, Role)>,
+        kept: Vec<(Vec<u32>, Option<f32>, Role)>,
         report: &mut DataReport,
     ) {
         let s = &mut self.store;
@@ -380,14 +440,14 @@ impl<'c> StoreBuilder<'c> {
         let prompt = span(&mut s.tokens, &prompt);
         let first = s.candidates.len() as u32;
         let count = kept.len() as u32;
-        for (ids, cand, role) in kept {
+        for (ids, score, role) in kept {
             report.response_lengths.push(ids.len() as u32);
             let ids = span(&mut s.tokens, &ids);
             s.candidates.push(CandidateEntry {
                 ids,
                 group,
                 role,
-                score: cand.score,
+                score,
             });
         }
         s.groups.push(GroupEntry {

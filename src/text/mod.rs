@@ -4,7 +4,7 @@
 //! pipeline agree on one tokenisation. Renderings match transformers' `apply_chat_template` and ids match
 //! its `tokenize=True` (rendered text encoded with `add_special_tokens=False`).
 //!
-//! ```no_run
+//! ```
 //! use epa::text::{Message, TextCodec};
 //! let codec = TextCodec::from_hf_folder(std::path::Path::new("tests/fixtures/tiny-llama"))?;
 //! let prompt = [Message::new("user", "Describe the sea in one sentence.")];

@@ -46,6 +46,9 @@ pub struct SpecialTokens {
 #[derive(Serialize)]
 struct RenderContext<'a> {
     messages: &'a [Message],
+    // transformers passes these as None when absent, so `tools is not none` is false.
+    tools: Option<()>,
+    documents: Option<()>,
     add_generation_prompt: bool,
     #[serde(flatten)]
     special: &'a SpecialTokens,
@@ -89,6 +92,8 @@ impl ChatTemplate {
             .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
         let ctx = RenderContext {
             messages,
+            tools: None,
+            documents: None,
             add_generation_prompt,
             special,
         };
