@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod layout;
 pub mod llama;
 pub mod load;
+pub mod lora;
 pub mod rope;
 pub mod save;
 pub mod weights;
