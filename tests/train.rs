@@ -156,3 +156,31 @@ fn bad_configs_give_clear_errors() {
     let e = format!("{:#}", TrainConfig::load(Some(&toml), &[]).unwrap_err());
     assert!(e.contains("bad.toml") && e.contains("lr"), "{e}");
 }
+
+#[test]
+fn lora_run_learns_with_lora_off_reference_and_exports_peft_and_merged() {
+    let lora = ["adapter.method=\"lora\"", "adapter.lora.rank=4", "adapter.lora.alpha=8.0", "optim.lr=0.01"];
+    // The reference by switching the adapters off equals a frozen copy of the base.
+    let a = tempfile::tempdir().unwrap();
+    let mut x: Vec<&str> = lora.to_vec();
+    x.push("reference.mode=\"lora_off\"");
+    train(&config(a.path(), "epa", 12, &x), None).unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let mut y: Vec<&str> = lora.to_vec();
+    y.push("reference.mode=\"frozen\"");
+    train(&config(b.path(), "epa", 12, &y), None).unwrap();
+    let (ra, rb) = (metric_rows(a.path()), metric_rows(b.path()));
+    for (p, q) in ra.iter().zip(&rb) {
+        let (lp, lq) = (p["loss"].as_f64().unwrap(), q["loss"].as_f64().unwrap());
+        assert!((lp - lq).abs() < 1e-5, "lora_off {lp} vs frozen {lq}");
+    }
+    assert!(mean(&ra[9..], "loss") < mean(&ra[..3], "loss"), "LoRA run should lower the loss");
+    let adapter = a.path().join("run/adapter");
+    assert!(adapter.join("adapter_config.json").exists() && adapter.join("adapter_model.safetensors").exists());
+    assert!(a.path().join("run/final/model.safetensors").exists(), "merged model exported");
+    // lora_off with full fine-tuning is refused.
+    let d = tempfile::tempdir().unwrap();
+    let data = write_data(d.path());
+    let e = TrainConfig::load(None, &[format!("data.paths=[{:?}]", data.display().to_string()), "reference.mode=\"lora_off\"".into()]);
+    assert!(format!("{:#}", e.unwrap_err()).contains("lora_off"));
+}

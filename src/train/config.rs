@@ -34,6 +34,7 @@ pub struct TrainConfig {
     pub data: DataConfig,
     pub loss: LossConfig,
     pub optim: OptimSection,
+    pub adapter: AdapterSection,
     pub reference: ReferenceSection,
     pub eval: EvalSection,
     pub output: OutputSection,
@@ -121,12 +122,38 @@ impl Default for OptimSection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+pub enum AdapterMethod {
+    /// Train every (unfrozen) weight.
+    Full,
+    /// Train LoRA adapters only; the base stays frozen.
+    Lora,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdapterSection {
+    pub method: AdapterMethod,
+    /// rank, alpha, dropout (0 only), target_modules (q_proj … down_proj, or "all-linear").
+    pub lora: crate::model::lora::LoraConfig,
+}
+
+impl Default for AdapterSection {
+    fn default() -> Self {
+        Self { method: AdapterMethod::Full, lora: Default::default() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ReferenceMode {
     /// A frozen copy of the initial policy in memory.
     Frozen,
     /// Reference log-probs computed once, cached on disk (keyed by weights + data + tokens), reused
     /// across runs and loss types; no reference model in memory while training.
     Cached,
+    /// The policy with its LoRA adapters switched off (needs `adapter.method = "lora"`): no
+    /// second copy of the weights in memory.
+    LoraOff,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,6 +240,11 @@ impl TrainConfig {
             ensure!(p.exists(), "data file {} does not exist", p.display());
         }
         self.loss.validate().context("in [loss]")?;
+        if self.adapter.method == AdapterMethod::Lora {
+            self.adapter.lora.validate().context("in [adapter.lora]")?;
+        } else if self.reference.mode == ReferenceMode::LoraOff {
+            bail!("reference.mode = \"lora_off\" needs adapter.method = \"lora\"");
+        }
         Ok(())
     }
 
@@ -221,7 +253,8 @@ impl TrainConfig {
         let body = toml::to_string_pretty(&TrainConfig::default()).expect("default config serialises");
         format!(
             "# epa train — default configuration. Every key is optional; see `epa train --help`.\n\
-             # model.path: HF folder | .gguf | hub id | smollm2.  reference.mode: frozen | cached.\n\
+             # model.path: HF folder | .gguf | hub id | smollm2.  reference.mode: frozen | cached | lora_off.\n\
+             # adapter.method: full | lora.\n\
              # optim.schedule: constant | linear | cosine.  loss terms: {}.\n\n{body}",
             crate::losses::LOSS_NAMES.join(", ")
         )

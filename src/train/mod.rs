@@ -26,7 +26,8 @@ use crate::model::load::{LoadedModel, load_model};
 use crate::model::save::save_weights;
 
 pub use config::TrainConfig;
-use config::{OnNonFinite, ReferenceMode};
+use crate::model::lora::{apply_lora, lora_off, merged, save_peft_adapter, trainable_params};
+use config::{AdapterMethod, OnNonFinite, ReferenceMode};
 use reference::RefCache;
 
 /// What a run did.
@@ -47,6 +48,8 @@ pub struct TrainSummary {
 enum Reference {
     Frozen(LoadedModel),
     Cached(RefCache),
+    /// The policy itself with adapters off; computed by the caller from the current model.
+    LoraOff,
 }
 
 impl Reference {
@@ -54,6 +57,7 @@ impl Reference {
         match self {
             Reference::Frozen(m) => Ok(step::reference_sums(&m.model, &m.rope, store, pairs, true, m.pad_id(), device)),
             Reference::Cached(c) => c.get(pairs),
+            Reference::LoraOff => bail!("internal: lora_off reference needs the policy"),
         }
     }
 }
@@ -84,6 +88,7 @@ fn build_reference(cfg: &TrainConfig, store: &GroupStore, pairs: &[(usize, usize
     let t0 = Instant::now();
     match cfg.reference.mode {
         ReferenceMode::Frozen => Ok((Reference::Frozen(load_model(&spec, &plain)?), 0.0)),
+        ReferenceMode::LoraOff => Ok((Reference::LoraOff, 0.0)),
         ReferenceMode::Cached => {
             let key = format!(
                 "{}-{}",
@@ -120,11 +125,15 @@ fn progress_bar(total: u64, enabled: bool) -> indicatif::ProgressBar {
 fn evaluate(cfg: &TrainConfig, lm: &LoadedModel, pad: u32, eval: &mut Option<(GroupStore, Reference)>, plain: &Device) -> Result<Option<BTreeMap<String, f64>>> {
     let Some((store, reference)) = eval.as_mut() else { return Ok(None) };
     let model = lm.model.valid();
+    let base = matches!(reference, Reference::LoraOff).then(|| lora_off(&lm.model).valid());
     let mut batcher = Batcher::with(store, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed)?;
     let mut metrics = Metrics::default();
     for _ in 0..batcher.batches_per_epoch() {
         let batch = batcher.next_batch();
-        let mut refs = |pairs: &[(usize, usize)]| reference.sums(store, pairs, plain);
+        let mut refs = |pairs: &[(usize, usize)]| match &base {
+            Some(b) => Ok(step::reference_sums(b, &lm.rope, store, pairs, true, pad, plain)),
+            None => reference.sums(store, pairs, plain),
+        };
         let (out, _) = step::batch_loss(&model, &lm.rope, store, &batch, &mut refs, &cfg.loss, cfg.model.prefix_sharing, pad, plain)?;
         metrics.merge(&out.metrics);
     }
@@ -172,6 +181,10 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
         .with_epsilon(cfg.optim.eps as f32)
         .with_weight_decay(cfg.optim.weight_decay as f32)
         .init();
+    if cfg.adapter.method == AdapterMethod::Lora {
+        lm.model = apply_lora(lm.model, &cfg.adapter.lora, cfg.optim.seed)?;
+        eprintln!("LoRA: {} trainable parameters", trainable_params(&lm.model));
+    }
     let mut model = lm.model.clone();
     let mut state = checkpoint::TrainerState { step: 0, batcher: batcher.state(), skipped: 0 };
     let mut resumed_from = None;
@@ -232,6 +245,9 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
         for _ in 0..accum {
             let batch = batcher.next_batch();
             let mut refs = |pairs: &[(usize, usize)]| match reference.as_mut() {
+                Some(Reference::LoraOff) => {
+                    Ok(step::reference_sums(&lora_off(&model).valid(), &lm.rope, &store, pairs, true, pad, &plain))
+                }
                 Some(r) => r.sums(&store, pairs, &plain),
                 None => Ok(vec![0.0; pairs.len()]),
             };
@@ -312,7 +328,12 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
     }
     if cfg.output.export {
         let dir = cfg.output.dir.join("final");
-        save_weights(&lm.model.valid(), &lm.config, &dir)?;
+        if cfg.adapter.method == AdapterMethod::Lora {
+            save_peft_adapter(&lm.model, &cfg.adapter.lora, &cfg.model.path, &cfg.output.dir.join("adapter"))?;
+            save_weights(&merged(&lm.model).valid(), &lm.config, &dir)?;
+        } else {
+            save_weights(&lm.model.valid(), &lm.config, &dir)?;
+        }
         codec.save_to_folder(&dir)?;
     }
     Ok(TrainSummary {
