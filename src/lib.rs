@@ -3,5 +3,6 @@
 //! The pipeline, one module per stage:
 //! data → model → scores (log-probs per candidate) → losses → train → eval / lab.
 
+pub mod lab;
 pub mod losses;
 pub mod model;
