@@ -1,0 +1,420 @@
+//! The loss configuration: a weighted list of terms, each selected by name with its
+//! hyper-parameters (like TRL's `loss_type` list + `loss_weights`), and its evaluation.
+//!
+//! ```toml
+//! [[terms]]
+//! name = "epa"          # epa | dpo (alias sigmoid, cdpo) | robust | ipo | hinge (alias slic)
+//! beta = 0.1            # | simpo | nca_pair | nca | infonca | plackett_luce | sft
+//! w = 1.0
+//!
+//! [[terms]]
+//! name = "sft"
+//! weight = 0.05
+//! ```
+
+use anyhow::{Context, Result, bail, ensure};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::batch::{PromptLosses, ScoreBatch};
+use super::dpo::{DpoParams, HingeParams, IpoParams};
+use super::epa::EpaParams;
+use super::infonca::InfoNcaParams;
+use super::metrics::{Metrics, RewardKind, batch_metrics};
+use super::nca::{NcaPairParams, NcaParams};
+use super::plackett_luce::PlackettLuceParams;
+use super::sft::SftParams;
+use super::simpo::SimpoParams;
+use super::{LossOutput, dpo, epa, infonca, nca, plackett_luce, sft, simpo};
+
+/// One term of the loss, tagged by `name`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum LossTerm {
+    Epa(EpaParams),
+    /// DPO (sigmoid); with `label_smoothing` > 0 it is cDPO.
+    #[serde(alias = "sigmoid", alias = "cdpo")]
+    Dpo(DpoParams),
+    Robust(DpoParams),
+    Ipo(IpoParams),
+    #[serde(alias = "slic")]
+    Hinge(HingeParams),
+    Simpo(SimpoParams),
+    NcaPair(NcaPairParams),
+    Nca(NcaParams),
+    Infonca(InfoNcaParams),
+    PlackettLuce(PlackettLuceParams),
+    Sft(SftParams),
+}
+
+/// All accepted term names (aliases excluded).
+pub const LOSS_NAMES: &[&str] = &[
+    "epa",
+    "dpo",
+    "robust",
+    "ipo",
+    "hinge",
+    "simpo",
+    "nca_pair",
+    "nca",
+    "infonca",
+    "plackett_luce",
+    "sft",
+];
+
+impl LossTerm {
+    /// This term with default hyper-parameters, by name (aliases accepted).
+    pub fn from_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "epa" => Self::Epa(Default::default()),
+            "dpo" | "sigmoid" | "cdpo" => Self::Dpo(Default::default()),
+            "robust" => Self::Robust(Default::default()),
+            "ipo" => Self::Ipo(Default::default()),
+            "hinge" | "slic" => Self::Hinge(Default::default()),
+            "simpo" => Self::Simpo(Default::default()),
+            "nca_pair" => Self::NcaPair(Default::default()),
+            "nca" => Self::Nca(Default::default()),
+            "infonca" => Self::Infonca(Default::default()),
+            "plackett_luce" => Self::PlackettLuce(Default::default()),
+            "sft" => Self::Sft(Default::default()),
+            _ => bail!(
+                "unknown loss name '{name}'; expected one of {}",
+                LOSS_NAMES.join(", ")
+            ),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Epa(_) => "epa",
+            Self::Dpo(_) => "dpo",
+            Self::Robust(_) => "robust",
+            Self::Ipo(_) => "ipo",
+            Self::Hinge(_) => "hinge",
+            Self::Simpo(_) => "simpo",
+            Self::NcaPair(_) => "nca_pair",
+            Self::Nca(_) => "nca",
+            Self::Infonca(_) => "infonca",
+            Self::PlackettLuce(_) => "plackett_luce",
+            Self::Sft(_) => "sft",
+        }
+    }
+
+    pub fn weight(&self) -> f64 {
+        match self {
+            Self::Epa(p) => p.weight,
+            Self::Dpo(p) | Self::Robust(p) => p.weight,
+            Self::Ipo(p) => p.weight,
+            Self::Hinge(p) => p.weight,
+            Self::Simpo(p) => p.weight,
+            Self::NcaPair(p) => p.weight,
+            Self::Nca(p) => p.weight,
+            Self::Infonca(p) => p.weight,
+            Self::PlackettLuce(p) => p.weight,
+            Self::Sft(p) => p.weight,
+        }
+    }
+
+    /// β of the term (None for `sft`).
+    pub fn beta(&self) -> Option<f64> {
+        match self {
+            Self::Epa(p) => Some(p.beta),
+            Self::Dpo(p) | Self::Robust(p) => Some(p.beta),
+            Self::Ipo(p) => Some(p.beta),
+            Self::Hinge(p) => Some(p.beta),
+            Self::Simpo(p) => Some(p.beta),
+            Self::NcaPair(p) => Some(p.beta),
+            Self::Nca(p) => Some(p.beta),
+            Self::Infonca(p) => Some(p.beta),
+            Self::PlackettLuce(p) => Some(p.beta),
+            Self::Sft(_) => None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let w = self.weight();
+        ensure!(
+            w.is_finite() && w >= 0.0,
+            "weight must be finite and ≥ 0, got {w}"
+        );
+        match self {
+            Self::Epa(p) => p.validate(),
+            Self::Dpo(p) | Self::Robust(p) => p.validate(),
+            Self::Ipo(p) => p.validate(),
+            Self::Hinge(p) => p.validate(),
+            Self::Simpo(p) => p.validate(),
+            Self::NcaPair(p) => p.validate(),
+            Self::Nca(p) => p.validate(),
+            Self::Infonca(p) => p.validate(),
+            Self::PlackettLuce(p) => p.validate(),
+            Self::Sft(p) => p.validate(),
+        }
+    }
+
+    /// The term's loss per prompt.
+    pub fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
+        match self {
+            Self::Epa(p) => epa::epa(batch, p),
+            Self::Dpo(p) => dpo::dpo(batch, p),
+            Self::Robust(p) => dpo::robust(batch, p),
+            Self::Ipo(p) => dpo::ipo(batch, p),
+            Self::Hinge(p) => dpo::hinge(batch, p),
+            Self::Simpo(p) => simpo::simpo(batch, p),
+            Self::NcaPair(p) => nca::nca_pair(batch, p),
+            Self::Nca(p) => nca::nca(batch, p),
+            Self::Infonca(p) => infonca::infonca(batch, p),
+            Self::PlackettLuce(p) => plackett_luce::plackett_luce(batch, p),
+            Self::Sft(p) => sft::sft(batch, p),
+        }
+    }
+
+    /// Reference-free terms (SimPO, SFT) never read `ref_logps`.
+    pub fn needs_reference(&self) -> bool {
+        !matches!(self, Self::Simpo(_) | Self::Sft(_))
+    }
+
+    /// Terms that read `true_scores` (soft labels, rankings).
+    pub fn needs_true_scores(&self) -> bool {
+        use super::infonca::Labels::Soft;
+        match self {
+            Self::Nca(p) => p.labels == Soft,
+            Self::Infonca(p) => p.labels == Soft,
+            Self::PlackettLuce(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Terms that read weak-negative columns.
+    pub fn uses_weak(&self) -> bool {
+        match self {
+            Self::Epa(p) => p.use_weak,
+            Self::Dpo(p) | Self::Robust(p) => p.use_weak,
+            Self::Ipo(p) => p.use_weak,
+            Self::Hinge(p) => p.use_weak,
+            Self::Simpo(p) => p.use_weak,
+            Self::NcaPair(p) => p.use_weak,
+            Self::Nca(p) => p.include_weak,
+            Self::Infonca(p) => p.include_weak,
+            Self::PlackettLuce(p) => p.include_weak,
+            Self::Sft(_) => false,
+        }
+    }
+}
+
+/// `x` must be finite and > 0.
+pub(crate) fn check_positive(name: &str, x: f64) -> Result<()> {
+    ensure!(
+        x.is_finite() && x > 0.0,
+        "{name} must be finite and > 0, got {x}"
+    );
+    Ok(())
+}
+
+/// A configured loss: the weighted sum of its terms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    /// The terms; the total loss is Σ weight × (mean over prompts of the term).
+    pub terms: Vec<LossTerm>,
+    /// β of the `rewards/*` metrics; default: the first term's β (0.1 if none has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_beta: Option<f64>,
+}
+
+impl Default for LossConfig {
+    /// EPA with β = 0.1, w = 1, all negatives.
+    fn default() -> Self {
+        Self {
+            terms: vec![LossTerm::Epa(EpaParams::default())],
+            metrics_beta: None,
+        }
+    }
+}
+
+impl LossConfig {
+    /// TRL style: term names with default hyper-parameters and optional weights (default 1).
+    pub fn from_names(names: &[&str], weights: Option<&[f64]>) -> Result<Self> {
+        if let Some(w) = weights {
+            ensure!(
+                w.len() == names.len(),
+                "{} loss weights for {} loss names",
+                w.len(),
+                names.len()
+            );
+        }
+        let mut terms = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let mut term = LossTerm::from_name(name)?;
+            if let Some(w) = weights {
+                term.set_weight(w[i]);
+            }
+            terms.push(term);
+        }
+        let cfg = Self {
+            terms,
+            metrics_beta: None,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates a TOML document with a `[[terms]]` list. A term that does not
+    /// parse is named by index, `name` and the line of its `[[terms]]` header.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        let cfg: Self = match toml::from_str(text) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                let err = locate_term_error(text).unwrap_or_else(|| anyhow::anyhow!(e));
+                return Err(err.context("invalid loss configuration"));
+            }
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Every value in range; errors name the term (index and name) and the field.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            !self.terms.is_empty(),
+            "loss configuration has no terms (give at least one [[terms]] with a name)"
+        );
+        for (i, term) in self.terms.iter().enumerate() {
+            term.validate()
+                .with_context(|| format!("loss term #{} ('{}')", i + 1, term.name()))?;
+        }
+        if let Some(b) = self.metrics_beta {
+            check_positive("metrics_beta", b)?;
+        }
+        Ok(())
+    }
+
+    /// Whether some term needs `ref_logps` (else the reference model need not run).
+    pub fn needs_reference(&self) -> bool {
+        self.terms.iter().any(LossTerm::needs_reference)
+    }
+
+    /// Whether some term needs `true_scores`.
+    pub fn needs_true_scores(&self) -> bool {
+        self.terms.iter().any(LossTerm::needs_true_scores)
+    }
+
+    /// Whether some term reads weak negatives (else the data loader need not build them).
+    pub fn uses_weak(&self) -> bool {
+        self.terms.iter().any(LossTerm::uses_weak)
+    }
+
+    /// Metric label of each term: its name, suffixed `#2`, `#3`… when repeated.
+    pub fn labels(&self) -> Vec<String> {
+        let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+        self.terms
+            .iter()
+            .map(|t| {
+                let n = seen.entry(t.name()).or_default();
+                *n += 1;
+                if *n == 1 {
+                    t.name().to_string()
+                } else {
+                    format!("{}#{n}", t.name())
+                }
+            })
+            .collect()
+    }
+
+    fn reward_kind(&self, batch: &ScoreBatch) -> RewardKind {
+        let first = self
+            .terms
+            .iter()
+            .find_map(|t| t.beta().map(|b| (b, t.needs_reference())));
+        let beta = self.metrics_beta.or(first.map(|f| f.0)).unwrap_or(0.1);
+        match (first, &batch.ref_logps) {
+            (Some((_, true)), Some(_)) | (None, Some(_)) => RewardKind::LogRatio { beta },
+            _ => RewardKind::AvgLogp { beta },
+        }
+    }
+
+    /// The weighted loss (`[1]`, differentiable w.r.t. `policy_logps`) and its metrics.
+    ///
+    /// Prompts a term cannot use (masked positive, no real negative) are skipped by that term;
+    /// a batch no term can use gives a zero loss (still attached to the graph) and
+    /// `prompts/skipped = 1`.
+    pub fn compute(&self, batch: &ScoreBatch) -> Result<LossOutput> {
+        self.validate()?;
+        batch.check()?;
+        let n = batch.dims().0;
+        let mut metrics = Metrics::default();
+        // Keeps the output attached to policy_logps even when every prompt is skipped.
+        let mut loss: Tensor<1> = batch.policy().sum().mul_scalar(0.0);
+        let mut used: Option<Tensor<1>> = None;
+        for (term, label) in self.terms.iter().zip(self.labels()) {
+            let ctx = || format!("loss term '{label}'");
+            let pp = term.per_prompt(batch).with_context(ctx)?;
+            let sum = scalar(pp.values.clone().sum())?;
+            let count = scalar(pp.valid.clone().sum())?;
+            ensure!(
+                sum.is_finite(),
+                "loss term '{label}' is not finite ({sum}): check the scores"
+            );
+            metrics.add_loss_term(&label, term.weight(), sum, count);
+            loss = loss + pp.mean().mul_scalar(term.weight());
+            used = Some(match used {
+                None => pp.valid,
+                Some(u) => u.max_pair(pp.valid),
+            });
+        }
+        let used = used.map(|u| scalar(u.sum())).transpose()?.unwrap_or(0.0);
+        metrics.add("prompts/skipped", n as f64 - used, n as f64);
+        batch_metrics(&mut metrics, batch, self.reward_kind(batch))?;
+        Ok(LossOutput { loss, metrics })
+    }
+}
+
+impl LossTerm {
+    fn set_weight(&mut self, w: f64) {
+        match self {
+            Self::Epa(p) => p.weight = w,
+            Self::Dpo(p) | Self::Robust(p) => p.weight = w,
+            Self::Ipo(p) => p.weight = w,
+            Self::Hinge(p) => p.weight = w,
+            Self::Simpo(p) => p.weight = w,
+            Self::NcaPair(p) => p.weight = w,
+            Self::Nca(p) => p.weight = w,
+            Self::Infonca(p) => p.weight = w,
+            Self::PlackettLuce(p) => p.weight = w,
+            Self::Sft(p) => p.weight = w,
+        }
+    }
+}
+
+/// Serde reports errors inside an internally tagged term at the start of the whole `terms`
+/// array; re-parse term by term to say which one is wrong.
+fn locate_term_error(text: &str) -> Option<anyhow::Error> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let terms = table.get("terms")?.as_array()?;
+    let headers: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("[[terms]]"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    terms.iter().enumerate().find_map(|(i, term)| {
+        let err = term.clone().try_into::<LossTerm>().err()?;
+        let name = term.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+        let line = headers
+            .get(i)
+            .map(|l| format!(", [[terms]] at line {l}"))
+            .unwrap_or_default();
+        Some(anyhow::anyhow!(
+            "loss term #{} (name = '{name}'{line}): {err}",
+            i + 1
+        ))
+    })
+}
+
+/// Host value of a one-element tensor.
+fn scalar(t: Tensor<1>) -> Result<f64> {
+    let v = t
+        .into_data()
+        .try_into_vec_as::<f64>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    v.first().copied().context("empty tensor")
+}

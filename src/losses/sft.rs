@@ -1,0 +1,45 @@
+//! SFT / NLL term on the positive: `−log π_θ(y⁺|x) / |y⁺|` (token-averaged per sequence) or the
+//! summed NLL, averaged over prompts with a real positive. Usually added with a small weight to a
+//! preference loss (RPO-style) to keep the positive's likelihood up.
+//!
+//! Note: TRL's `sft` term averages over all positive tokens of the batch at once; here each
+//! sequence is token-averaged first and prompts weigh equally, like every other term, so that
+//! micro-batches aggregate exactly.
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use super::batch::{PromptLosses, ScoreBatch};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SftParams {
+    pub weight: f64,
+    /// Divide the positive's NLL by its length (true) or keep the sum (false).
+    pub length_normalize: bool,
+}
+
+impl Default for SftParams {
+    fn default() -> Self {
+        Self {
+            weight: 1.0,
+            length_normalize: true,
+        }
+    }
+}
+
+impl SftParams {
+    pub fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// NLL of the positive per prompt.
+pub fn sft(batch: &ScoreBatch, p: &SftParams) -> Result<PromptLosses> {
+    let n = batch.dims().0;
+    let mut nll = batch.policy().narrow(1, 0, 1).neg();
+    if p.length_normalize {
+        nll = nll / batch.lengths().narrow(1, 0, 1);
+    }
+    Ok(PromptLosses::new(nll.reshape([n]), batch.positive_valid()))
+}
