@@ -39,11 +39,28 @@ pub fn loss_config(method: &Method, h: &Hyper) -> anyhow::Result<LossConfig> {
         MethodKind::PlackettLuce => json!({"name": "plackett_luce", "beta": beta}),
         MethodKind::Infonca => json!({"name": "infonca", "beta": beta, "alpha": h.infonca_alpha}),
         MethodKind::EpaStrong | MethodKind::EpaWeak | MethodKind::Epa => json!({
-            "name": "epa", "beta": beta, "w": h.w, "lambda_strong": 1.0, "lambda_weak": h.lambda_weak
+            "name": "epa", "beta": beta, "w": h.w, "lambda_strong": 1.0, "lambda_weak": h.lambda_weak,
+            "use_strong": method.kind != MethodKind::EpaWeak, "use_weak": method.kind != MethodKind::EpaStrong
         }),
     };
     serde_json::from_value(json!({ "terms": [term] }))
         .with_context(|| format!("loss configuration of {}", method.label()))
+}
+
+/// The training loss of one step: the loss module's own terms, Σ weight × (mean over prompts of
+/// `LossTerm::per_prompt`) — exactly what `LossConfig::compute` returns as `loss` — without the
+/// per-step metrics (dozens of host reads each), which the lab does not use while training.
+/// `LossConfig::compute` itself gives every reported final loss.
+pub fn training_loss(cfg: &LossConfig, batch: &ScoreBatch) -> anyhow::Result<Tensor<1>> {
+    let mut total: Option<Tensor<1>> = None;
+    for term in &cfg.terms {
+        let t = term.per_prompt(batch)?.mean().mul_scalar(term.weight());
+        total = Some(match total {
+            None => t,
+            Some(a) => a + t,
+        });
+    }
+    total.ok_or_else(|| anyhow::anyhow!("loss configuration has no terms"))
 }
 
 /// Whether the method reads `true_scores` (the lab's ordinal rank scores).
@@ -67,14 +84,24 @@ pub struct IndexBatch {
 }
 
 impl IndexBatch {
-    pub fn new(layout: &Layout, world: &World, inits: usize, with_scores: bool, device: &Device) -> IndexBatch {
+    pub fn new(
+        layout: &Layout,
+        world: &World,
+        inits: usize,
+        with_scores: bool,
+        device: &Device,
+    ) -> IndexBatch {
         let (n, m) = (world.n_prompts, world.n_responses);
         let rows = layout.rows.len();
         let cols = layout.roles.len();
         let mut index = Vec::with_capacity(inits * rows * cols);
         for i in 0..inits {
             for row in &layout.rows {
-                index.extend(row.ids.iter().map(|&y| ((i * n + row.prompt) * m + y) as i64));
+                index.extend(
+                    row.ids
+                        .iter()
+                        .map(|&y| ((i * n + row.prompt) * m + y) as i64),
+                );
             }
         }
         let per_init = |f: &dyn Fn(&super::methods::Row) -> Vec<f32>| -> Tensor<2> {
@@ -86,7 +113,12 @@ impl IndexBatch {
             }
             Tensor::from_data(TensorData::new(v, [inits * rows, cols]), device)
         };
-        let ref_logps = per_init(&|r| r.ids.iter().map(|&y| world.ref_logp[r.prompt * m + y] as f32).collect());
+        let ref_logps = per_init(&|r| {
+            r.ids
+                .iter()
+                .map(|&y| world.ref_logp[r.prompt * m + y] as f32)
+                .collect()
+        });
         let mask = per_init(&|r| r.mask.clone());
         let scores = with_scores.then(|| per_init(&|r| r.scores.clone()));
         IndexBatch {
@@ -104,7 +136,10 @@ impl IndexBatch {
 
     /// The score matrix of all inits from log π_θ, `[I·N, M]` (differentiable).
     pub fn batch(&self, logp: Tensor<2>) -> ScoreBatch {
-        let policy = logp.flatten::<1>(0, 1).select(0, self.index.clone()).reshape([self.inits * self.rows, self.cols]);
+        let policy = logp
+            .flatten::<1>(0, 1)
+            .select(0, self.index.clone())
+            .reshape([self.inits * self.rows, self.cols]);
         ScoreBatch {
             policy_logps: policy,
             ref_logps: Some(self.ref_logps.clone()),

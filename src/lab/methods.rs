@@ -38,7 +38,10 @@ pub struct Method {
 impl Method {
     pub fn new(kind: MethodKind, n_weak: usize) -> Method {
         let uses = matches!(kind, MethodKind::EpaWeak | MethodKind::Epa);
-        Method { kind, n_weak: if uses { n_weak } else { 0 } }
+        Method {
+            kind,
+            n_weak: if uses { n_weak } else { 0 },
+        }
     }
 
     /// Stable name used in results.json, the report and plots.
@@ -82,7 +85,12 @@ pub fn layout(method: &Method, data: &PrefData) -> Layout {
             for r in &data.rounds {
                 for (i, &better) in r.ranked.iter().enumerate() {
                     for &worse in &r.ranked[i + 1..] {
-                        rows.push(Row { prompt: r.prompt, ids: vec![better, worse], mask: vec![1.0; 2], scores: vec![1.0, 0.0] });
+                        rows.push(Row {
+                            prompt: r.prompt,
+                            ids: vec![better, worse],
+                            mask: vec![1.0; 2],
+                            scores: vec![1.0, 0.0],
+                        });
                     }
                 }
             }
@@ -91,12 +99,23 @@ pub fn layout(method: &Method, data: &PrefData) -> Layout {
         MethodKind::PlackettLuce | MethodKind::Infonca | MethodKind::EpaStrong => {
             for r in &data.rounds {
                 let scores = (0..k).map(|i| (k - 1 - i) as f32).collect();
-                rows.push(Row { prompt: r.prompt, ids: r.ranked.clone(), mask: vec![1.0; k], scores });
+                rows.push(Row {
+                    prompt: r.prompt,
+                    ids: r.ranked.clone(),
+                    mask: vec![1.0; k],
+                    scores,
+                });
             }
-            std::iter::once(Role::Positive).chain(std::iter::repeat_n(Role::Strong, k - 1)).collect()
+            std::iter::once(Role::Positive)
+                .chain(std::iter::repeat_n(Role::Strong, k - 1))
+                .collect()
         }
         MethodKind::EpaWeak | MethodKind::Epa => {
-            let strong = if method.kind == MethodKind::Epa { k - 1 } else { 0 };
+            let strong = if method.kind == MethodKind::Epa {
+                k - 1
+            } else {
+                0
+            };
             let n = method.n_weak;
             for r in &data.rounds {
                 let mut ids = r.ranked[..1 + strong].to_vec();
@@ -114,7 +133,12 @@ pub fn layout(method: &Method, data: &PrefData) -> Layout {
                     }
                 }
                 let scores = vec![0.0; ids.len()];
-                rows.push(Row { prompt: r.prompt, ids, mask, scores });
+                rows.push(Row {
+                    prompt: r.prompt,
+                    ids,
+                    mask,
+                    scores,
+                });
             }
             std::iter::once(Role::Positive)
                 .chain(std::iter::repeat_n(Role::Strong, strong))

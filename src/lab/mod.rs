@@ -19,7 +19,6 @@
 
 pub mod adapter;
 pub mod data;
-pub mod interim_losses;
 pub mod loss_api;
 pub mod methods;
 pub mod metrics;
@@ -162,6 +161,7 @@ pub struct MethodResult {
     pub eps_hat_unseen: Stat,
     pub kl: Stat,
     pub expected_reward: Stat,
+    pub mass_unseen: Stat,
     /// Mean-over-inits loss at 90% of training minus the final mean (≥ 0; small = converged).
     pub loss_drop_last_10pct: f64,
     pub per_init: Vec<InitResult>,
@@ -177,6 +177,12 @@ pub struct WorldSummary {
     /// Fraction of (prompt, response) pairs never compared.
     pub unseen_fraction: f64,
     pub weak_pool_per_prompt: Stat,
+    /// Responses of a prompt's space that are in no prompt's comparisons (weak negatives can
+    /// never reach them), per prompt.
+    pub unreachable_per_prompt: Stat,
+    /// Prompts whose Bradley-Terry MLE on the compared responses is finite (the directed
+    /// "beaten-by" graph of the ranking-implied pairs is strongly connected — Zermelo/Ford).
+    pub prompts_with_finite_bt_mle: usize,
     pub reference_policy: PolicyMetrics,
     /// π* ∝ π_ref·exp(r*/β): the KL-regularised optimum every method aims at.
     pub optimal_policy: PolicyMetrics,
@@ -197,7 +203,15 @@ impl BanditResults {
 }
 
 /// Names accepted by `--methods`, in report order.
-pub const ALL_METHODS: [&str; 7] = ["dpo", "ipo", "plackett_luce", "infonca", "epa_strong", "epa_weak", "epa"];
+pub const ALL_METHODS: [&str; 7] = [
+    "dpo",
+    "ipo",
+    "plackett_luce",
+    "infonca",
+    "epa_strong",
+    "epa_weak",
+    "epa",
+];
 
 /// The methods of a run, in report order.
 pub fn method_list(args: &BanditArgs) -> anyhow::Result<Vec<Method>> {
@@ -216,7 +230,11 @@ pub fn method_list(args: &BanditArgs) -> anyhow::Result<Vec<Method>> {
         ("infonca", MethodKind::Infonca),
         ("epa_strong", MethodKind::EpaStrong),
     ];
-    let mut v: Vec<Method> = fixed.iter().filter(|(n, _)| want(n)).map(|&(_, k)| Method::new(k, 0)).collect();
+    let mut v: Vec<Method> = fixed
+        .iter()
+        .filter(|(n, _)| want(n))
+        .map(|&(_, k)| Method::new(k, 0))
+        .collect();
     if want("epa_weak") {
         anyhow::ensure!(args.weak > 0, "--weak must be > 0 for epa_weak");
         v.push(Method::new(MethodKind::EpaWeak, args.weak));
@@ -225,7 +243,11 @@ pub fn method_list(args: &BanditArgs) -> anyhow::Result<Vec<Method>> {
         let mut sweep = args.weak_sweep.clone();
         sweep.sort_unstable();
         sweep.dedup();
-        anyhow::ensure!(!sweep.is_empty() && sweep[0] > 0, "--weak-sweep needs positive counts, got {:?}", args.weak_sweep);
+        anyhow::ensure!(
+            !sweep.is_empty() && sweep[0] > 0,
+            "--weak-sweep needs positive counts, got {:?}",
+            args.weak_sweep
+        );
         v.extend(sweep.into_iter().map(|n| Method::new(MethodKind::Epa, n)));
     }
     anyhow::ensure!(!v.is_empty(), "--methods selects nothing");
@@ -235,18 +257,33 @@ pub fn method_list(args: &BanditArgs) -> anyhow::Result<Vec<Method>> {
 fn validate(a: &BanditArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.inits >= 1, "--inits must be at least 1");
     anyhow::ensure!(a.steps >= 1, "--steps must be at least 1");
-    anyhow::ensure!(a.beta > 0.0 && a.beta.is_finite(), "--beta must be > 0, got {}", a.beta);
-    anyhow::ensure!(a.lr > 0.0 && a.lr.is_finite(), "--lr must be > 0, got {}", a.lr);
-    anyhow::ensure!(a.w > 0.0 && a.lambda_weak > 0.0, "--w and --lambda-weak must be > 0");
+    anyhow::ensure!(
+        a.beta > 0.0 && a.beta.is_finite(),
+        "--beta must be > 0, got {}",
+        a.beta
+    );
+    anyhow::ensure!(
+        a.lr > 0.0 && a.lr.is_finite(),
+        "--lr must be > 0, got {}",
+        a.lr
+    );
+    anyhow::ensure!(
+        a.w > 0.0 && a.lambda_weak > 0.0,
+        "--w and --lambda-weak must be > 0"
+    );
     anyhow::ensure!(a.infonca_alpha > 0.0, "--infonca-alpha must be > 0");
-    anyhow::ensure!(a.init_sd >= 0.0 && a.init_sd.is_finite(), "--init-sd must be >= 0");
+    anyhow::ensure!(
+        a.init_sd >= 0.0 && a.init_sd.is_finite(),
+        "--init-sd must be >= 0"
+    );
     Ok(())
 }
 
 /// Runs the whole lab and writes results.json, report.md and the plots into `args.out`.
 pub fn run_bandit(args: &BanditArgs) -> anyhow::Result<BanditResults> {
     let (results, policies) = simulate(args)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let json = serde_json::to_string_pretty(&results)? + "\n";
     write(&args.out.join("results.json"), &json)?;
     write(&args.out.join("report.md"), &report::markdown(&results))?;
@@ -272,12 +309,30 @@ pub struct PolicySample {
 /// Trains every method; returns the results and the policies the scatter plot shows.
 pub fn simulate(args: &BanditArgs) -> anyhow::Result<(BanditResults, Vec<PolicySample>)> {
     validate(args)?;
-    let world = World::generate(args.n_prompts, args.n_responses, args.ref_policy, args.ref_sd, args.reward_sd, args.seed)?;
+    let world = World::generate(
+        args.n_prompts,
+        args.n_responses,
+        args.ref_policy,
+        args.ref_sd,
+        args.reward_sd,
+        args.seed,
+    )?;
     let methods = method_list(args)?;
     let max_weak = methods.iter().map(|m| m.n_weak).max().unwrap_or(0);
     let data = data::sample(&world, args.pool, args.rounds, args.k, max_weak, args.seed)?;
-    let hyper = Hyper { beta: args.beta, w: args.w, lambda_weak: args.lambda_weak, infonca_alpha: args.infonca_alpha };
-    let spec = TrainSpec { steps: args.steps, lr: args.lr, inits: args.inits, init_sd: args.init_sd, seed: args.seed };
+    let hyper = Hyper {
+        beta: args.beta,
+        w: args.w,
+        lambda_weak: args.lambda_weak,
+        infonca_alpha: args.infonca_alpha,
+    };
+    let spec = TrainSpec {
+        steps: args.steps,
+        lr: args.lr,
+        inits: args.inits,
+        init_sd: args.init_sd,
+        seed: args.seed,
+    };
     let init = init_logits(&world, &spec)?;
     let device = Device::flex().autodiff();
     let scatter_labels = scatter_methods(&methods);
@@ -298,7 +353,14 @@ pub fn simulate(args: &BanditArgs) -> anyhow::Result<(BanditResults, Vec<PolicyS
             .collect();
         if scatter_labels.contains(&method.label()) {
             for i in 0..args.inits.min(2) {
-                samples.push(sample_points(&world, &data.seen, &trained.logits[i], args.beta, method.label(), i));
+                samples.push(sample_points(
+                    &world,
+                    &data.seen,
+                    &trained.logits[i],
+                    args.beta,
+                    method.label(),
+                    i,
+                ));
             }
         }
         out.push(summarise(method, &lay, per_init, trained.loss_at_90pct));
@@ -307,6 +369,9 @@ pub fn simulate(args: &BanditArgs) -> anyhow::Result<(BanditResults, Vec<PolicyS
     let seen: Vec<f64> = data.seen_counts.iter().map(|&c| c as f64).collect();
     let weak: Vec<f64> = data.weak_pool_sizes.iter().map(|&c| c as f64).collect();
     let unseen = data.seen.iter().filter(|s| !**s).count() as f64 / data.seen.len() as f64;
+    let unreachable: Vec<f64> = (0..world.n_prompts)
+        .map(|x| (world.n_responses - data.seen_counts[x] - data.weak_pool_sizes[x]) as f64)
+        .collect();
     let world_summary = WorldSummary {
         n_prompts: world.n_prompts,
         n_responses: world.n_responses,
@@ -314,22 +379,42 @@ pub fn simulate(args: &BanditArgs) -> anyhow::Result<(BanditResults, Vec<PolicyS
         seen_per_prompt: Stat::of(&seen),
         unseen_fraction: unseen,
         weak_pool_per_prompt: Stat::of(&weak),
+        unreachable_per_prompt: Stat::of(&unreachable),
+        prompts_with_finite_bt_mle: data::finite_bt_mle(&data, world.n_prompts, world.n_responses),
         reference_policy,
         optimal_policy,
     };
-    Ok((BanditResults { config: args.clone(), world: world_summary, methods: out }, samples))
+    Ok((
+        BanditResults {
+            config: args.clone(),
+            world: world_summary,
+            methods: out,
+        },
+        samples,
+    ))
 }
 
 /// DPO and the EPA run with the most weak negatives.
 fn scatter_methods(methods: &[Method]) -> Vec<String> {
     let mut v = vec![Method::new(MethodKind::Dpo, 0).label()];
-    if let Some(m) = methods.iter().filter(|m| m.kind == MethodKind::Epa).max_by_key(|m| m.n_weak) {
+    if let Some(m) = methods
+        .iter()
+        .filter(|m| m.kind == MethodKind::Epa)
+        .max_by_key(|m| m.n_weak)
+    {
         v.push(m.label());
     }
     v
 }
 
-fn sample_points(world: &World, seen: &[bool], logits: &[f32], beta: f64, label: String, init: usize) -> PolicySample {
+fn sample_points(
+    world: &World,
+    seen: &[bool],
+    logits: &[f32],
+    beta: f64,
+    label: String,
+    init: usize,
+) -> PolicySample {
     let logp = metrics::log_policy(world, logits);
     let r = metrics::learned_reward(world, &logp, beta);
     let m = world.n_responses;
@@ -340,11 +425,21 @@ fn sample_points(world: &World, seen: &[bool], logits: &[f32], beta: f64, label:
         let offset = rx.iter().zip(sx).map(|(a, b)| a - b).sum::<f64>() / m as f64;
         points.extend((0..m).map(|y| (sx[y], rx[y] - offset, seen[x * m + y])));
     }
-    PolicySample { label, init, points }
+    PolicySample {
+        label,
+        init,
+        points,
+    }
 }
 
-fn summarise(method: &Method, lay: &methods::Layout, per_init: Vec<InitResult>, loss_at_90pct: f64) -> MethodResult {
-    let col = |f: &dyn Fn(&InitResult) -> f64| Stat::of(&per_init.iter().map(f).collect::<Vec<_>>());
+fn summarise(
+    method: &Method,
+    lay: &methods::Layout,
+    per_init: Vec<InitResult>,
+    loss_at_90pct: f64,
+) -> MethodResult {
+    let col =
+        |f: &dyn Fn(&InitResult) -> f64| Stat::of(&per_init.iter().map(f).collect::<Vec<_>>());
     let final_loss = col(&|r| r.final_loss);
     MethodResult {
         label: method.label(),
@@ -358,6 +453,7 @@ fn summarise(method: &Method, lay: &methods::Layout, per_init: Vec<InitResult>, 
         eps_hat_unseen: col(&|r| r.metrics.eps_hat_unseen),
         kl: col(&|r| r.metrics.kl),
         expected_reward: col(&|r| r.metrics.expected_reward),
+        mass_unseen: col(&|r| r.metrics.mass_unseen),
         loss_drop_last_10pct: loss_at_90pct - final_loss.mean,
         final_loss,
         per_init,

@@ -25,7 +25,9 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 }
 
 fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
     let pad = ((hi - lo) * 0.05).max(1e-3);
     (lo - pad, hi + pad)
 }
@@ -56,10 +58,26 @@ pub fn scatter(path: &Path, samples: &[PolicySample]) -> anyhow::Result<()> {
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(err)?;
-        let unseen = s.points.iter().filter(|p| !p.2).map(|p| Circle::new((p.0, p.1), 2, RED.mix(0.5).filled()));
-        chart.draw_series(unseen).map_err(err)?.label("never compared").legend(|(x, y)| Circle::new((x, y), 3, RED.filled()));
-        let seen = s.points.iter().filter(|p| p.2).map(|p| Circle::new((p.0, p.1), 2, BLUE.filled()));
-        chart.draw_series(seen).map_err(err)?.label("compared").legend(|(x, y)| Circle::new((x, y), 3, BLUE.filled()));
+        let unseen = s
+            .points
+            .iter()
+            .filter(|p| !p.2)
+            .map(|p| Circle::new((p.0, p.1), 2, RED.mix(0.5).filled()));
+        chart
+            .draw_series(unseen)
+            .map_err(err)?
+            .label("never compared")
+            .legend(|(x, y)| Circle::new((x, y), 3, RED.filled()));
+        let seen = s
+            .points
+            .iter()
+            .filter(|p| p.2)
+            .map(|p| Circle::new((p.0, p.1), 2, BLUE.filled()));
+        chart
+            .draw_series(seen)
+            .map_err(err)?
+            .label("compared")
+            .legend(|(x, y)| Circle::new((x, y), 3, BLUE.filled()));
         chart
             .draw_series(LineSeries::new([(x0, x0), (x1, x1)], BLACK.stroke_width(2)))
             .map_err(err)?
@@ -81,11 +99,19 @@ pub fn scatter(path: &Path, samples: &[PolicySample]) -> anyhow::Result<()> {
 /// mean ± sd over inits, with DPO and EPA strong-only as horizontal references.
 pub fn weak_sweep(path: &Path, r: &BanditResults) -> anyhow::Result<()> {
     font();
-    let sweep: Vec<_> = r.methods.iter().filter(|m| m.kind == MethodKind::Epa).collect();
+    let sweep: Vec<_> = r
+        .methods
+        .iter()
+        .filter(|m| m.kind == MethodKind::Epa)
+        .collect();
     if sweep.is_empty() {
         return Ok(());
     }
-    let refs: Vec<_> = r.methods.iter().filter(|m| matches!(m.kind, MethodKind::Dpo | MethodKind::EpaStrong)).collect();
+    let refs: Vec<_> = r
+        .methods
+        .iter()
+        .filter(|m| matches!(m.kind, MethodKind::Dpo | MethodKind::EpaStrong))
+        .collect();
     let x = |n: usize| (n as f64).log2();
     let (x0, x1) = bounds(sweep.iter().map(|m| x(m.n_weak)));
     let ys = sweep
@@ -98,7 +124,10 @@ pub fn weak_sweep(path: &Path, r: &BanditResults) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, (800, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("ε̂ vs number of weak negatives (EPA strong+weak)", ("sans-serif", 22))
+        .caption(
+            "ε̂ vs number of weak negatives (EPA strong+weak)",
+            ("sans-serif", 22),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(56)
@@ -124,12 +153,19 @@ pub fn weak_sweep(path: &Path, r: &BanditResults) -> anyhow::Result<()> {
             .filter(|p| p.1.is_finite())
             .collect();
         chart
-            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                pts.iter().map(|p| (p.0, p.1)),
+                color.stroke_width(2),
+            ))
             .map_err(err)?
             .label(name)
-            .legend(move |(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new([(x - 8, y), (x + 8, y)], color.stroke_width(2))
+            });
         chart
-            .draw_series(pts.iter().map(|p| PathElement::new([(p.0, p.1 - p.2), (p.0, p.1 + p.2)], color.stroke_width(2))))
+            .draw_series(pts.iter().map(|p| {
+                PathElement::new([(p.0, p.1 - p.2), (p.0, p.1 + p.2)], color.stroke_width(2))
+            }))
             .map_err(err)?;
     }
     for (m, color) in refs.iter().zip([MAGENTA, GREEN]) {

@@ -6,7 +6,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand_distr::{Distribution, Normal};
 
-use super::adapter::IndexBatch;
+use super::adapter::{IndexBatch, training_loss};
 use super::loss_api::LossConfig;
 use super::world::{World, rng, stream};
 
@@ -43,7 +43,12 @@ pub fn init_logits(world: &World, spec: &TrainSpec) -> anyhow::Result<Vec<f32>> 
     let mut v = Vec::with_capacity(spec.inits * world.ref_logp.len());
     for i in 0..spec.inits {
         let mut r = rng(spec.seed, stream::INIT + i as u64);
-        v.extend(world.ref_logp.iter().map(|l| (l + spec.init_sd * unit.sample(&mut r)) as f32));
+        v.extend(
+            world
+                .ref_logp
+                .iter()
+                .map(|l| (l + spec.init_sd * unit.sample(&mut r)) as f32),
+        );
     }
     Ok(v)
 }
@@ -77,17 +82,19 @@ pub fn train(
     let (n, m) = (world.n_prompts, world.n_responses);
     let shape = [spec.inits * n, m];
     let t0 = Tensor::<2>::from_data(TensorData::new(init.to_vec(), shape), device);
-    let mut policy = TabularPolicy { logits: Param::from_tensor(t0) };
+    let mut policy = TabularPolicy {
+        logits: Param::from_tensor(t0),
+    };
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let mut loss_at_90pct = f64::NAN;
     let mark = spec.steps * 9 / 10;
     for t in 0..spec.steps {
         let logp = log_policy(policy.logits.val());
-        let out = cfg.compute(&ib.batch(logp))?;
+        let loss = training_loss(cfg, &ib.batch(logp))?;
         if t == mark {
-            loss_at_90pct = out.loss.clone().into_scalar::<f32>() as f64;
+            loss_at_90pct = loss.clone().into_scalar::<f32>() as f64;
         }
-        let loss = out.loss * spec.inits as f32;
+        let loss = loss * spec.inits as f32;
         let grads = GradientsParams::from_grads(loss.backward(), &policy);
         policy = optim.step(lr_at(spec, t), policy, grads);
     }
@@ -96,10 +103,19 @@ pub fn train(
     let mut final_loss = Vec::with_capacity(spec.inits);
     for i in 0..spec.inits {
         let l = cfg.compute(&ib.slice(&batch, i))?.loss.into_scalar::<f32>();
-        anyhow::ensure!(l.is_finite(), "training diverged: final loss of init {i} is {l}");
+        anyhow::ensure!(
+            l.is_finite(),
+            "training diverged: final loss of init {i} is {l}"
+        );
         final_loss.push(l as f64);
     }
-    let flat: Vec<f32> = logits.try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+    let flat: Vec<f32> = logits
+        .try_into_vec_as::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
     let logits = flat.chunks(n * m).map(|c| c.to_vec()).collect();
-    Ok(Trained { logits, final_loss, loss_at_90pct })
+    Ok(Trained {
+        logits,
+        final_loss,
+        loss_at_90pct,
+    })
 }
