@@ -125,7 +125,7 @@ pub fn weak_sweep(path: &Path, r: &BanditResults) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "ε̂ vs number of weak negatives (EPA strong+weak)",
+            "eps-hat vs number of weak negatives (EPA strong+weak)",
             ("sans-serif", 22),
         )
         .margin(12)
@@ -135,16 +135,23 @@ pub fn weak_sweep(path: &Path, r: &BanditResults) -> anyhow::Result<()> {
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("weak negatives per comparison (log2)")
-        .y_desc("ε̂ (mean ± sd over inits)")
-        .x_label_formatter(&|v| format!("{:.0}", v.exp2()))
+        .x_desc("weak negatives per comparison (log scale)")
+        .y_desc("eps-hat = mean_x Var_y(r_θ − r*)  (mean ± sd over inits)")
+        .x_labels(((x1 - x0).ceil() as usize + 1).max(2))
+        .x_label_formatter(&|v| {
+            if (v - v.round()).abs() < 1e-6 {
+                format!("{:.0}", v.round().exp2())
+            } else {
+                String::new()
+            }
+        })
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(err)?;
     let series: [(&str, RGBColor, fn(&super::MethodResult) -> &super::Stat); 3] = [
-        ("ε̂ all responses", BLACK, |m| &m.eps_hat),
-        ("ε̂ compared", BLUE, |m| &m.eps_hat_seen),
-        ("ε̂ never compared", RED, |m| &m.eps_hat_unseen),
+        ("all responses", BLACK, |m| &m.eps_hat),
+        ("compared responses", BLUE, |m| &m.eps_hat_seen),
+        ("never-compared responses", RED, |m| &m.eps_hat_unseen),
     ];
     for (name, color, get) in series {
         let pts: Vec<(f64, f64, f64)> = sweep
@@ -173,7 +180,7 @@ pub fn weak_sweep(path: &Path, r: &BanditResults) -> anyhow::Result<()> {
         chart
             .draw_series(LineSeries::new([(x0, y), (x1, y)], color.stroke_width(1)))
             .map_err(err)?
-            .label(format!("{} ε̂ all (reference)", m.label))
+            .label(format!("{}, all responses (reference)", m.label))
             .legend(move |(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], color));
     }
     chart
