@@ -68,32 +68,39 @@ fn tiny_complete_world_dpo_and_epa_recover_the_true_reward() {
     }
 }
 
-/// 12 prompts × 30 responses, 6 compared per prompt (80% never compared).
-/// Measured (4 inits): DPO final loss range 3.0e-7, ε̂ compared 0.1869 ± 0.0003, ε̂ all
-/// 1.69 ± 0.19 (range 0.40), π mass on never-compared 0.78. EPA strong+weak16: loss still falling
-/// (no finite minimiser: weak negatives are pushed towards −∞), ε̂ all 7.93 (range 0.48),
-/// π mass on never-compared 0.063.
+/// Sparse comparisons: 12 prompts × 20 responses, 6 compared per prompt (70% never compared),
+/// every response compared under some prompt (so weak negatives reach all never-compared ones).
+/// Measured (seed 0, 4 inits, 800 Adam steps):
+/// - DPO: final loss range 0.0 (identical in f32); ε̂ on compared responses 0.1819 ± 0.0000;
+///   ε̂ on all responses 1.46 ± 0.11 (range 0.23); E_π[r*] range 0.064; KL range 0.117;
+///   π mass left on never-compared responses 0.66–0.70.
+/// - EPA strong+weak16: E_π[r*] range 0.0005, KL range 0.0020, mass on never-compared 0.0036 —
+///   one policy from every init; but its loss is still falling (+2.0e-5 over the last 10%),
+///   ε̂ 10.43 ± 0.24 (range 0.54), and ε̂ on never-compared responses equal to DPO's to 1e-4
+///   (Adam shifts every weak-negative logit of a prompt by the same amount, keeping the init's
+///   offsets): the learned reward is neither slope-1 nor init-independent there.
 #[test]
-fn sparse_world_dpo_has_many_minimisers_epa_pushes_unseen_down() {
+fn sparse_world_dpo_has_many_minimisers_epa_one_policy_but_no_slope1_reward() {
     let r = run(&[
         "--n-prompts",
         "12",
         "--n-responses",
-        "30",
+        "20",
         "--pool",
         "6",
         "--rounds",
-        "24",
+        "28",
         "--inits",
         "4",
         "--steps",
-        "600",
+        "800",
         "--methods",
         "dpo,epa",
         "--weak-sweep",
         "16",
     ]);
     assert_eq!(r.world.prompts_with_finite_bt_mle, 12);
+    assert_eq!(r.world.unreachable_per_prompt.max, 0.0);
     let dpo = method(&r, "dpo");
     // Same minimum of the DPO loss from every init ...
     assert!(
@@ -103,29 +110,41 @@ fn sparse_world_dpo_has_many_minimisers_epa_pushes_unseen_down() {
     );
     // ... the same rewards where there are comparisons ...
     assert!(
-        dpo.eps_hat_seen.range() < 5e-3,
+        dpo.eps_hat_seen.range() < 1e-3,
         "DPO ε̂ compared {:?}",
         dpo.eps_hat_seen
     );
-    // ... and a different slope-1 error on ALL responses: many minimisers.
-    assert!(dpo.eps_hat.range() > 0.2, "DPO ε̂ {:?}", dpo.eps_hat);
-    // DPO never moves a never-compared logit: π_θ keeps their initial mass (~0.8 here).
+    // ... and a different slope-1 error on ALL responses, and a different policy: many minimisers.
+    assert!(dpo.eps_hat.range() > 0.1, "DPO ε̂ {:?}", dpo.eps_hat);
     assert!(
-        dpo.mass_unseen.min > 0.7,
+        dpo.expected_reward.range() > 0.03,
+        "DPO E[r*] {:?}",
+        dpo.expected_reward
+    );
+    assert!(dpo.kl.range() > 0.05, "DPO KL {:?}", dpo.kl);
+    // DPO never moves a never-compared logit: π_θ keeps most of their initial mass.
+    assert!(
+        dpo.mass_unseen.min > 0.6,
         "DPO unseen mass {:?}",
         dpo.mass_unseen
     );
 
     let epa = method(&r, "epa_strong+weak16");
-    // EPA takes the mass off the never-compared responses its weak negatives reach ...
+    // EPA: one policy from every init (10× tighter than DPO's spread, measured 100×) ...
     assert!(
-        epa.mass_unseen.max < 0.15,
+        epa.expected_reward.range() < 0.005,
+        "EPA E[r*] {:?}",
+        epa.expected_reward
+    );
+    assert!(epa.kl.range() < 0.01, "EPA KL {:?}", epa.kl);
+    assert!(
+        epa.mass_unseen.max < 0.01,
         "EPA unseen mass {:?}",
         epa.mass_unseen
     );
     assert!(epa.expected_reward.mean > dpo.expected_reward.mean + 0.2);
-    // ... but has no finite minimiser in a tabular world: its loss is still falling and the
-    // learned reward of never-compared responses is driven far below slope-1.
+    // ... but no finite minimiser in a tabular world: the loss is still falling and the learned
+    // reward of never-compared responses is driven far below slope-1 ...
     assert!(
         epa.loss_drop_last_10pct > 1e-6,
         "EPA loss drop {}",
@@ -137,8 +156,9 @@ fn sparse_world_dpo_has_many_minimisers_epa_pushes_unseen_down() {
         epa.eps_hat,
         dpo.eps_hat
     );
-    // Measured contradiction of "EPA's ε̂ does not depend on the init": it does, as much as DPO's.
-    assert!(epa.eps_hat.range() > 0.2, "EPA ε̂ {:?}", epa.eps_hat);
+    // ... keeping the init's offsets among them: EPA's ε̂ depends on the init too.
+    assert!(epa.eps_hat.range() > 0.1, "EPA ε̂ {:?}", epa.eps_hat);
+    assert!((epa.eps_hat_unseen.mean - dpo.eps_hat_unseen.mean).abs() < 1e-3);
 }
 
 /// Same seed → byte-identical results.json, report.md and plots; another seed → other numbers.
