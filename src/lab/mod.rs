@@ -46,7 +46,7 @@ pub struct BanditArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Number of prompts N.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 50)]
     pub n_prompts: usize,
     /// Number of responses M (one response space shared by all prompts).
     #[arg(long, default_value_t = 100)]
@@ -64,7 +64,7 @@ pub struct BanditArgs {
     #[arg(long, default_value_t = 8)]
     pub pool: usize,
     /// Annotated comparisons (rounds) per prompt.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 40)]
     pub rounds: usize,
     /// Candidates ranked per round (4 like UltraFeedback; 2 = pairs).
     #[arg(long, default_value_t = 4)]
@@ -98,7 +98,7 @@ pub struct BanditArgs {
     #[arg(long, default_value_t = 1.0)]
     pub infonca_alpha: f64,
     /// Full-batch Adam steps per method.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1000)]
     pub steps: usize,
     /// Peak learning rate (cosine decay to 0).
     #[arg(long, default_value_t = 0.05)]
