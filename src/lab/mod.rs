@@ -16,6 +16,17 @@
 //!
 //! Outputs in `--out`: `results.json` (every number of the report), `report.md`,
 //! `scatter.png` (learned vs true reward, slope-1 line), `weak_sweep.png` (ε̂ vs weak negatives).
+//!
+//! What it shows (default world, seed 0; see `tests/lab.rs` for the same on small worlds):
+//! - DPO (and IPO, Plackett-Luce, InfoNCA) reach the same final loss from every init (DPO: range
+//!   6e-8) and the same rewards on compared responses, but never move a never-compared logit, so
+//!   ε̂ over ALL responses, KL and E_π[r*] differ by init: many minimisers, as the paper says.
+//! - EPA with weak negatives gives one *policy* from every init (E_π[r*] sd 7e-4 vs DPO's 9e-3)
+//!   by taking the mass off never-compared responses. But a tabular world has no finite EPA
+//!   minimiser: weak negatives are never positives, so their learned reward falls without bound
+//!   (the loss keeps falling); under Adam every such logit of a prompt moves by the same amount,
+//!   keeping the init's offsets. ε̂ over all responses is therefore larger than DPO's, grows with
+//!   training, and still depends on the init — the slope-1 claim does not hold here.
 
 pub mod adapter;
 pub mod data;
