@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod gold;
+pub mod lab;
 pub mod losses;
 pub mod model;
 pub mod scores;

@@ -30,6 +30,9 @@ enum Command {
     /// Preference data tools.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Theory labs (no neural network): where EPA's claims can be checked exactly.
+    #[command(subcommand)]
+    Lab(LabCommand),
     /// Throughput of forward and training steps (SmolLM2-135M shape).
     Bench(epa::bench::BenchArgs),
 }
@@ -45,6 +48,12 @@ struct TrainArgs {
     /// Continue from a checkpoint folder (or the newest checkpoint in an output folder).
     #[arg(long)]
     resume: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Tabular bandit: Bradley-Terry's many minimisers vs the energy-based model's one.
+    Bandit(epa::lab::BanditArgs),
 }
 
 #[derive(Subcommand)]
@@ -73,6 +82,13 @@ fn main() -> Result<()> {
         Command::Score(a) => epa::cli::score::run(&a),
         Command::Generate(a) => epa::cli::generate::run(&a),
         Command::Data(DataCommand::Inspect(a)) => epa::data::inspect::inspect(&a),
+        Command::Lab(LabCommand::Bandit(a)) => {
+            let t = std::time::Instant::now();
+            let r = epa::lab::run_bandit(&a)?;
+            print!("{}", epa::lab::report::markdown(&r));
+            eprintln!("wrote {} in {:.1}s", a.out.display(), t.elapsed().as_secs_f64());
+            Ok(())
+        }
         Command::Bench(a) => epa::bench::run(&a).map(|_| ()),
     }
 }
