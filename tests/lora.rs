@@ -435,3 +435,52 @@ fn bad_peft_folders_get_clear_errors() {
     let e = err();
     assert!(e.contains("layers.9.self_attn.q_proj.lora_A.weight") && e.contains("not matching"), "{e}");
 }
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb / 1024.0
+}
+
+/// Memory of LoRA training steps on the real SmolLM2-135M (30 layers): 4 sequences × 256 tokens,
+/// default LoRA (r = 8, attention), AdamW. Needs the smollm2 artifact; run with `--ignored`.
+#[test]
+#[ignore]
+#[cfg(target_os = "linux")]
+fn smollm2_lora_training_step_memory() {
+    use rand::{Rng, SeedableRng};
+    let device = Device::flex().autodiff();
+    let lm = epa::model::load::load_model("smollm2", &device).unwrap_or_else(|e| panic!("{e:#}"));
+    let loaded_mib = peak_rss_mib();
+    let cfg = &lm.config;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let ids: Vec<Vec<u32>> = (0..4).map(|_| (0..256).map(|_| rng.random_range(3..cfg.vocab_size as u32)).collect()).collect();
+    let seqs: Vec<&[u32]> = ids.iter().map(|s| s.as_slice()).collect();
+    let masks: Vec<Vec<u8>> = ids.iter().map(|s| (0..s.len()).map(|t| (t >= 128) as u8).collect()).collect();
+    let masks: Vec<&[u8]> = masks.iter().map(|m| m.as_slice()).collect();
+    let layout = Layout::padded(&seqs, 0);
+    let targets = Targets::padded(&layout, &seqs, &masks, false);
+
+    let lora = LoraConfig::default();
+    let mut policy = apply_lora(lm.model, &lora, 0).unwrap();
+    let reference = lora_off(&policy);
+    let mut optim = AdamWConfig::new().init();
+    for step in 0..2 {
+        let t0 = std::time::Instant::now();
+        let ref_sums = score(&reference, &lm.rope, &layout, &targets, &device).sums.detach();
+        let sums = score(&policy, &lm.rope, &layout, &targets, &device).sums;
+        let loss = (sums - ref_sums).mean().neg();
+        let grads = GradientsParams::from_grads(loss.backward(), &policy);
+        policy = optim.step(1e-4, policy, grads);
+        let _ = host_f32(policy.norm.gamma.val());
+        eprintln!("step {step}: {:.1} s, peak RSS {:.0} MiB", t0.elapsed().as_secs_f64(), peak_rss_mib());
+    }
+    let peak = peak_rss_mib();
+    eprintln!(
+        "SmolLM2-135M LoRA r={} ({} trainable of {}): peak RSS after load {loaded_mib:.0} MiB, after 2 steps {peak:.0} MiB",
+        lora.rank,
+        trainable_params(&policy),
+        policy.num_params()
+    );
+    assert!(peak < 8192.0, "a LoRA step on SmolLM2-135M should fit well within 24 GiB; peak {peak:.0} MiB");
+}
