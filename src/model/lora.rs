@@ -17,18 +17,24 @@
 //! seedable per call; that is the only reason [`apply_lora`] attaches burn's `LoraAdapter`
 //! through its own small `Reparameterizer` instead of `burn::module::Lora`.)
 //!
+//! Checkpoints: `policy.clone().into_record()` / `apply_lora(base, &cfg, any_seed)?.load_record(r)`
+//! restore the adapters *and their parameter ids* (so optimiser state keyed by id carries over).
+//!
 //! Dropout. PEFT's `lora_dropout` drops the adapter's *input* activations; burn's adapter
 //! reparameterizes the *weight*, so there is no input to drop. Only `dropout = 0` is accepted.
 //!
 //! ```no_run
 //! # fn demo(model: epa::model::CausalLm) -> anyhow::Result<()> {
-//! use epa::model::lora::{LoraConfig, apply_lora, lora_off, merged, save_peft_adapter};
+//! use epa::model::lora::{LoraConfig, apply_lora, load_peft_adapter, lora_off, merged, save_peft_adapter};
 //! let cfg = LoraConfig { rank: 16, alpha: 32.0, ..LoraConfig::default() };
 //! let policy = apply_lora(model, &cfg, 42)?; // only the adapters train
 //! let reference = lora_off(&policy);         // the base, sharing the policy's tensors
 //! // … train `policy` …
 //! save_peft_adapter(&policy, &cfg, "HuggingFaceTB/SmolLM2-135M", "out/adapter".as_ref())?;
 //! let dense = merged(&policy);               // for a plain HF export
+//! // Later, or from a PEFT folder written by Python: base frozen, adapters trainable again.
+//! # let base = lora_off(&policy);
+//! let (policy, cfg) = load_peft_adapter(base, "out/adapter".as_ref())?;
 //! # Ok(()) }
 //! ```
 
@@ -151,16 +157,16 @@ fn layer_linears(l: &DecoderLayer) -> [(&'static str, &'static str, &Linear); 7]
     ]
 }
 
-fn layer_linears_mut(l: &mut DecoderLayer) -> [(&'static str, &mut Linear); 7] {
+fn layer_linears_mut(l: &mut DecoderLayer) -> [(&'static str, &'static str, &mut Linear); 7] {
     let (a, m) = (&mut l.self_attn, &mut l.mlp);
     [
-        ("q_proj", &mut a.q_proj),
-        ("k_proj", &mut a.k_proj),
-        ("v_proj", &mut a.v_proj),
-        ("o_proj", &mut a.o_proj),
-        ("gate_proj", &mut m.gate_proj),
-        ("up_proj", &mut m.up_proj),
-        ("down_proj", &mut m.down_proj),
+        ("self_attn", "q_proj", &mut a.q_proj),
+        ("self_attn", "k_proj", &mut a.k_proj),
+        ("self_attn", "v_proj", &mut a.v_proj),
+        ("self_attn", "o_proj", &mut a.o_proj),
+        ("mlp", "gate_proj", &mut m.gate_proj),
+        ("mlp", "up_proj", &mut m.up_proj),
+        ("mlp", "down_proj", &mut m.down_proj),
     ]
 }
 
@@ -176,14 +182,18 @@ pub fn linears(model: &CausalLm) -> Vec<(String, &'static str, &Linear)> {
     out
 }
 
-/// Applies `f` to every decoder linear layer (module name, layer), in the order of [`linears`].
-fn map_linears(mut model: CausalLm, mut f: impl FnMut(&'static str, Linear) -> Linear) -> CausalLm {
-    for layer in &mut model.layers {
-        for (name, lin) in layer_linears_mut(layer) {
-            *lin = f(name, lin.clone());
+/// Applies `f` to every decoder linear layer (HF module path, module name, layer), in the order
+/// of [`linears`].
+fn map_linears(
+    mut model: CausalLm,
+    mut f: impl FnMut(&str, &'static str, Linear) -> Result<Linear>,
+) -> Result<CausalLm> {
+    for (i, layer) in model.layers.iter_mut().enumerate() {
+        for (group, name, lin) in layer_linears_mut(layer) {
+            *lin = f(&format!("model.layers.{i}.{group}.{name}"), name, lin.clone())?;
         }
     }
-    model
+    Ok(model)
 }
 
 /// Whether any linear layer carries a LoRA adapter.
@@ -220,11 +230,17 @@ impl Reparameterizer for AttachAdapter {
 /// as `[r, d_out]`, at the base weight's float precision.
 fn init_factors(base: &Tensor<2>, rank: usize, rng: &mut ChaCha8Rng) -> (Tensor<2>, Tensor<2>) {
     let [d_in, d_out] = base.dims();
-    let device = base.device();
     let bound = 1.0 / (d_in as f32).sqrt();
     let a: Vec<f32> = (0..d_in * rank).map(|_| rng.random_range(-bound..bound)).collect();
+    factors_like(base, a, vec![0.0; rank * d_out], rank)
+}
+
+/// Host factors (burn orientation) as tensors on `base`'s device, at its float precision.
+fn factors_like(base: &Tensor<2>, a: Vec<f32>, b: Vec<f32>, rank: usize) -> (Tensor<2>, Tensor<2>) {
+    let [d_in, d_out] = base.dims();
+    let device = base.device();
     let a = Tensor::<2>::from_data(TensorData::new(a, [d_in, rank]), &device);
-    let b = Tensor::<2>::zeros([rank, d_out], &device);
+    let b = Tensor::<2>::from_data(TensorData::new(b, [rank, d_out]), &device);
     let dtype = base.dtype();
     if dtype.is_float() && dtype != a.dtype() {
         (a.cast(FloatDType::from(dtype)), b.cast(FloatDType::from(dtype)))
@@ -241,14 +257,18 @@ pub fn apply_lora(model: CausalLm, cfg: &LoraConfig, seed: u64) -> Result<Causal
     ensure!(!has_adapters(&model), "the model already has LoRA adapters; apply_lora must be called once");
     let targets = cfg.modules()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let model = model.no_grad();
-    Ok(map_linears(model, |name, lin| {
+    map_linears(model.no_grad(), |_, name, lin| {
         if !targets.contains(&name) {
-            return lin;
+            return Ok(lin);
         }
         let factors = init_factors(&lin.weight.base(), cfg.rank, &mut rng);
-        lin.apply_reparameterization(AttachAdapter { factors: Some(factors), scale: cfg.scale() })
-    }))
+        Ok(attach(lin, factors, cfg.scale()))
+    })
+}
+
+/// Attaches trainable factors `a: [in, r]`, `b: [r, out]` to `lin`'s (frozen) weight.
+fn attach(lin: Linear, factors: (Tensor<2>, Tensor<2>), scale: f64) -> Linear {
+    lin.apply_reparameterization(AttachAdapter { factors: Some(factors), scale })
 }
 
 /// The same model with its adapters switched off: the reference policy for DPO/EPA with LoRA.
@@ -260,12 +280,13 @@ pub fn apply_lora(model: CausalLm, cfg: &LoraConfig, seed: u64) -> Result<Causal
 /// the optimiser never replaces because it has no gradient. All parameters of the result are
 /// frozen. Build it once; after optimiser steps it still shares the (unchanged) base.
 pub fn lora_off(model: &CausalLm) -> CausalLm {
-    map_linears(model.clone(), |_, mut lin| {
+    let off = map_linears(model.clone(), |_, _, mut lin| {
         if lin.weight.adapter().is_some() {
             lin.weight = Param::initialized(lin.weight.id, lin.weight.base());
         }
-        lin
-    })
+        Ok(lin)
+    });
+    off.expect("switching adapters off cannot fail")
 }
 
 /// The adapters folded into dense weights, `W + (alpha/r)·A·B`, detached and frozen: a plain
@@ -389,4 +410,97 @@ pub fn save_peft_adapter(model: &CausalLm, cfg: &LoraConfig, base_model_name: &s
     let config = serde_json::to_string_pretty(&peft_config_json(cfg, &targets, base_model_name))?;
     write_atomic(&dir.join("adapter_config.json"), config.as_bytes())?;
     Ok(())
+}
+
+/// The fields of PEFT's `adapter_config.json` that decide what the tensors mean. Other fields
+/// (task type, revision, …) are ignored.
+#[derive(Deserialize)]
+struct PeftConfigFile {
+    peft_type: String,
+    r: usize,
+    lora_alpha: f64,
+    #[serde(default)]
+    use_rslora: bool,
+    #[serde(default)]
+    use_dora: bool,
+    #[serde(default)]
+    fan_in_fan_out: bool,
+    #[serde(default)]
+    bias: Option<String>,
+    #[serde(default)]
+    rank_pattern: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    alpha_pattern: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl PeftConfigFile {
+    fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let c: PeftConfigFile = serde_json::from_str(&text).with_context(|| format!("{}: not a PEFT LoRA config", path.display()))?;
+        let unsupported = |what: &str| anyhow::anyhow!("{}: {what} is not supported", path.display());
+        ensure!(c.peft_type == "LORA", "{}: peft_type is {:?}, expected \"LORA\"", path.display(), c.peft_type);
+        ensure!(c.r > 0 && c.lora_alpha > 0.0, "{}: r and lora_alpha must be > 0", path.display());
+        if c.use_rslora {
+            return Err(unsupported("use_rslora = true (scale alpha/√r)"));
+        }
+        if c.use_dora {
+            return Err(unsupported("use_dora = true"));
+        }
+        if c.fan_in_fan_out {
+            return Err(unsupported("fan_in_fan_out = true"));
+        }
+        if c.bias.as_deref().is_some_and(|b| b != "none") {
+            return Err(unsupported("bias other than \"none\""));
+        }
+        if c.rank_pattern.as_ref().is_some_and(|m| !m.is_empty()) || c.alpha_pattern.as_ref().is_some_and(|m| !m.is_empty()) {
+            return Err(unsupported("a per-module rank_pattern / alpha_pattern"));
+        }
+        Ok(c)
+    }
+}
+
+/// Reads a PEFT LoRA folder (`adapter_config.json` + `adapter_model.safetensors`, F32/F16/BF16)
+/// onto `model`, as [`apply_lora`] would have built it: base frozen, adapters trainable. Adapters
+/// go where the file has `lora_A`/`lora_B` tensors (so `layers_to_transform` is honoured); every
+/// tensor must be used and match the layer's shape. Returns the model and the matching config
+/// (`dropout` is a training setting and is returned as 0). Errors name the file and tensor.
+pub fn load_peft_adapter(model: CausalLm, dir: &Path) -> Result<(CausalLm, LoraConfig)> {
+    ensure!(!has_adapters(&model), "the model already has LoRA adapters");
+    let conf = PeftConfigFile::read(&dir.join("adapter_config.json"))?;
+    let file = dir.join("adapter_model.safetensors");
+    let mut tensors = super::weights::WeightMap::default();
+    tensors.read_safetensors(&file)?;
+    let (r, scale) = (conf.r, conf.lora_alpha / conf.r as f64);
+    let mut targets: Vec<&'static str> = Vec::new();
+    let model = map_linears(model.no_grad(), |module, name, lin| {
+        let (an, bn) = (format!("base_model.model.{module}.lora_A.weight"), format!("base_model.model.{module}.lora_B.weight"));
+        if !tensors.contains(&an) && !tensors.contains(&bn) {
+            return Ok(lin);
+        }
+        let base = lin.weight.base();
+        let [d_in, d_out] = base.dims();
+        let ctx = || format!("in {}", file.display());
+        let a = tensors.take(&an, &[r, d_in]).with_context(ctx)?; // PEFT [r, in]
+        let b = tensors.take(&bn, &[d_out, r]).with_context(ctx)?; // PEFT [out, r]
+        if !targets.contains(&name) {
+            targets.push(name);
+        }
+        let factors = factors_like(&base, transpose(&a, r, d_in), transpose(&b, d_out, r), r);
+        Ok(attach(lin, factors, scale))
+    })?;
+    let mut extra: Vec<&String> = tensors.names().collect();
+    extra.sort();
+    ensure!(
+        extra.is_empty(),
+        "{}: tensors not matching any decoder linear layer of this model: {extra:?}",
+        file.display()
+    );
+    ensure!(!targets.is_empty(), "{}: no lora_A/lora_B tensors found", file.display());
+    let cfg = LoraConfig {
+        rank: r,
+        alpha: conf.lora_alpha,
+        dropout: 0.0,
+        target_modules: LINEAR_MODULES.iter().filter(|m| targets.contains(m)).map(|m| m.to_string()).collect(),
+    };
+    Ok((model, cfg))
 }
