@@ -184,3 +184,63 @@ fn lora_run_learns_with_lora_off_reference_and_exports_peft_and_merged() {
     let e = TrainConfig::load(None, &[format!("data.paths=[{:?}]", data.display().to_string()), "reference.mode=\"lora_off\"".into()]);
     assert!(format!("{:#}", e.unwrap_err()).contains("lora_off"));
 }
+
+#[test]
+fn gradient_checkpointing_and_padded_layout_change_nothing_but_cost() {
+    let base = tempfile::tempdir().unwrap();
+    train(&config(base.path(), "epa", 3, &[]), None).unwrap();
+    for extra in ["model.gradient_checkpointing=true", "model.prefix_sharing=false"] {
+        let d = tempfile::tempdir().unwrap();
+        train(&config(d.path(), "epa", 3, &[extra]), None).unwrap();
+        for (x, y) in metric_rows(base.path()).iter().zip(&metric_rows(d.path())) {
+            let (a, b) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-5, "{extra}: loss {a} vs {b}");
+        }
+    }
+}
+
+/// SIGKILL at random moments of a run that checkpoints every step: whatever the moment, the
+/// newest checkpoint left behind loads and resumes.
+#[test]
+fn sigkill_during_checkpointing_leaves_a_loadable_checkpoint() {
+    use std::process::Command;
+    use std::time::Duration;
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), "epa", 400, &["output.save_every_steps=1", "output.keep_last=2"]);
+    let toml_path = d.path().join("run.toml");
+    std::fs::write(&toml_path, toml::to_string(&cfg).unwrap()).unwrap();
+    let mut kills = 0;
+    let mut resumed = 0;
+    for delay_ms in [900u64, 1300, 1700, 2100, 2600] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_epa"))
+            .args(["train", "--config"])
+            .arg(&toml_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        let run = d.path().join("run");
+        if epa::train::checkpoint::list(&run).is_empty() {
+            continue; // killed before the first checkpoint
+        }
+        // The newest checkpoint is complete and loadable: resume one more step from it.
+        let ckpt = epa::train::checkpoint::resolve(&run).unwrap();
+        let step: usize = ckpt.file_name().unwrap().to_str().unwrap()["checkpoint-".len()..].parse().unwrap();
+        let mut more = cfg.clone();
+        more.optim.max_steps = step + 1;
+        more.output.save_every_steps = 0;
+        more.output.export = false;
+        let s = train(&more, Some(&ckpt)).unwrap();
+        assert_eq!(s.resumed_from, Some(step));
+        assert_eq!(s.steps, step + 1);
+        resumed += 1;
+    }
+    assert!(resumed >= 3, "only {resumed} kills left a checkpoint to resume from");
+    assert!(kills >= 3, "the runs should have been killed mid-way");
+}

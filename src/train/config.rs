@@ -51,11 +51,13 @@ pub struct ModelSection {
     pub train_last_layers: usize,
     /// Score every candidate of a prompt in one row sharing the prompt (exact; faster).
     pub prefix_sharing: bool,
+    /// Recompute memory-bound activations in the backward pass (less memory, more compute).
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { path: "smollm2".into(), dtype: "float32".into(), train_last_layers: 0, prefix_sharing: true }
+        Self { path: "smollm2".into(), dtype: "float32".into(), train_last_layers: 0, prefix_sharing: true, gradient_checkpointing: false }
     }
 }
 

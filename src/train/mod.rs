@@ -147,7 +147,11 @@ fn eval_batch_config(cfg: &TrainConfig) -> crate::data::BatchConfig {
 /// Runs training as configured; `resume` is a checkpoint (or an output folder holding some).
 pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
     let plain = Device::flex();
-    let device = plain.clone().autodiff();
+    let device = if cfg.model.gradient_checkpointing {
+        plain.clone().autodiff().gradient_checkpointing()
+    } else {
+        plain.clone().autodiff()
+    };
     device.seed(cfg.optim.seed);
     std::fs::create_dir_all(&cfg.output.dir).with_context(|| format!("cannot create {}", cfg.output.dir.display()))?;
     let config_toml = toml::to_string_pretty(cfg)?;
