@@ -33,3 +33,31 @@ fn smollm2_gguf_greedy_sentence_about_the_sea() {
     let words = sentence.split_whitespace().count();
     assert!((4..=48).contains(&words), "{sentence:?}");
 }
+
+/// Per-token log-probs of the real model against an independent float64 numpy forward on the
+/// same GGUF weights (tests/fixtures/gguf/smollm2_reference.json, see its README).
+#[test]
+fn smollm2_token_logps_match_float64_reference() {
+    use epa::model::Layout;
+    use epa::scores::{Targets, host_f32, score};
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/smollm2_reference.json");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let ids: Vec<u32> = r["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(r["greedy_ids"].as_array().unwrap())
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let want: Vec<f64> = r["token_logps"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(want.len(), ids.len() - 1);
+    let device = Device::flex();
+    let lm = load_model("smollm2", &device).unwrap_or_else(|e| panic!("{e:#}"));
+    let mask = vec![1u8; ids.len()];
+    let layout = Layout::padded(&[&ids], lm.pad_id());
+    let targets = Targets::padded(&layout, &[&ids], &[&mask], true);
+    let got = host_f32(score(&lm.model, &lm.rope, &layout, &targets, &device).token_logps);
+    let max_err = got.iter().zip(&want).fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+    eprintln!("SmolLM2 vs float64 reference: max |Δ token_logp| = {max_err:.2e}");
+    assert!(max_err < 1e-4, "max error {max_err}");
+}
