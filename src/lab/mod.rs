@@ -91,7 +91,7 @@ pub struct BanditArgs {
     #[arg(long, value_delimiter = ',', default_values_t = ALL_METHODS.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
     pub methods: Vec<String>,
     /// Random initialisations per method.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     pub inits: usize,
     /// Initial logits = log π_ref + init_sd · N(0, 1).
     #[arg(long, default_value_t = 1.0)]
@@ -109,7 +109,7 @@ pub struct BanditArgs {
     #[arg(long, default_value_t = 1.0)]
     pub infonca_alpha: f64,
     /// Full-batch Adam steps per method.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 700)]
     pub steps: usize,
     /// Peak learning rate (cosine decay to 0).
     #[arg(long, default_value_t = 0.05)]
@@ -353,8 +353,11 @@ pub fn simulate(args: &BanditArgs) -> anyhow::Result<(BanditResults, Vec<PolicyS
         let lay = layout(method, &data);
         let cfg = loss_config(method, &hyper)?;
         let ib = IndexBatch::new(&lay, &world, args.inits, needs_scores(method), &device);
+        let started = std::time::Instant::now();
         let trained = train(&world, &cfg, &ib, &init, &spec, &device)
             .with_context(|| format!("training {}", method.label()))?;
+        // Progress on stderr only: timings never enter the (byte-reproducible) outputs.
+        eprintln!("lab bandit: trained {} ({} inits) in {:.1}s", method.label(), args.inits, started.elapsed().as_secs_f64());
         let per_init: Vec<InitResult> = (0..args.inits)
             .map(|i| InitResult {
                 init: i,
