@@ -929,6 +929,13 @@ fn every_loss_is_selectable_by_name_from_toml() {
             ..Default::default()
         })
     );
+    // What the trainer and the data loader must provide.
+    assert!(c.needs_reference() && c.needs_true_scores() && c.uses_weak());
+    let simple = LossConfig::from_names(&["simpo", "sft"], None).unwrap();
+    assert!(!simple.needs_reference() && !simple.needs_true_scores() && !simple.uses_weak());
+    let dpo = LossConfig::from_names(&["dpo"], None).unwrap();
+    assert!(dpo.needs_reference() && !dpo.uses_weak());
+    assert!(LossConfig::default().uses_weak());
     assert_eq!(
         LossConfig::default().terms,
         vec![LossTerm::Epa(EpaParams::default())]
