@@ -803,3 +803,26 @@ fn inspect_reports_counts_drops_lengths_and_rendered_examples() {
         "{out}"
     );
 }
+
+#[test]
+fn a_folder_of_shards_is_read_in_name_order_and_max_rows_stops_early() {
+    let d = tempfile::tempdir().unwrap();
+    let row = |p: &str| json!({"prompt": p, "chosen": "c", "rejected": "r"});
+    jsonl(d.path(), "train-00001.jsonl", &[row("b1"), row("b2")]);
+    jsonl(d.path(), "train-00000.jsonl", &[row("a1"), row("a2")]);
+    write(d.path(), "README.md", b"# not data");
+    let mut cfg = DataConfig::for_path(d.path());
+    let prompts = |cfg: &DataConfig| {
+        load(cfg)
+            .into_iter()
+            .map(|g| g.prompt.key())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(prompts(&cfg), ["a1", "a2", "b1", "b2"]);
+    cfg.max_rows = Some(3);
+    assert_eq!(prompts(&cfg), ["a1", "a2", "b1"]);
+    let empty = tempfile::tempdir().unwrap();
+    assert!(
+        err_of(&DataConfig::for_path(empty.path())).contains("no .parquet, .jsonl or .json files")
+    );
+}
