@@ -781,7 +781,9 @@ fn inspect_reports_counts_drops_lengths_and_rendered_examples() {
         "{out}"
     );
     assert!(
-        out.contains("prompt length (tokens):") && out.contains("  n 2  min"),
+        out.contains("prompt + response length (tokens), per response:")
+            && out.contains("prompt length (tokens):")
+            && out.contains("  n 2  min"),
         "{out}"
     );
     assert!(

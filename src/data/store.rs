@@ -437,11 +437,15 @@ impl<'c> StoreBuilder<'c> {
             }
         };
         report.prompt_lengths.push(prompt.len() as u32);
+        let prompt_len = prompt.len();
         let prompt = span(&mut s.tokens, &prompt);
         let first = s.candidates.len() as u32;
         let count = kept.len() as u32;
         for (ids, score, role) in kept {
             report.response_lengths.push(ids.len() as u32);
+            report
+                .sequence_lengths
+                .push((prompt_len + ids.len()) as u32);
             let ids = span(&mut s.tokens, &ids);
             s.candidates.push(CandidateEntry {
                 ids,
