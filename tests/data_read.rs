@@ -330,7 +330,9 @@ fn malformed_rows_name_file_line_and_field() {
         ),
         (
             "wrong type",
-            format!("{{\"prompt\": \"p\", \"chosen\": 7, \"rejected\": \"r\"}}\n").into_bytes(),
+            "{\"prompt\": \"p\", \"chosen\": 7, \"rejected\": \"r\"}\n"
+                .as_bytes()
+                .to_vec(),
             "line 1: field `chosen`: expected a string or a list of messages, found a number",
         ),
         (
@@ -341,10 +343,9 @@ fn malformed_rows_name_file_line_and_field() {
         ),
         (
             "bad message",
-            format!(
-                "{{\"prompt\": [{{\"content\": \"x\"}}], \"chosen\": \"c\", \"rejected\": \"r\"}}\n"
-            )
-            .into_bytes(),
+            "{\"prompt\": [{\"content\": \"x\"}], \"chosen\": \"c\", \"rejected\": \"r\"}\n"
+                .to_string()
+                .into_bytes(),
             "line 1: field `prompt[0].role`: missing field",
         ),
         (

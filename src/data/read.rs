@@ -42,7 +42,7 @@ pub struct RowReader {
 enum Inner {
     Jsonl(JsonlRows),
     Json(std::iter::Enumerate<std::vec::IntoIter<Value>>),
-    Parquet(ParquetRows),
+    Parquet(Box<ParquetRows>),
 }
 
 /// Resolves `Format::Auto` from the extension and, for `.json`, the first non-blank byte.
@@ -94,7 +94,7 @@ impl RowReader {
                 })
             }
             Format::Json => Inner::Json(read_json_array(path, &file)?.into_iter().enumerate()),
-            Format::Parquet => Inner::Parquet(ParquetRows::open(path, &file)?),
+            Format::Parquet => Inner::Parquet(Box::new(ParquetRows::open(path, &file)?)),
             Format::Auto => unreachable!("resolved above"),
         };
         Ok(Self {

@@ -174,14 +174,14 @@ pub fn parse_row(
             return parse_row(row, shape, f);
         }
     };
-    if let Some(sys) = get(row, &f.system) {
-        if !sys.is_null() {
-            let sys = text(sys, &f.system)?;
-            let mut msgs = g.prompt.messages();
-            if msgs.first().is_none_or(|m| m.role != "system") {
-                msgs.insert(0, Message::new("system", sys));
-                g.prompt = Prompt::Messages(msgs);
-            }
+    if let Some(sys) = get(row, &f.system)
+        && !sys.is_null()
+    {
+        let sys = text(sys, &f.system)?;
+        let mut msgs = g.prompt.messages();
+        if msgs.first().is_none_or(|m| m.role != "system") {
+            msgs.insert(0, Message::new("system", sys));
+            g.prompt = Prompt::Messages(msgs);
         }
     }
     let is_conv = |k: &str| matches!(get(row, k), Some(Value::Array(a)) if a.first().is_some_and(Value::is_object));

@@ -228,8 +228,11 @@ struct Encoded {
     prompt_truncated: bool,
     text_splits: usize,
     candidate_drops: Vec<RowError>,
-    outcome: Result<(Vec<u32>, Vec<(Vec<u32>, Option<f32>, Role)>), RowError>,
+    outcome: Result<(Vec<u32>, Vec<KeptCandidate>), RowError>,
 }
+
+/// Response ids, score and role of a candidate that passed the rules.
+type KeptCandidate = (Vec<u32>, Option<f32>, Role);
 
 /// How many groups are tokenised in parallel at a time.
 const CHUNK: usize = 512;
@@ -416,7 +419,7 @@ impl<'c> StoreBuilder<'c> {
         loc: &RowLoc,
         key: &str,
         prompt: Vec<u32>,
-        kept: Vec<(Vec<u32>, Option<f32>, Role)>,
+        kept: Vec<KeptCandidate>,
         report: &mut DataReport,
     ) {
         let s = &mut self.store;
