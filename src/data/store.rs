@@ -307,6 +307,11 @@ fn encode_group(
             }
         }
     };
+    if prompt_ids.is_empty() {
+        // Nothing to condition on (e.g. max_prompt_length = 0 and no template): not a usable pair.
+        enc.outcome = Err(row_err(Problem::EmptyPrompt, Some("prompt")));
+        return enc;
+    }
     let mut kept = Vec::new();
     let all = std::iter::once((&g.positive, Role::Positive, "positive".to_owned())).chain(
         g.strong
