@@ -330,7 +330,9 @@ fn malformed_rows_name_file_line_and_field() {
         ),
         (
             "wrong type",
-            format!("{{\"prompt\": \"p\", \"chosen\": 7, \"rejected\": \"r\"}}\n").into_bytes(),
+            "{\"prompt\": \"p\", \"chosen\": 7, \"rejected\": \"r\"}\n"
+                .as_bytes()
+                .to_vec(),
             "line 1: field `chosen`: expected a string or a list of messages, found a number",
         ),
         (
@@ -341,10 +343,9 @@ fn malformed_rows_name_file_line_and_field() {
         ),
         (
             "bad message",
-            format!(
-                "{{\"prompt\": [{{\"content\": \"x\"}}], \"chosen\": \"c\", \"rejected\": \"r\"}}\n"
-            )
-            .into_bytes(),
+            "{\"prompt\": [{\"content\": \"x\"}], \"chosen\": \"c\", \"rejected\": \"r\"}\n"
+                .to_string()
+                .into_bytes(),
             "line 1: field `prompt[0].role`: missing field",
         ),
         (
@@ -781,7 +782,9 @@ fn inspect_reports_counts_drops_lengths_and_rendered_examples() {
         "{out}"
     );
     assert!(
-        out.contains("prompt length (tokens):") && out.contains("  n 2  min"),
+        out.contains("prompt + response length (tokens), per response:")
+            && out.contains("prompt length (tokens):")
+            && out.contains("  n 2  min"),
         "{out}"
     );
     assert!(
@@ -801,5 +804,28 @@ fn inspect_reports_counts_drops_lengths_and_rendered_examples() {
     assert!(
         out.contains("prompt length (characters):") && out.contains("groups 2"),
         "{out}"
+    );
+}
+
+#[test]
+fn a_folder_of_shards_is_read_in_name_order_and_max_rows_stops_early() {
+    let d = tempfile::tempdir().unwrap();
+    let row = |p: &str| json!({"prompt": p, "chosen": "c", "rejected": "r"});
+    jsonl(d.path(), "train-00001.jsonl", &[row("b1"), row("b2")]);
+    jsonl(d.path(), "train-00000.jsonl", &[row("a1"), row("a2")]);
+    write(d.path(), "README.md", b"# not data");
+    let mut cfg = DataConfig::for_path(d.path());
+    let prompts = |cfg: &DataConfig| {
+        load(cfg)
+            .into_iter()
+            .map(|g| g.prompt.key())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(prompts(&cfg), ["a1", "a2", "b1", "b2"]);
+    cfg.max_rows = Some(3);
+    assert_eq!(prompts(&cfg), ["a1", "a2", "b1"]);
+    let empty = tempfile::tempdir().unwrap();
+    assert!(
+        err_of(&DataConfig::for_path(empty.path())).contains("no .parquet, .jsonl or .json files")
     );
 }

@@ -76,14 +76,14 @@ pub fn column_values(arr: &dyn Array) -> Result<Vec<Value>, String> {
                 })
                 .collect()
         }
-        DataType::Int8 => prim::<Int8Type, _>(arr, |x| Value::from(x)),
-        DataType::Int16 => prim::<Int16Type, _>(arr, |x| Value::from(x)),
-        DataType::Int32 => prim::<Int32Type, _>(arr, |x| Value::from(x)),
-        DataType::Int64 => prim::<Int64Type, _>(arr, |x| Value::from(x)),
-        DataType::UInt8 => prim::<UInt8Type, _>(arr, |x| Value::from(x)),
-        DataType::UInt16 => prim::<UInt16Type, _>(arr, |x| Value::from(x)),
-        DataType::UInt32 => prim::<UInt32Type, _>(arr, |x| Value::from(x)),
-        DataType::UInt64 => prim::<UInt64Type, _>(arr, |x| Value::from(x)),
+        DataType::Int8 => prim::<Int8Type, _>(arr, Value::from),
+        DataType::Int16 => prim::<Int16Type, _>(arr, Value::from),
+        DataType::Int32 => prim::<Int32Type, _>(arr, Value::from),
+        DataType::Int64 => prim::<Int64Type, _>(arr, Value::from),
+        DataType::UInt8 => prim::<UInt8Type, _>(arr, Value::from),
+        DataType::UInt16 => prim::<UInt16Type, _>(arr, Value::from),
+        DataType::UInt32 => prim::<UInt32Type, _>(arr, Value::from),
+        DataType::UInt64 => prim::<UInt64Type, _>(arr, Value::from),
         DataType::Float16 => prim::<Float16Type, _>(arr, |x| float(x.to_f64())),
         DataType::Float32 => prim::<Float32Type, _>(arr, |x| float(x as f64)),
         DataType::Float64 => prim::<Float64Type, _>(arr, float),

@@ -91,8 +91,12 @@ pub fn inspect_to_string(args: &InspectArgs) -> Result<String> {
                 report
                     .prompt_lengths
                     .push(g.prompt.key().chars().count() as u32);
+                let plen = g.prompt.key().chars().count();
                 for c in std::iter::once(&g.positive).chain(&g.strong) {
                     report.response_lengths.push(c.text.chars().count() as u32);
+                    report
+                        .sequence_lengths
+                        .push((plen + c.text.chars().count()) as u32);
                 }
                 if i < args.examples {
                     let _ = writeln!(
@@ -114,6 +118,7 @@ pub fn inspect_to_string(args: &InspectArgs) -> Result<String> {
         let mut v = serde_json::to_value(&report)?;
         v["prompt_length"] = stats_json(&report.prompt_lengths);
         v["response_length"] = stats_json(&report.response_lengths);
+        v["sequence_length"] = stats_json(&report.sequence_lengths);
         v["length_unit"] = unit.into();
         return Ok(serde_json::to_string_pretty(&v)? + "\n");
     }
@@ -133,6 +138,11 @@ pub fn inspect_to_string(args: &InspectArgs) -> Result<String> {
         out,
         "response length ({unit}):\n{}",
         histogram(&report.response_lengths)
+    );
+    let _ = writeln!(
+        out,
+        "prompt + response length ({unit}), per response:\n{}",
+        histogram(&report.sequence_lengths)
     );
     if args.examples > 0 && !examples.is_empty() {
         let _ = writeln!(out, "examples:\n{examples}");

@@ -1,6 +1,8 @@
 //! Files → rows → shapes → [`PreferenceGroup`]s, streaming, with bad rows failed or counted.
 
-use anyhow::{Result, anyhow};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
 
 use super::config::{DataConfig, OnBadRow, ShapeKind};
 use super::error::{RowError, RowLoc};
@@ -18,6 +20,35 @@ fn bad_row(cfg: &DataConfig, report: &mut DataReport, e: RowError) -> Result<()>
     Ok(())
 }
 
+/// A directory stands for its data files (`.parquet`, `.jsonl`, `.ndjson`, `.json`), in name order — as
+/// a Hugging Face dataset folder of shards.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(p).with_context(|| format!("listing {}", p.display()))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| {
+                let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
+                f.is_file() && ["parquet", "jsonl", "ndjson", "json"].contains(&ext)
+            })
+            .collect();
+        if files.is_empty() {
+            return Err(anyhow!(
+                "{}: no .parquet, .jsonl or .json files in this folder",
+                p.display()
+            ));
+        }
+        files.sort();
+        out.extend(files);
+    }
+    Ok(out)
+}
+
 /// Reads every file of `cfg.paths` and hands each kept group to `sink`, recording everything in `report`.
 pub fn read_groups(
     cfg: &DataConfig,
@@ -27,7 +58,7 @@ pub fn read_groups(
     if cfg.paths.is_empty() {
         return Err(anyhow!("no data files given (`paths` is empty)"));
     }
-    for path in &cfg.paths {
+    for path in &expand_paths(&cfg.paths)? {
         if cfg.max_rows.is_some_and(|m| report.rows_read >= m) {
             break;
         }

@@ -42,7 +42,7 @@ pub struct RowReader {
 enum Inner {
     Jsonl(JsonlRows),
     Json(std::iter::Enumerate<std::vec::IntoIter<Value>>),
-    Parquet(ParquetRows),
+    Parquet(Box<ParquetRows>),
 }
 
 /// Resolves `Format::Auto` from the extension and, for `.json`, the first non-blank byte.
@@ -94,7 +94,7 @@ impl RowReader {
                 })
             }
             Format::Json => Inner::Json(read_json_array(path, &file)?.into_iter().enumerate()),
-            Format::Parquet => Inner::Parquet(ParquetRows::open(path, &file)?),
+            Format::Parquet => Inner::Parquet(Box::new(ParquetRows::open(path, &file)?)),
             Format::Auto => unreachable!("resolved above"),
         };
         Ok(Self {
@@ -290,6 +290,8 @@ struct ParquetRows {
     builder: Option<ParquetRecordBatchReaderBuilder<File>>,
     reader: Option<ParquetRecordBatchReader>,
     columns: Vec<String>,
+    /// The columns being read (all of them unless projected), for error messages.
+    reading: Vec<String>,
     pending: std::vec::IntoIter<Map<String, Value>>,
     next_row: usize,
     done: bool,
@@ -311,7 +313,7 @@ impl ParquetRows {
             ParquetRecordBatchReaderBuilder::try_new(f)
                 .map_err(|e| anyhow!("{file}: not a readable Parquet file: {e}"))
         })?;
-        let columns = builder
+        let columns: Vec<String> = builder
             .schema()
             .fields()
             .iter()
@@ -320,6 +322,7 @@ impl ParquetRows {
         Ok(Self {
             builder: Some(builder.with_batch_size(1024)),
             reader: None,
+            reading: columns.clone(),
             columns,
             pending: Vec::new().into_iter(),
             next_row: 0,
@@ -343,6 +346,7 @@ impl ParquetRows {
         }
         idx.sort_unstable();
         idx.dedup();
+        self.reading = idx.iter().map(|&i| self.columns[i].clone()).collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
         self.builder = Some(builder.with_projection(mask));
         Ok(())
@@ -390,7 +394,12 @@ impl ParquetRows {
         let batch = guarded("decoding rows", file, || {
             reader.next().transpose().map_err(anyhow::Error::from)
         })
-        .with_context(|| format!("{file}: decoding rows from row {row}"))?;
+        .with_context(|| {
+            format!(
+                "{file}: decoding rows from row {row} (columns {})",
+                self.reading.join(", ")
+            )
+        })?;
         match batch {
             None => Ok(None),
             Some(b) => batch_rows(&b)

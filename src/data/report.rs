@@ -46,6 +46,9 @@ pub struct DataReport {
     pub prompt_lengths: Vec<u32>,
     #[serde(skip)]
     pub response_lengths: Vec<u32>,
+    /// prompt + response, per kept candidate: what `max_length` bounds.
+    #[serde(skip)]
+    pub sequence_lengths: Vec<u32>,
 }
 
 impl DataReport {

@@ -124,18 +124,35 @@ pub fn columns(shape: ShapeKind, f: &FieldNames, available: &[String]) -> Vec<St
         ShapeKind::Standard => vec![f.prompt.as_str(), f.chosen.as_str(), f.rejected.as_str()],
         ShapeKind::Implicit => vec![f.chosen.as_str(), f.rejected.as_str()],
         ShapeKind::MultiResponse if has(&f.completions) => {
-            let p = if has(&f.instruction) { f.instruction.as_str() } else { f.prompt.as_str() };
+            let p = if has(&f.instruction) {
+                f.instruction.as_str()
+            } else {
+                f.prompt.as_str()
+            };
             vec![p, f.completions.as_str()]
         }
         ShapeKind::MultiResponse => {
-            let s = if has(&f.scores) { f.scores.as_str() } else { f.ranks.as_str() };
+            let s = if has(&f.scores) {
+                f.scores.as_str()
+            } else {
+                f.ranks.as_str()
+            };
             vec![f.prompt.as_str(), f.responses.as_str(), s]
         }
         ShapeKind::Auto => vec![],
     };
-    let optional = [f.system.as_str(), f.score_chosen.as_str(), f.score_rejected.as_str()];
-    let optional = optional.into_iter().filter(|o| has(o) && shape != ShapeKind::MultiResponse || *o == f.system && has(o));
-    need.into_iter().chain(optional).map(|s| top(s).to_owned()).collect()
+    let optional = [
+        f.system.as_str(),
+        f.score_chosen.as_str(),
+        f.score_rejected.as_str(),
+    ];
+    let optional = optional
+        .into_iter()
+        .filter(|o| has(o) && shape != ShapeKind::MultiResponse || *o == f.system && has(o));
+    need.into_iter()
+        .chain(optional)
+        .map(|s| top(s).to_owned())
+        .collect()
 }
 
 /// Reads one row of the given (resolved) shape.
@@ -157,14 +174,14 @@ pub fn parse_row(
             return parse_row(row, shape, f);
         }
     };
-    if let Some(sys) = get(row, &f.system) {
-        if !sys.is_null() {
-            let sys = text(sys, &f.system)?;
-            let mut msgs = g.prompt.messages();
-            if msgs.first().is_none_or(|m| m.role != "system") {
-                msgs.insert(0, Message::new("system", sys));
-                g.prompt = Prompt::Messages(msgs);
-            }
+    if let Some(sys) = get(row, &f.system)
+        && !sys.is_null()
+    {
+        let sys = text(sys, &f.system)?;
+        let mut msgs = g.prompt.messages();
+        if msgs.first().is_none_or(|m| m.role != "system") {
+            msgs.insert(0, Message::new("system", sys));
+            g.prompt = Prompt::Messages(msgs);
         }
     }
     let is_conv = |k: &str| matches!(get(row, k), Some(Value::Array(a)) if a.first().is_some_and(Value::is_object));

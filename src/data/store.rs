@@ -228,8 +228,11 @@ struct Encoded {
     prompt_truncated: bool,
     text_splits: usize,
     candidate_drops: Vec<RowError>,
-    outcome: Result<(Vec<u32>, Vec<(Vec<u32>, Option<f32>, Role)>), RowError>,
+    outcome: Result<(Vec<u32>, Vec<KeptCandidate>), RowError>,
 }
+
+/// Response ids, score and role of a candidate that passed the rules.
+type KeptCandidate = (Vec<u32>, Option<f32>, Role);
 
 /// How many groups are tokenised in parallel at a time.
 const CHUNK: usize = 512;
@@ -304,6 +307,11 @@ fn encode_group(
             }
         }
     };
+    if prompt_ids.is_empty() {
+        // Nothing to condition on (e.g. max_prompt_length = 0 and no template): not a usable pair.
+        enc.outcome = Err(row_err(Problem::EmptyPrompt, Some("prompt")));
+        return enc;
+    }
     let mut kept = Vec::new();
     let all = std::iter::once((&g.positive, Role::Positive, "positive".to_owned())).chain(
         g.strong
@@ -416,7 +424,7 @@ impl<'c> StoreBuilder<'c> {
         loc: &RowLoc,
         key: &str,
         prompt: Vec<u32>,
-        kept: Vec<(Vec<u32>, Option<f32>, Role)>,
+        kept: Vec<KeptCandidate>,
         report: &mut DataReport,
     ) {
         let s = &mut self.store;
@@ -437,11 +445,15 @@ impl<'c> StoreBuilder<'c> {
             }
         };
         report.prompt_lengths.push(prompt.len() as u32);
+        let prompt_len = prompt.len();
         let prompt = span(&mut s.tokens, &prompt);
         let first = s.candidates.len() as u32;
         let count = kept.len() as u32;
         for (ids, score, role) in kept {
             report.response_lengths.push(ids.len() as u32);
+            report
+                .sequence_lengths
+                .push((prompt_len + ids.len()) as u32);
             let ids = span(&mut s.tokens, &ids);
             s.candidates.push(CandidateEntry {
                 ids,

@@ -62,6 +62,7 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_formatter(python_formatter);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
@@ -113,6 +114,22 @@ fn describe(e: &Error) -> String {
         src = s.source();
     }
     msg
+}
+
+/// Prints booleans and none as Python does (`True`, `False`, `None`); everything else as minijinja does.
+fn python_formatter(
+    out: &mut minijinja::Output,
+    state: &minijinja::State,
+    value: &Value,
+) -> Result<(), Error> {
+    let text = match value.kind() {
+        minijinja::value::ValueKind::Bool if value.is_true() => "True",
+        minijinja::value::ValueKind::Bool => "False",
+        minijinja::value::ValueKind::None => "None",
+        _ => return minijinja::escape_formatter(out, state, value),
+    };
+    out.write_str(text)
+        .map_err(|_| Error::new(ErrorKind::WriteFailure, "writing the rendering"))
 }
 
 fn raise_exception(message: String) -> Result<Value, Error> {
@@ -277,6 +294,17 @@ mod tests {
         assert_eq!(
             out,
             "{\"a\": [1, 2.5, \"é<\"], \"b\": null}|[\n  1,\n  {\n    \"k\": true\n  }\n]"
+        );
+    }
+
+    #[test]
+    fn booleans_and_none_print_like_python() {
+        let t =
+            ChatTemplate::new("{{ true }} {{ 1 > 2 }} {{ none }} {{ undefined_thing }}|{{ 'a' }}")
+                .unwrap();
+        assert_eq!(
+            t.render(&[], false, &SpecialTokens::default()).unwrap(),
+            "True False None |a"
         );
     }
 
