@@ -733,4 +733,14 @@ fn smollm2_135m_instruct_q4_1_loads_with_its_tokenizer() {
     assert_eq!(m.bos_token.as_deref(), Some("<|im_start|>"));
     assert_eq!(m.eos_token.as_deref(), Some("<|im_end|>"));
     assert!(m.chat_template.as_deref().unwrap().contains("<|im_start|>"));
+
+    // The numpy reference (tests/fixtures/gguf/smollm2_reference.py) used the same prompt ids,
+    // and its greedy continuation decodes to its text with this tokenizer.
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/smollm2_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let ids_of = |k: &str| -> Vec<u32> { reference[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+    assert_eq!(ids_of("prompt_ids"), ids.get_ids());
+    assert_eq!(m.tokenizer.decode(&ids_of("greedy_ids"), false).unwrap(), reference["greedy_text"].as_str().unwrap());
 }
