@@ -300,6 +300,7 @@ fn weighted_sum_of_terms_matches_reference() {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)]
 fn gradients_match_finite_differences() {
     let case = random_case(11, 4, roles6(), 3.0);
     let h = 1e-2;
@@ -691,6 +692,10 @@ fn golden_dpo_and_epa_losses_are_reproduced() {
         for (term, key) in [(dpo, "dpo"), (epa, "epa")] {
             let got = scalar(cfg(vec![term.clone()]).compute(&batch).unwrap().loss);
             let want = g[format!("{key}_loss")].as_f64().unwrap();
+            println!(
+                "{model} {key}_loss: ours {got:.7} golden {want:.7} |diff| {:.2e}",
+                (got - want).abs()
+            );
             assert!(
                 (got - want).abs() < 1e-5,
                 "{model} {key}_loss: {got} vs golden {want}"
@@ -924,6 +929,13 @@ fn every_loss_is_selectable_by_name_from_toml() {
             ..Default::default()
         })
     );
+    // What the trainer and the data loader must provide.
+    assert!(c.needs_reference() && c.needs_true_scores() && c.uses_weak());
+    let simple = LossConfig::from_names(&["simpo", "sft"], None).unwrap();
+    assert!(!simple.needs_reference() && !simple.needs_true_scores() && !simple.uses_weak());
+    let dpo = LossConfig::from_names(&["dpo"], None).unwrap();
+    assert!(dpo.needs_reference() && !dpo.uses_weak());
+    assert!(LossConfig::default().uses_weak());
     assert_eq!(
         LossConfig::default().terms,
         vec![LossTerm::Epa(EpaParams::default())]

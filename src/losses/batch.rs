@@ -27,7 +27,8 @@ pub enum Role {
 ///
 /// Every `[P, C]` tensor shares the same layout: column `j` has role `roles[j]`, column 0 is the
 /// positive; slots with `mask == 0` are padding and may hold any value (even NaN): the losses
-/// never read them.
+/// never read them. All tensors live on the same device (autodiff or not); only
+/// `policy_logps` receives gradients (`ref_logps` and `true_scores` are detached).
 #[derive(Clone, Debug)]
 pub struct ScoreBatch {
     /// `[P, C]` Σ log π_θ over response tokens (differentiable).
