@@ -19,9 +19,9 @@
 //!
 //! What it shows (default world, seed 0; see `tests/lab.rs` for the same on small worlds):
 //! - DPO (and IPO, Plackett-Luce, InfoNCA) reach the same final loss from every init (DPO: range
-//!   6e-8) and the same rewards on compared responses, but never move a never-compared logit, so
+//!   3.6e-7) and the same rewards on compared responses, but never move a never-compared logit, so
 //!   ε̂ over ALL responses, KL and E_π[r*] differ by init: many minimisers, as the paper says.
-//! - EPA with weak negatives gives one *policy* from every init (E_π[r*] sd 7e-4 vs DPO's 9e-3)
+//! - EPA with weak negatives gives one *policy* from every init (E_π[r*] sd 6e-4 vs DPO's 1.1e-2)
 //!   by taking the mass off never-compared responses. But a tabular world has no finite EPA
 //!   minimiser: weak negatives are never positives, so their learned reward falls without bound
 //!   (the loss keeps falling); under Adam every such logit of a prompt moves by the same amount,

@@ -10,6 +10,9 @@ use plotters::style::FontStyle;
 use super::methods::MethodKind;
 use super::{BanditResults, PolicySample};
 
+/// Picks one statistic of a method's results.
+type StatOf = fn(&super::MethodResult) -> &super::Stat;
+
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
@@ -148,7 +151,7 @@ pub fn weak_sweep(path: &Path, r: &BanditResults) -> anyhow::Result<()> {
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(err)?;
-    let series: [(&str, RGBColor, fn(&super::MethodResult) -> &super::Stat); 3] = [
+    let series: [(&str, RGBColor, StatOf); 3] = [
         ("all responses", BLACK, |m| &m.eps_hat),
         ("compared responses", BLUE, |m| &m.eps_hat_seen),
         ("never-compared responses", RED, |m| &m.eps_hat_unseen),
