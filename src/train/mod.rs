@@ -24,6 +24,7 @@ use crate::data::{Batcher, GroupStore};
 use crate::losses::Metrics;
 use crate::model::load::{LoadedModel, load_model};
 use crate::model::save::save_weights;
+use crate::model::{CausalLm, Rope};
 
 pub use config::TrainConfig;
 use crate::model::lora::{apply_lora, lora_off, merged, save_peft_adapter, trainable_params};
@@ -53,11 +54,12 @@ enum Reference {
 }
 
 impl Reference {
-    fn sums(&mut self, store: &GroupStore, pairs: &[(usize, usize)], device: &Device) -> Result<Vec<f32>> {
+    /// Reference sums of `pairs`; `policy` (with its rope and pad id) is read only by `LoraOff`.
+    fn sums(&self, policy: &CausalLm, rope: &Rope, pad: u32, store: &GroupStore, pairs: &[(usize, usize)], device: &Device) -> Result<Vec<f32>> {
         match self {
             Reference::Frozen(m) => Ok(step::reference_sums(&m.model, &m.rope, store, pairs, true, m.pad_id(), device)),
             Reference::Cached(c) => c.get(pairs),
-            Reference::LoraOff => bail!("internal: lora_off reference needs the policy"),
+            Reference::LoraOff => Ok(step::reference_sums(&lora_off(policy).valid(), rope, store, pairs, true, pad, device)),
         }
     }
 }
@@ -125,15 +127,11 @@ fn progress_bar(total: u64, enabled: bool) -> indicatif::ProgressBar {
 fn evaluate(cfg: &TrainConfig, lm: &LoadedModel, pad: u32, eval: &mut Option<(GroupStore, Reference)>, plain: &Device) -> Result<Option<BTreeMap<String, f64>>> {
     let Some((store, reference)) = eval.as_mut() else { return Ok(None) };
     let model = lm.model.valid();
-    let base = matches!(reference, Reference::LoraOff).then(|| lora_off(&lm.model).valid());
     let mut batcher = Batcher::with(store, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed)?;
     let mut metrics = Metrics::default();
     for _ in 0..batcher.batches_per_epoch() {
         let batch = batcher.next_batch();
-        let mut refs = |pairs: &[(usize, usize)]| match &base {
-            Some(b) => Ok(step::reference_sums(b, &lm.rope, store, pairs, true, pad, plain)),
-            None => reference.sums(store, pairs, plain),
-        };
+        let mut refs = |pairs: &[(usize, usize)]| reference.sums(&lm.model, &lm.rope, pad, store, pairs, plain);
         let (out, _) = step::batch_loss(&model, &lm.rope, store, &batch, &mut refs, &cfg.loss, cfg.model.prefix_sharing, pad, plain)?;
         metrics.merge(&out.metrics);
     }
@@ -204,7 +202,7 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
 
     // Reference log-probs for every pair the remaining steps will see.
     let remaining = total.saturating_sub(state.step) * accum;
-    let (mut reference, ref_seconds, ref_computed) = if cfg.loss.needs_reference() {
+    let (reference, ref_seconds, ref_computed) = if cfg.loss.needs_reference() {
         let pairs = planned_pairs(&store, &cfg.data.batch, &cfg.data.weak, cfg.data.seed, batcher.state(), remaining)?;
         let (r, s) = build_reference(cfg, &store, &pairs, "train")?;
         let computed = if let Reference::Cached(c) = &r { c.computed } else { 0 };
@@ -248,11 +246,8 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
         let mut finite = true;
         for _ in 0..accum {
             let batch = batcher.next_batch();
-            let mut refs = |pairs: &[(usize, usize)]| match reference.as_mut() {
-                Some(Reference::LoraOff) => {
-                    Ok(step::reference_sums(&lora_off(&model).valid(), &lm.rope, &store, pairs, true, pad, &plain))
-                }
-                Some(r) => r.sums(&store, pairs, &plain),
+            let mut refs = |pairs: &[(usize, usize)]| match reference.as_ref() {
+                Some(r) => r.sums(&model, &lm.rope, pad, &store, pairs, &plain),
                 None => Ok(vec![0.0; pairs.len()]),
             };
             let (out, n) = step::batch_loss(&model, &lm.rope, &store, &batch, &mut refs, &cfg.loss, cfg.model.prefix_sharing, pad, &device)?;
