@@ -244,3 +244,35 @@ fn sigkill_during_checkpointing_leaves_a_loadable_checkpoint() {
     assert!(resumed >= 3, "only {resumed} kills left a checkpoint to resume from");
     assert!(kills >= 3, "the runs should have been killed mid-way");
 }
+
+#[test]
+fn slope1_metrics_are_kept_with_weak_negatives_and_losses_needing_scores_refuse_them() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("scored.jsonl");
+    let mut s = String::new();
+    for (i, t) in TOPICS.iter().enumerate() {
+        let row = serde_json::json!({
+            "prompt": format!("Describe {t} in one sentence."),
+            "chosen": format!("{t} is calm, bright and kind."),
+            "rejected": [format!("I do not know anything about {t}."), format!("{t} is dull.")],
+            "score_chosen": 1.0 + i as f64 * 0.1,
+            "score_rejected": [-1.0, 0.25],
+        });
+        s.push_str(&row.to_string());
+        s.push('\n');
+    }
+    std::fs::write(&path, s).unwrap();
+    let data = format!("data.paths=[{:?}]", path.display().to_string());
+    train(&config(d.path(), "epa", 3, &[&data]), None).unwrap();
+    let rows = metric_rows(d.path());
+    for r in &rows {
+        assert!(r["rewards/weak"].as_f64().is_some(), "weak columns were scored: {r}");
+        let (p, e) = (r["slope1/pearson"].as_f64(), r["slope1/eps"].as_f64());
+        assert!(p.is_some_and(|p| (-1.0..=1.0).contains(&p)) && e.is_some_and(|e| e.is_finite() && e >= 0.0), "{r}");
+    }
+    // InfoNCA needs every candidate's true score; weak negatives have none for this prompt.
+    let err = train(&config(d.path(), "infonca", 1, &[&data]), None).unwrap_err();
+    assert!(format!("{err:#}").contains("data.weak.k = 0"), "{err:#}");
+    // Without weak negatives it runs.
+    train(&config(d.path(), "infonca", 1, &[&data, "data.weak.k=0"]), None).unwrap();
+}

@@ -51,6 +51,13 @@ pub fn sample_token(logits: &[f32], cfg: &SampleConfig, rng: &mut ChaCha8Rng) ->
     let z: f64 = probs.iter().map(|p| p.1).sum();
     probs.iter_mut().for_each(|p| p.1 /= z);
     if cfg.top_p < 1.0 {
+        // The nucleus is a prefix of the probabilities sorted in decreasing order. When the tokens
+        // above a small threshold already hold `top_p` of the mass, the nucleus lies among them, so
+        // sorting only those gives the same prefix (and the same sums) as sorting the whole vocabulary.
+        let head: Vec<(usize, f64)> = probs.iter().copied().filter(|p| p.1 >= 1e-6).collect();
+        if head.iter().map(|p| p.1).sum::<f64>() >= cfg.top_p as f64 + 1e-9 {
+            probs = head;
+        }
         probs.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal).then(a.0.cmp(&b.0)));
         let mut acc = 0.0;
         let mut keep = probs.len();
@@ -150,4 +157,42 @@ pub fn generate(
         logits = model.logits(hidden.reshape([b, h]));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nucleus by sorting the whole vocabulary, as the definition reads.
+    fn nucleus_reference(logits: &[f32], t: f32, top_p: f64) -> Vec<(usize, f64)> {
+        let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let mut p: Vec<(usize, f64)> = logits.iter().enumerate().map(|(i, &x)| (i, (((x - m) / t) as f64).exp())).collect();
+        let z: f64 = p.iter().map(|q| q.1).sum();
+        p.iter_mut().for_each(|q| q.1 /= z);
+        p.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
+        let mut acc = 0.0;
+        let keep = p.iter().position(|q| {
+            acc += q.1;
+            acc >= top_p
+        });
+        p.truncate(keep.map_or(p.len(), |k| k + 1));
+        p
+    }
+
+    #[test]
+    fn top_p_sampling_draws_from_the_exact_nucleus() {
+        let mut draw = ChaCha8Rng::seed_from_u64(7);
+        for trial in 0..40 {
+            // Peaked and flat vocabularies, so the shortcut is taken and skipped.
+            let scale = if trial % 2 == 0 { 8.0 } else { 0.05 };
+            let logits: Vec<f32> = (0..5000).map(|_| draw.random::<f32>() * scale).collect();
+            let cfg = SampleConfig { temperature: 0.8, top_p: 0.9, seed: trial, ..Default::default() };
+            let nucleus: Vec<usize> = nucleus_reference(&logits, 0.8, 0.9).iter().map(|q| q.0).collect();
+            let mut rng = ChaCha8Rng::seed_from_u64(trial);
+            for _ in 0..50 {
+                let tok = sample_token(&logits, &cfg, &mut rng) as usize;
+                assert!(nucleus.contains(&tok), "token {tok} outside the nucleus of {} tokens", nucleus.len());
+            }
+        }
+    }
 }

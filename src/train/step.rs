@@ -4,7 +4,7 @@
 use anyhow::Result;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::data::{Batch, GroupStore, Role as DataRole};
+use crate::data::{Batch, GroupStore};
 use crate::losses::{LossConfig, LossOutput, Role, ScoreBatch};
 use crate::model::{CausalLm, Layout, Rope};
 use crate::scores::{Targets, host_f32, score};
@@ -112,13 +112,13 @@ pub fn score_batch(
     };
     let ref_logps = reference.map(|r| matrix(gather(&|s| r[s]), a, device));
     let lengths = matrix(gather(&|s| store.candidate(a.pairs[s].1).ids().len() as f32), a, device);
-    // True scores exist only for a group's own candidates (weak negatives have none).
-    let has_scores = a.pairs.iter().all(|&(_, c)| {
-        let cand = store.candidate(c);
-        cand.role() == DataRole::Weak || cand.score().is_some()
-    }) && a.pairs.iter().any(|&(_, c)| store.candidate(c).score().is_some());
-    let true_scores = if has_scores && a.roles.iter().all(|r| *r != Role::Weak) {
-        Some(matrix(gather(&|s| store.candidate(a.pairs[s].1).score().unwrap_or(0.0)), a, device))
+    // True scores exist only for a group's own candidates: a weak negative's score was given for
+    // another prompt, so its slot holds 0 (the slope-1 metrics read only positive and strong slots,
+    // and a loss that needs every candidate's score refuses a batch with weak columns).
+    let own = |s: usize| store.candidate(a.pairs[s].1).group() == a.pairs[s].0;
+    let has_scores = (0..a.pairs.len()).all(|s| !own(s) || store.candidate(a.pairs[s].1).score().is_some());
+    let true_scores = if has_scores {
+        Some(matrix(gather(&|s| if own(s) { store.candidate(a.pairs[s].1).score().unwrap_or(0.0) } else { 0.0 }), a, device))
     } else {
         None
     };
