@@ -33,6 +33,9 @@ enum Command {
     /// Theory labs (no neural network): where EPA's claims can be checked exactly.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// The controlled experiment: EPA vs DPO on SmolLM2 with a known gold reward, end to end
+    /// (data → training → evaluation → report with plots).
+    Demo(epa::demo::DemoArgs),
     /// Throughput of forward and training steps (SmolLM2-135M shape).
     Bench(epa::bench::BenchArgs),
 }
@@ -87,6 +90,15 @@ fn main() -> Result<()> {
             let r = epa::lab::run_bandit(&a)?;
             print!("{}", epa::lab::report::markdown(&r));
             eprintln!("wrote {} in {:.1}s", a.out.display(), t.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Command::Demo(a) => {
+            if let Some(r) = epa::demo::run(&a)? {
+                for v in &r.verdict {
+                    println!("{v}");
+                }
+                println!("report: {}", a.out.join("report.md").display());
+            }
             Ok(())
         }
         Command::Bench(a) => epa::bench::run(&a).map(|_| ()),

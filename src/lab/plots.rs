@@ -16,18 +16,18 @@ type StatOf = fn(&super::MethodResult) -> &super::Stat;
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
-fn font() {
+pub(crate) fn font() {
     REGISTER.call_once(|| {
         // The embedded file is a valid TrueType font; a failure would only lose the labels.
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
 }
 
-fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+pub(crate) fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("plotting: {e}")
 }
 
-fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
+pub(crate) fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
         (a.min(x), b.max(x))
     });

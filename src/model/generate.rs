@@ -84,35 +84,66 @@ pub fn sample_token(logits: &[f32], cfg: &SampleConfig, rng: &mut ChaCha8Rng) ->
 }
 
 /// Generates continuations for each prompt; returns only the new tokens of each row.
-pub fn generate(
-    model: &CausalLm,
-    rope: &Rope,
-    prompts: &[Vec<u32>],
-    cfg: &SampleConfig,
-    pad_id: u32,
-    device: &Device,
-) -> Vec<Vec<u32>> {
+pub fn generate(model: &CausalLm, rope: &Rope, prompts: &[Vec<u32>], cfg: &SampleConfig, pad_id: u32, device: &Device) -> Vec<Vec<u32>> {
+    generate_scored(model, rope, prompts, cfg, pad_id, device).into_iter().map(|g| g.ids).collect()
+}
+
+/// One generated continuation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    /// The new tokens (a stop token, if one was drawn, is kept last).
+    pub ids: Vec<u32>,
+    /// log π(ids | prompt) under the model itself (temperature 1, no top-p truncation), summed over
+    /// the new tokens: the sequence log-prob a scoring pass would give, for free.
+    pub logp: f64,
+}
+
+/// log-softmax of `logits` at `tok`, in f64.
+fn log_prob(logits: &[f32], tok: u32) -> f64 {
+    let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let z: f64 = logits.iter().map(|&x| (x as f64 - m).exp()).sum();
+    logits[tok as usize] as f64 - m - z.ln()
+}
+
+/// [`generate`], also returning each continuation's log-prob. Identical prompts (several samples of one
+/// prompt) are prefilled once and their key/value cache shared.
+pub fn generate_scored(model: &CausalLm, rope: &Rope, prompts: &[Vec<u32>], cfg: &SampleConfig, pad_id: u32, device: &Device) -> Vec<Generated> {
     let b = prompts.len();
     if b == 0 || cfg.max_new_tokens == 0 {
-        return vec![Vec::new(); b];
+        return vec![Generated { ids: Vec::new(), logp: 0.0 }; b];
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let seqs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
-    let layout = Layout::padded(&seqs, pad_id);
+    // Unique prompts, and for each row the unique prompt it repeats.
+    let mut unique: Vec<&[u32]> = Vec::new();
+    let mut of_row: Vec<i64> = Vec::with_capacity(b);
+    for p in prompts {
+        let u = unique.iter().position(|q| *q == p.as_slice()).unwrap_or_else(|| {
+            unique.push(p);
+            unique.len() - 1
+        });
+        of_row.push(u as i64);
+    }
+    let layout = Layout::padded(&unique, pad_id);
     let t0 = layout.len;
     let mut cache = KvCache::default();
     let inputs = ForwardInputs::from_layout(&layout, rope, device);
-    let hidden = model.hidden(&inputs, Some(&mut cache)); // [B, T0, H]
-    // Which cached keys are real (not padding), per row.
-    let mut key_valid: Vec<Vec<bool>> = prompts
-        .iter()
-        .map(|p| (0..t0).map(|t| t < p.len()).collect())
-        .collect();
+    let hidden = model.hidden(&inputs, Some(&mut cache)); // [U, T0, H]
     let h = hidden.dims()[2];
-    let last: Vec<i64> = prompts.iter().enumerate().map(|(i, p)| (i * t0 + p.len().max(1) - 1) as i64).collect();
-    let idx = Tensor::from_data(TensorData::new(last, [b]), device);
-    let mut logits = model.logits(hidden.reshape([b * t0, h]).select(0, idx)); // [B, V]
-    let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
+    let last: Vec<i64> = unique.iter().enumerate().map(|(i, p)| (i * t0 + p.len().max(1) - 1) as i64).collect();
+    let n_unique = unique.len();
+    let idx = Tensor::from_data(TensorData::new(last, [n_unique]), device);
+    let mut logits = model.logits(hidden.reshape([n_unique * t0, h]).select(0, idx)); // [U, V]
+    if n_unique < b {
+        let rows = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(of_row.clone(), [b]), device);
+        logits = logits.select(0, rows.clone());
+        for (k, v) in cache.layers.iter_mut().flatten() {
+            *k = k.clone().select(0, rows.clone());
+            *v = v.clone().select(0, rows.clone());
+        }
+    }
+    // Which cached keys are real (not padding), per row.
+    let mut key_valid: Vec<Vec<bool>> = prompts.iter().map(|p| (0..t0).map(|t| t < p.len()).collect()).collect();
+    let mut out: Vec<Generated> = vec![Generated { ids: Vec::new(), logp: 0.0 }; b];
     let mut done = vec![false; b];
     for step in 0..cfg.max_new_tokens {
         let v = logits.dims()[1];
@@ -122,8 +153,10 @@ pub fn generate(
             if done[r] {
                 continue;
             }
-            let tok = sample_token(&host[r * v..(r + 1) * v], cfg, &mut rng);
-            out[r].push(tok);
+            let row = &host[r * v..(r + 1) * v];
+            let tok = sample_token(row, cfg, &mut rng);
+            out[r].ids.push(tok);
+            out[r].logp += log_prob(row, tok);
             next[r] = tok as i64;
             if cfg.stop_ids.contains(&tok) {
                 done[r] = true;

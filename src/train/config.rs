@@ -193,6 +193,9 @@ pub struct OutputSection {
     pub save_every_steps: usize,
     /// Keep the newest N checkpoints.
     pub keep_last: usize,
+    /// Write a checkpoint at the end of the run (false: only `save_every_steps` ones; for sweeps
+    /// that keep just the metrics and the exported model).
+    pub final_checkpoint: bool,
     /// Write the final model as a Hugging Face folder (`<dir>/final`).
     pub export: bool,
     /// Show a progress bar (off when stderr is not a terminal).
@@ -201,7 +204,7 @@ pub struct OutputSection {
 
 impl Default for OutputSection {
     fn default() -> Self {
-        Self { dir: "runs/train".into(), save_every_steps: 0, keep_last: 2, export: true, progress: true }
+        Self { dir: "runs/train".into(), save_every_steps: 0, keep_last: 2, final_checkpoint: true, export: true, progress: true }
     }
 }
 

@@ -142,8 +142,19 @@ fn eval_batch_config(cfg: &TrainConfig) -> crate::data::BatchConfig {
     crate::data::BatchConfig { shuffle: false, drop_last: false, ..cfg.data.batch.clone() }
 }
 
+/// Called at every evaluation (each `eval.every_steps` and at the end) with the step and the current
+/// model (`lm.model`, still an autodiff model: call `.valid()` for inference); the metrics it returns
+/// are logged with that step's row.
+pub type StepHook<'a> = dyn FnMut(usize, &LoadedModel) -> Result<BTreeMap<String, f64>> + 'a;
+
 /// Runs training as configured; `resume` is a checkpoint (or an output folder holding some).
 pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
+    train_with(cfg, resume, None)
+}
+
+/// [`train`], with a hook that evaluates the model while it trains (the controlled experiment uses it
+/// to sample from the policy at several points of the run).
+pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mut StepHook>) -> Result<TrainSummary> {
     let plain = Device::flex();
     let device = if cfg.model.gradient_checkpointing {
         plain.clone().autodiff().gradient_checkpointing()
@@ -294,6 +305,9 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
             if let Some(e) = evaluate(cfg, &lm, pad, &mut eval, &plain)? {
                 m.extend(e);
             }
+            if let Some(h) = hook.as_mut() {
+                m.extend(h(state.step, &lm)?);
+            }
         }
         let mut row = serde_json::to_value(&m)?;
         row["step"] = state.step.into();
@@ -315,15 +329,19 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
         }
     }
     pb.finish_and_clear();
-    checkpoint::save(&cfg.output.dir, &model, &optim, &state, &config_toml, cfg.output.keep_last)?;
+    if cfg.output.final_checkpoint {
+        checkpoint::save(&cfg.output.dir, &model, &optim, &state, &config_toml, cfg.output.keep_last)?;
+    }
     lm.model = model;
-    if eval.is_some() {
-        last_eval = evaluate(cfg, &lm, pad, &mut eval, &plain)?;
-        if let Some(e) = &last_eval {
-            let mut row = serde_json::to_value(e)?;
-            row["step"] = state.step.into();
-            writeln!(log, "{row}")?;
+    if eval.is_some() || hook.is_some() {
+        let mut e = evaluate(cfg, &lm, pad, &mut eval, &plain)?.unwrap_or_default();
+        if let Some(h) = hook.as_mut() {
+            e.extend(h(state.step, &lm)?);
         }
+        let mut row = serde_json::to_value(&e)?;
+        row["step"] = state.step.into();
+        writeln!(log, "{row}")?;
+        last_eval = Some(e);
     }
     if cfg.output.export {
         let dir = cfg.output.dir.join("final");

@@ -1,0 +1,191 @@
+//! Preference data with a known truth: K answers per prompt sampled from the reference model,
+//! scored by the gold reward R, ranked by a Plackett-Luce draw on R/τ (Bradley-Terry when K = 2).
+//!
+//! The best-ranked answer is `chosen`, the others are `rejected` in random order (so a pairwise
+//! method that keeps one strong negative gets a random one, as `ultrafeedback_binarized` was made).
+//! `score_*` hold r* = R/τ, the true reward in the labels' own units: the reward an exact
+//! preference model would recover, and what the slope-1 metrics compare the learned reward with.
+
+use anyhow::{Context, Result};
+use burn::module::Module;
+use rand::{Rng, SeedableRng};
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+use super::config::DataGenConfig;
+use super::topics;
+use crate::gold::GoldReward;
+use crate::model::generate::{Generated, SampleConfig, generate_scored};
+use crate::model::load::LoadedModel;
+use crate::model::{CausalLm, Rope};
+use crate::text::{Message, TextCodec};
+
+/// One prompt of the dataset (the project's standard shape plus the experiment's fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub prompt: String,
+    pub topic: String,
+    pub chosen: String,
+    pub rejected: Vec<String>,
+    /// r* = R/τ of `chosen` and of each `rejected`.
+    pub score_chosen: f64,
+    pub score_rejected: Vec<f64>,
+    /// The answers in sampling order with their gold reward R (sample j is the reference's j-th draw).
+    pub samples: Vec<String>,
+    pub gold: Vec<f64>,
+}
+
+/// `n` sampled answers (token ids with the stop token kept, and their log-prob) for each prompt,
+/// generated `batch` sequences at a time (a prompt's samples share one prefill). The seed of a batch
+/// is derived from `cfg.seed` and the batch's index.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_answers(
+    model: &CausalLm,
+    rope: &Rope,
+    pad: u32,
+    prompts: &[Vec<u32>],
+    n: usize,
+    cfg: &SampleConfig,
+    batch: usize,
+    mut progress: impl FnMut(usize),
+) -> Vec<Vec<Generated>> {
+    let device = burn::tensor::Device::flex();
+    let jobs: Vec<usize> = (0..prompts.len()).flat_map(|p| std::iter::repeat_n(p, n)).collect();
+    let mut out: Vec<Vec<Generated>> = vec![Vec::new(); prompts.len()];
+    for (b, chunk) in jobs.chunks(batch.max(1)).enumerate() {
+        let rows: Vec<Vec<u32>> = chunk.iter().map(|&p| prompts[p].clone()).collect();
+        let c = SampleConfig { seed: cfg.seed.wrapping_mul(1_000_003).wrapping_add(b as u64), ..cfg.clone() };
+        for (&p, ids) in chunk.iter().zip(generate_scored(model, rope, &rows, &c, pad, &device)) {
+            out[p].push(ids);
+        }
+        progress(chunk.len());
+    }
+    out
+}
+
+/// Answer text: the generated ids without the stop token, decoded, trimmed.
+pub fn answer_text(codec: &TextCodec, ids: &[u32], stop: &[u32]) -> Result<String> {
+    let end = ids.iter().position(|t| stop.contains(t)).unwrap_or(ids.len());
+    Ok(codec.decode(&ids[..end], true)?.trim().to_string())
+}
+
+/// The prompt ids of a topic, rendered with the model's chat template.
+pub fn prompt_ids(lm: &LoadedModel, topic: &str) -> Result<Vec<u32>> {
+    Ok(lm.codec()?.encode_prompt(&[Message::user(topics::prompt(topic))])?.ids)
+}
+
+/// A Plackett-Luce ranking of utilities `u` (best first), drawn with Gumbel noise.
+pub fn plackett_luce(u: &[f64], rng: &mut ChaCha8Rng) -> Vec<usize> {
+    let noisy: Vec<f64> = u
+        .iter()
+        .map(|x| {
+            let v: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            x - (-v.ln()).ln()
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..u.len()).collect();
+    order.sort_by(|&a, &b| noisy[b].total_cmp(&noisy[a]));
+    order
+}
+
+/// Generates, scores and labels the rows of `topics`.
+pub fn make_rows(
+    lm: &LoadedModel,
+    gold: &GoldReward,
+    topics: &[String],
+    cfg: &DataGenConfig,
+    seed: u64,
+    progress: impl FnMut(usize),
+) -> Result<Vec<Row>> {
+    let stop: Vec<u32> = lm.codec()?.eos_token_id().into_iter().collect();
+    let prompts = topics.iter().map(|t| prompt_ids(lm, t)).collect::<Result<Vec<_>>>()?;
+    let sample = SampleConfig {
+        max_new_tokens: cfg.max_new_tokens,
+        temperature: cfg.temperature,
+        top_p: cfg.top_p,
+        seed,
+        stop_ids: stop.clone(),
+    };
+    let model = lm.model.valid();
+    let answers = sample_answers(&model, &lm.rope, lm.pad_id(), &prompts, cfg.samples_per_prompt, &sample, cfg.batch, progress);
+    let codec = lm.codec()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1abe);
+    let mut rows = Vec::with_capacity(topics.len());
+    for (topic, ids) in topics.iter().zip(answers) {
+        let samples = ids.iter().map(|a| answer_text(codec, &a.ids, &stop)).collect::<Result<Vec<_>>>()?;
+        let gold_r: Vec<f64> = samples.iter().map(|s| gold.score(topic, s)).collect();
+        let u: Vec<f64> = gold_r.iter().map(|r| r / cfg.label_temperature).collect();
+        let order = plackett_luce(&u, &mut rng);
+        let mut rest = order[1..].to_vec();
+        rest.shuffle(&mut rng);
+        rows.push(Row {
+            prompt: topics::prompt(topic),
+            topic: topic.clone(),
+            chosen: samples[order[0]].clone(),
+            rejected: rest.iter().map(|&k| samples[k].clone()).collect(),
+            score_chosen: u[order[0]],
+            score_rejected: rest.iter().map(|&k| u[k]).collect(),
+            samples,
+            gold: gold_r,
+        });
+    }
+    Ok(rows)
+}
+
+pub fn write_rows(path: &Path, rows: &[Row]) -> Result<()> {
+    let mut s = Vec::new();
+    for r in rows {
+        serde_json::to_writer(&mut s, r)?;
+        s.push(b'\n');
+    }
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(&s))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
+}
+
+pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not a data row", path.display(), i + 1)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plackett_luce_top_choice_follows_the_softmax() {
+        // Top-1 of a Plackett-Luce draw is a softmax choice: P(k first) = e^{u_k} / Σ e^{u}.
+        let u = [0.0, 1.0, -1.0, 0.5];
+        let z: f64 = u.iter().map(|x: &f64| x.exp()).sum();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let n = 40_000;
+        let mut first = [0usize; 4];
+        for _ in 0..n {
+            first[plackett_luce(&u, &mut rng)[0]] += 1;
+        }
+        for k in 0..4 {
+            let p = u[k].exp() / z;
+            let f = first[k] as f64 / n as f64;
+            assert!((f - p).abs() < 4.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-3, "k={k}: {f} vs {p}");
+        }
+        // Pairwise marginals are Bradley-Terry: P(1 ranked above 0) = σ(u1 − u0).
+        let mut above = 0;
+        for _ in 0..n {
+            let o = plackett_luce(&u, &mut rng);
+            if o.iter().position(|&k| k == 1) < o.iter().position(|&k| k == 0) {
+                above += 1;
+            }
+        }
+        let p = 1.0 / (1.0 + (-(u[1] - u[0])).exp());
+        assert!((above as f64 / n as f64 - p).abs() < 0.01, "{} vs {p}", above as f64 / n as f64);
+    }
+}

@@ -1,0 +1,216 @@
+//! Judging a policy on the held-out prompts, per prompt (so intervals can resample prompts):
+//!
+//! * **gold**: mean gold reward R of the policy's own samples;
+//! * **KL**: mean over those samples of log π_θ(y|x) − log π_ref(y|x) (sequence), and the same summed
+//!   over samples divided by their tokens (per token). Samples are drawn with the data's temperature
+//!   and top-p, so this is the usual Monte-Carlo estimate of the sampled policy's KL, not an exact one;
+//! * **win rate**: sample j against the reference's sample j under the gold reward (ties count ½);
+//! * **slope-1**: on the prompt's K scored candidates, the implicit reward r = β·(log π_θ − log π_ref)
+//!   against r* = R/τ: Pearson and ε̂ = Var_k(r_k − r*_k).
+//!
+//! Sampling uses one seed for every policy, so methods are compared on common random numbers.
+
+use anyhow::Result;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::datagen::{Row, answer_text, sample_answers};
+use crate::gold::GoldReward;
+use crate::model::generate::SampleConfig;
+use crate::model::{CausalLm, Layout, Rope};
+use crate::scores::{Targets, host_f32, score};
+use crate::text::{Message, TextCodec};
+
+/// A policy's numbers at one point of its run, one entry per held-out prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PointEval {
+    pub step: usize,
+    pub gold: Vec<f64>,
+    pub kl: Vec<f64>,
+    pub kl_per_token: Vec<f64>,
+    pub win: Vec<f64>,
+    /// NaN where a prompt's rewards have no variance.
+    pub pearson: Vec<f64>,
+    pub eps: Vec<f64>,
+    /// Mean sampled length (tokens), per prompt.
+    pub length: Vec<f64>,
+    /// The first sample of the first two prompts, for the report.
+    pub examples: Vec<(String, String)>,
+}
+
+/// Log-prob sums of each `(prompt, responses)` group's responses, in order, `chunk` groups per pass.
+pub fn group_sums(model: &CausalLm, rope: &Rope, pad: u32, groups: &[(&[u32], Vec<&[u32]>)], chunk: usize, device: &Device) -> Vec<Vec<f64>> {
+    let mut out = Vec::with_capacity(groups.len());
+    for part in groups.chunks(chunk.max(1)) {
+        let layout = Layout::shared_prefix(part, pad);
+        let targets = Targets::shared_prefix(&layout, part);
+        let sums = host_f32(score(model, rope, &layout, &targets, device).sums);
+        let mut it = sums.into_iter();
+        for (_, rs) in part {
+            out.push(it.by_ref().take(rs.len()).map(f64::from).collect());
+        }
+    }
+    out
+}
+
+/// Everything about the held-out prompts that does not depend on the policy, computed once.
+pub struct Judge<'a> {
+    reference: &'a CausalLm,
+    rope: &'a Rope,
+    pad: u32,
+    codec: &'a TextCodec,
+    gold: &'a GoldReward,
+    held: &'a [Row],
+    prompts: Vec<Vec<u32>>,
+    /// Candidates in row order: chosen, then rejected.
+    candidates: Vec<Vec<Vec<u32>>>,
+    truth: Vec<Vec<f64>>,
+    ref_candidate_sums: Vec<Vec<f64>>,
+    sample: SampleConfig,
+    samples_per_prompt: usize,
+    batch: usize,
+    beta: f64,
+    stop: Vec<u32>,
+}
+
+impl<'a> Judge<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        reference: &'a CausalLm,
+        rope: &'a Rope,
+        pad: u32,
+        codec: &'a TextCodec,
+        gold: &'a GoldReward,
+        held: &'a [Row],
+        sample: SampleConfig,
+        samples_per_prompt: usize,
+        batch: usize,
+        beta: f64,
+    ) -> Result<Self> {
+        let device = Device::flex();
+        let mut prompts = Vec::new();
+        let mut candidates = Vec::new();
+        let mut truth = Vec::new();
+        for r in held {
+            let msgs = [Message::user(r.prompt.clone())];
+            let p = codec.encode_prompt(&msgs)?;
+            let texts = std::iter::once(&r.chosen).chain(&r.rejected);
+            let ids = texts.map(|t| Ok(codec.encode_response(&p, t)?.response_ids)).collect::<Result<Vec<_>>>()?;
+            prompts.push(p.ids);
+            candidates.push(ids);
+            truth.push(std::iter::once(r.score_chosen).chain(r.score_rejected.iter().copied()).collect());
+        }
+        let groups = Self::groups(&prompts, &candidates);
+        let ref_candidate_sums = group_sums(reference, rope, pad, &groups, 8, &device);
+        let stop = codec.eos_token_id().into_iter().collect();
+        Ok(Judge {
+            reference,
+            rope,
+            pad,
+            codec,
+            gold,
+            held,
+            prompts,
+            candidates,
+            truth,
+            ref_candidate_sums,
+            sample,
+            samples_per_prompt,
+            batch,
+            beta,
+            stop,
+        })
+    }
+
+    fn groups<'g>(prompts: &'g [Vec<u32>], responses: &'g [Vec<Vec<u32>>]) -> Vec<(&'g [u32], Vec<&'g [u32]>)> {
+        prompts.iter().zip(responses).map(|(p, rs)| (p.as_slice(), rs.iter().map(|r| r.as_slice()).collect())).collect()
+    }
+
+    /// The reference itself, from the data's own samples (KL 0, win rate ½, learned reward 0).
+    pub fn reference_point(&self) -> PointEval {
+        let n = self.samples_per_prompt;
+        let zero = vec![0.0; self.held.len()];
+        let (pearson, eps) = self.slope1(&vec![vec![0.0; self.truth[0].len()]; self.held.len()]);
+        PointEval {
+            step: 0,
+            gold: self.held.iter().map(|r| r.gold[..n].iter().sum::<f64>() / n as f64).collect(),
+            kl: zero.clone(),
+            kl_per_token: zero,
+            win: vec![0.5; self.held.len()],
+            pearson,
+            eps,
+            length: vec![f64::NAN; self.held.len()],
+            examples: self.held.iter().take(2).map(|r| (r.prompt.clone(), r.samples[0].clone())).collect(),
+        }
+    }
+
+    /// Per-prompt Pearson and ε̂ of learned rewards `r` (row order: chosen, rejected…) against r*.
+    fn slope1(&self, r: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
+        r.iter()
+            .zip(&self.truth)
+            .map(|(r, t)| {
+                let k = r.len() as f64;
+                let mean = |v: &[f64]| v.iter().sum::<f64>() / k;
+                let (mr, mt) = (mean(r), mean(t));
+                let cov: f64 = r.iter().zip(t).map(|(a, b)| (a - mr) * (b - mt)).sum();
+                let vr: f64 = r.iter().map(|a| (a - mr).powi(2)).sum();
+                let vt: f64 = t.iter().map(|b| (b - mt).powi(2)).sum();
+                let pearson = if vr > 0.0 && vt > 0.0 { cov / (vr * vt).sqrt() } else { f64::NAN };
+                let d: Vec<f64> = r.iter().zip(t).map(|(a, b)| a - b).collect();
+                let md = mean(&d);
+                (pearson, d.iter().map(|x| (x - md).powi(2)).sum::<f64>() / k)
+            })
+            .unzip()
+    }
+
+    /// Samples from `policy`, scores the samples and the held-out candidates.
+    pub fn evaluate(&self, policy: &CausalLm, step: usize) -> Result<PointEval> {
+        let device = Device::flex();
+        let n = self.samples_per_prompt;
+        let generated = sample_answers(policy, self.rope, self.pad, &self.prompts, n, &self.sample, self.batch, |_| {});
+        let samples: Vec<Vec<Vec<u32>>> = generated.iter().map(|g| g.iter().map(|s| s.ids.clone()).collect()).collect();
+        // The policy's log-probs come with the samples; the reference scores them.
+        let pol: Vec<Vec<f64>> = generated.iter().map(|g| g.iter().map(|s| s.logp).collect()).collect();
+        let groups = Self::groups(&self.prompts, &samples);
+        let refs = group_sums(self.reference, self.rope, self.pad, &groups, 8, &device);
+        let mut e = PointEval {
+            step,
+            gold: vec![],
+            kl: vec![],
+            kl_per_token: vec![],
+            win: vec![],
+            pearson: vec![],
+            eps: vec![],
+            length: vec![],
+            examples: vec![],
+        };
+        for (i, row) in self.held.iter().enumerate() {
+            let texts = samples[i].iter().map(|s| answer_text(self.codec, s, &self.stop)).collect::<Result<Vec<_>>>()?;
+            let g: Vec<f64> = texts.iter().map(|t| self.gold.score(&row.topic, t)).collect();
+            let lr: Vec<f64> = pol[i].iter().zip(&refs[i]).map(|(a, b)| a - b).collect();
+            let tokens: usize = samples[i].iter().map(Vec::len).sum();
+            e.gold.push(g.iter().sum::<f64>() / n as f64);
+            e.kl.push(lr.iter().sum::<f64>() / n as f64);
+            e.kl_per_token.push(lr.iter().sum::<f64>() / tokens.max(1) as f64);
+            e.length.push(tokens as f64 / n as f64);
+            let wins: f64 = g
+                .iter()
+                .zip(&row.gold)
+                .map(|(p, r)| if p > r { 1.0 } else if p == r { 0.5 } else { 0.0 })
+                .sum();
+            e.win.push(wins / n as f64);
+            if i < 2 {
+                e.examples.push((row.prompt.clone(), texts[0].clone()));
+            }
+        }
+        let groups = Self::groups(&self.prompts, &self.candidates);
+        let pol = group_sums(policy, self.rope, self.pad, &groups, 8, &device);
+        let r: Vec<Vec<f64>> = pol
+            .iter()
+            .zip(&self.ref_candidate_sums)
+            .map(|(p, q)| p.iter().zip(q).map(|(a, b)| self.beta * (a - b)).collect())
+            .collect();
+        (e.pearson, e.eps) = self.slope1(&r);
+        Ok(e)
+    }
+}

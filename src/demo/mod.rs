@@ -1,0 +1,277 @@
+//! `epa demo`: the controlled experiment. EPA vs DPO on a real pretrained LM (SmolLM2-135M-Instruct by
+//! default), with preference data labelled by a known gold reward, judged by that reward against the
+//! KL from the reference on the policies' own samples.
+//!
+//! The pipeline, one stage per file, top to bottom:
+//! 1. [`topics`]: prompts "Write one sentence about {topic}.", split into training and held-out;
+//! 2. [`datagen`]: K answers per prompt from the reference, gold-scored ([`crate::gold`]), ranked by
+//!    Plackett-Luce on R/τ → `data/train.jsonl`, `data/held_out.jsonl`;
+//! 3. training: every method × seed through [`crate::train::train_with`], same reference, data and
+//!    budget; the hook evaluates the policy at evenly spaced points of the run;
+//! 4. [`evaluate`]: gold reward, KL, win rate and slope-1 metrics per held-out prompt;
+//! 5. [`report`]: bootstrap intervals, the verdict, `results.json`, `report.md`, `frontier.png`,
+//!    `curves.png`.
+//!
+//! Stages whose inputs have not changed are reused from the output folder (keyed by a hash of the
+//! configuration that produced them), so an interrupted demo continues where it stopped.
+
+pub mod config;
+pub mod datagen;
+pub mod evaluate;
+pub mod report;
+pub mod topics;
+
+use anyhow::{Context, Result};
+use burn::module::Module;
+use burn::tensor::Device;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use config::DemoConfig;
+use datagen::Row;
+use evaluate::{Judge, PointEval};
+use report::{Results, RunEval};
+
+use crate::gold::GoldReward;
+use crate::model::generate::SampleConfig;
+use crate::model::load::{LoadedModel, load_model};
+use crate::train::{TrainConfig, train_with};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// `tiny` (the fixture model, seconds; what CI runs), `demo` (SmolLM2, ~10 min on 2 cores, one
+    /// seed) or `full` (3 seeds, more prompts: the verdict).
+    #[arg(long, default_value = "demo")]
+    pub preset: String,
+    /// Output folder (data, runs, report).
+    #[arg(long, default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// Override a setting: `--set train.steps=32 --set 'seeds=[1,2]'` (see `--print-config`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the configuration (TOML) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Redo every stage even when the output folder holds results for the same settings.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+fn key_of(parts: &[&dyn erased::Ser]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.json().as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+mod erased {
+    /// Serialise anything to JSON behind one trait object (for stage keys).
+    pub trait Ser {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
+
+/// A stage's saved output, reused when its key matches.
+fn cached<T: serde::de::DeserializeOwned>(path: &Path, key: &str, fresh: bool) -> Option<T> {
+    if fresh {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    (v["key"].as_str()? == key).then(|| serde_json::from_value(v["value"].clone()).ok()).flatten()
+}
+
+fn save_cached<T: serde::Serialize>(path: &Path, key: &str, value: &T) -> Result<()> {
+    let v = serde_json::json!({ "key": key, "value": value });
+    crate::model::save::write_atomic(path, serde_json::to_string_pretty(&v)?.as_bytes())
+}
+
+fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}]"))
+            .expect("valid template"),
+    );
+    pb
+}
+
+/// Data stage: generated once per (model, data settings, gold settings).
+fn data_stage(cfg: &DemoConfig, lm: &LoadedModel, gold: &GoldReward, out: &Path, fresh: bool) -> Result<(Vec<Row>, Vec<Row>, BTreeMap<String, f64>)> {
+    let dir = out.join("data");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = key_of(&[&cfg.model, &cfg.data, &cfg.gold]);
+    let meta = dir.join("meta.json");
+    let (train_path, held_path) = (dir.join("train.jsonl"), dir.join("held_out.jsonl"));
+    if let Some(stats) = cached::<BTreeMap<String, f64>>(&meta, &key, fresh)
+        && let (Ok(t), Ok(h)) = (datagen::read_rows(&train_path), datagen::read_rows(&held_path))
+    {
+        eprintln!("data: reusing {} ({} + {} prompts)", dir.display(), t.len(), h.len());
+        return Ok((t, h, stats));
+    }
+    let d = &cfg.data;
+    let (train_topics, held_topics) = topics::split(d.train_prompts, d.held_out_prompts, d.seed)?;
+    let t0 = Instant::now();
+    let pb = bar(((d.train_prompts + d.held_out_prompts) * d.samples_per_prompt) as u64, "sampling answers");
+    let train = datagen::make_rows(lm, gold, &train_topics, d, d.seed, |n| pb.inc(n as u64))?;
+    let held = datagen::make_rows(lm, gold, &held_topics, d, d.seed.wrapping_add(1), |n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    datagen::write_rows(&train_path, &train)?;
+    datagen::write_rows(&held_path, &held)?;
+    let all: Vec<&Row> = train.iter().chain(&held).collect();
+    let golds: Vec<f64> = all.iter().flat_map(|r| r.gold.iter().copied()).collect();
+    let agree = all
+        .iter()
+        .filter(|r| {
+            let best = r.gold.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            (r.score_chosen * d.label_temperature - best).abs() < 1e-9
+        })
+        .count();
+    let stats = BTreeMap::from([
+        ("prompts_train".to_string(), train.len() as f64),
+        ("prompts_held_out".to_string(), held.len() as f64),
+        ("answers_per_prompt".to_string(), d.samples_per_prompt as f64),
+        ("gold_mean_of_reference_answers".to_string(), golds.iter().sum::<f64>() / golds.len() as f64),
+        ("chosen_is_gold_best_fraction".to_string(), agree as f64 / all.len() as f64),
+        ("seconds".to_string(), t0.elapsed().as_secs_f64()),
+    ]);
+    save_cached(&meta, &key, &stats)?;
+    eprintln!("data: {} + {} prompts × {} answers in {:.0}s", train.len(), held.len(), d.samples_per_prompt, stats["seconds"]);
+    Ok((train, held, stats))
+}
+
+/// The `epa train` configuration of one run.
+fn train_config(cfg: &DemoConfig, m: &config::Method, seed: u64, out: &Path) -> Result<TrainConfig> {
+    let t = &cfg.train;
+    let s = |p: &Path| format!("{:?}", p.display().to_string());
+    let every = (t.steps / cfg.eval.points).max(1);
+    let mut sets = vec![
+        format!("model.path={:?}", cfg.model),
+        format!("model.train_last_layers={}", if t.lora_rank > 0 { 0 } else { t.train_last_layers }),
+        format!("data.paths=[{}]", s(&out.join("data/train.jsonl"))),
+        "data.shape=\"standard\"".into(),
+        "data.grouping.ties=\"keep\"".into(),
+        format!("data.grouping.max_strong={}", m.strong),
+        format!("data.weak.k={}", m.weak),
+        format!("data.batch.prompts_per_batch={}", t.prompts_per_batch),
+        format!("data.seed={seed}"),
+        format!("loss.terms=[{{name={:?}, beta={}}}]", m.loss, t.beta),
+        format!("loss.metrics_beta={}", t.beta),
+        format!("optim.lr={}", t.lr),
+        format!("optim.warmup_steps={}", t.warmup_steps),
+        format!("optim.max_steps={}", t.steps),
+        format!("optim.seed={seed}"),
+        "reference.mode=\"cached\"".into(),
+        format!("reference.cache_dir={}", s(&out.join("ref-cache"))),
+        format!("eval.every_steps={every}"),
+        format!("output.dir={}", s(&out.join("runs").join(format!("{}-s{seed}", m.name)))),
+        "output.export=false".into(),
+        "output.final_checkpoint=false".into(),
+    ];
+    if t.lora_rank > 0 {
+        sets.push("adapter.method=\"lora\"".into());
+        sets.push(format!("adapter.lora.rank={}", t.lora_rank));
+        sets.push(format!("adapter.lora.alpha={}", 2 * t.lora_rank));
+    }
+    sets.extend(t.set.iter().cloned());
+    sets.extend(m.set.iter().cloned());
+    TrainConfig::load(None, &sets).with_context(|| format!("method {}", m.name))
+}
+
+/// Reads `(step, loss, rewards/accuracies)` from a run's metrics log.
+fn curve(dir: &Path) -> Vec<(usize, f64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_u64()? as usize, v["loss"].as_f64()?, v["rewards/accuracies"].as_f64().unwrap_or(f64::NAN))))
+        .collect()
+}
+
+/// Runs the experiment end to end and writes the report into `args.out`.
+pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
+    let cfg = DemoConfig::preset(&args.preset)?.with_overrides(&args.set)?;
+    cfg.validate()?;
+    if args.print_config {
+        print!("{}", toml::to_string_pretty(&cfg)?);
+        return Ok(None);
+    }
+    let out = &args.out;
+    let t_all = Instant::now();
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("config.toml"), toml::to_string_pretty(&cfg)?)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+
+    let gold = GoldReward::load_default(cfg.gold.clone())?;
+    eprintln!("loading {}", cfg.model);
+    let lm = load_model(&cfg.model, &Device::flex())?;
+    let (_train, held, data_stats) = data_stage(&cfg, &lm, &gold, out, args.fresh)?;
+
+    let d = &cfg.data;
+    let sample = SampleConfig {
+        max_new_tokens: d.max_new_tokens,
+        temperature: d.temperature,
+        top_p: d.top_p,
+        seed: d.seed.wrapping_add(7_777),
+        stop_ids: lm.codec()?.eos_token_id().into_iter().collect(),
+    };
+    let judge = Judge::new(&lm.model, &lm.rope, lm.pad_id(), lm.codec()?, &gold, &held, sample, cfg.eval.samples_per_prompt, d.batch, cfg.train.beta)?;
+    let reference = judge.reference_point();
+
+    let data_key = key_of(&[&cfg.model, &cfg.data, &cfg.gold]);
+    let mut runs: Vec<Vec<RunEval>> = Vec::new();
+    for m in &cfg.methods {
+        let mut per_seed = Vec::new();
+        for &seed in &cfg.seeds {
+            let tc = train_config(&cfg, m, seed, out)?;
+            let key = key_of(&[&data_key, &tc, &cfg.eval, &cfg.train.beta]);
+            let saved = tc.output.dir.join("eval.json");
+            if let Some(r) = cached::<RunEval>(&saved, &key, args.fresh) {
+                eprintln!("{} seed {seed}: reusing {}", m.name, saved.display());
+                per_seed.push(r);
+                continue;
+            }
+            eprintln!("{} seed {seed}: training {} steps ({} strong + {} weak negatives)", m.name, cfg.train.steps, m.strong, m.weak);
+            let t0 = Instant::now();
+            let mut points: Vec<PointEval> = Vec::new();
+            let mut hook = |step: usize, lm: &LoadedModel| -> Result<BTreeMap<String, f64>> {
+                let te = Instant::now();
+                let p = judge.evaluate(&lm.model.valid(), step)?;
+                let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+                let row = BTreeMap::from([("demo/gold".to_string(), mean(&p.gold)), ("demo/kl".to_string(), mean(&p.kl))]);
+                eprintln!(
+                    "  step {step}: gold {:.3}, KL {:.3}, win rate {:.2} (evaluated in {:.0}s)",
+                    row["demo/gold"],
+                    row["demo/kl"],
+                    mean(&p.win),
+                    te.elapsed().as_secs_f64()
+                );
+                points.push(p);
+                Ok(row)
+            };
+            train_with(&tc, None, Some(&mut hook))?;
+            let r = RunEval { method: m.name.clone(), seed, points, curve: curve(&tc.output.dir), train_seconds: t0.elapsed().as_secs_f64() };
+            save_cached(&saved, &key, &r)?;
+            per_seed.push(r);
+        }
+        runs.push(per_seed);
+    }
+
+    let results = report::summarise(&cfg, &command, data_stats, &reference, &runs);
+    crate::model::save::write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&results)?.as_bytes())?;
+    std::fs::write(out.join("report.md"), report::markdown(&results, &reference, &runs))?;
+    report::plots(out, &results, &runs)?;
+    eprintln!("wrote {} in {:.0}s", out.join("report.md").display(), t_all.elapsed().as_secs_f64());
+    Ok(Some(results))
+}

@@ -1,0 +1,90 @@
+//! The controlled experiment's whole path on the tiny preset (the fixture model, seconds): data
+//! generation, three methods × two seeds trained through `epa train`, evaluation, the report.
+//! Checks the report's structure, that every number that must exist is finite, that a rerun
+//! reuses the stages, and that the same settings give the same numbers.
+
+use epa::demo::{DemoArgs, run};
+use std::path::Path;
+
+fn args(out: &Path, fresh: bool) -> DemoArgs {
+    DemoArgs { preset: "tiny".into(), out: out.to_path_buf(), set: vec![], print_config: false, fresh }
+}
+
+fn finite(v: &serde_json::Value, path: &str) -> f64 {
+    let x = v.pointer(path).and_then(|x| x.as_f64()).unwrap_or_else(|| panic!("{path} missing or not a number"));
+    assert!(x.is_finite(), "{path} = {x}");
+    x
+}
+
+#[test]
+fn tiny_preset_runs_end_to_end_and_writes_a_complete_report() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("demo");
+    run(&args(&out, false)).unwrap().expect("results");
+    for f in ["report.md", "results.json", "config.toml", "frontier.png", "curves.png", "data/train.jsonl", "data/held_out.jsonl"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    for png in ["frontier.png", "curves.png"] {
+        let b = std::fs::read(out.join(png)).unwrap();
+        assert!(b.starts_with(b"\x89PNG") && b.len() > 5_000, "{png} is not a drawn PNG");
+    }
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(r["config"]["preset"], "tiny");
+    assert_eq!(r["data"]["prompts_train"], 8.0);
+    for m in ["dpo", "epa-strong", "epa-weak"] {
+        let pts = r["methods"][m].as_array().unwrap_or_else(|| panic!("method {m} missing"));
+        assert_eq!(pts.len(), 2, "{m}: two evaluation points");
+        for (i, _) in pts.iter().enumerate() {
+            for k in ["gold", "kl", "kl_per_token", "win_rate", "eps_hat"] {
+                for part in ["mean", "lo", "hi"] {
+                    finite(&r, &format!("/methods/{m}/{i}/stats/{k}/{part}"));
+                }
+                let s = &r["methods"][m][i]["stats"][k];
+                assert!(s["lo"].as_f64() <= s["mean"].as_f64().map(|x| x + 1e-12) && s["mean"].as_f64().map(|x| x - 1e-12) <= s["hi"].as_f64(), "{m} {k}: {s}");
+            }
+            // The random tiny model never names the topic, so r* can be constant within a prompt and
+            // Pearson undefined (null); when defined it is a correlation.
+            let p = &r["methods"][m][i]["stats"]["pearson"]["mean"];
+            assert!(p.is_null() || p.as_f64().is_some_and(|x| (-1.0..=1.0).contains(&x)), "{p}");
+        }
+    }
+    let comps = r["comparisons"].as_array().unwrap();
+    assert_eq!(comps.len(), 2);
+    for i in 0..2 {
+        finite(&r, &format!("/comparisons/{i}/gold_at_matched_kl/mean"));
+        finite(&r, &format!("/comparisons/{i}/eps_hat/mean"));
+        finite(&r, &format!("/comparisons/{i}/matched_kl"));
+    }
+    assert_eq!(r["verdict"].as_array().unwrap().len(), 4);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for s in ["## Verdict", "| dpo |", "| epa-weak |", "frontier.png", "Command:"] {
+        assert!(md.contains(s), "report.md lacks {s:?}");
+    }
+
+    // A rerun reuses data and runs (their files are untouched) and gives the same numbers.
+    let data_before = std::fs::metadata(out.join("data/train.jsonl")).unwrap().modified().unwrap();
+    let again = run(&args(&out, false)).unwrap().unwrap();
+    assert_eq!(std::fs::metadata(out.join("data/train.jsonl")).unwrap().modified().unwrap(), data_before);
+    assert_eq!(serde_json::to_value(&again.methods).unwrap(), r["methods"]);
+
+    // Redone from scratch elsewhere: same data, same numbers.
+    let out2 = d.path().join("demo2");
+    let fresh = run(&args(&out2, true)).unwrap().unwrap();
+    assert_eq!(std::fs::read(out.join("data/train.jsonl")).unwrap(), std::fs::read(out2.join("data/train.jsonl")).unwrap());
+    assert_eq!(serde_json::to_value(&fresh.methods).unwrap(), r["methods"]);
+}
+
+#[test]
+fn bad_settings_give_clear_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let mut a = args(d.path(), false);
+    a.preset = "huge".into();
+    assert!(run(&a).unwrap_err().to_string().contains("unknown preset"));
+    let mut a = args(d.path(), false);
+    a.set = vec!["methods=[{name=\"x\", loss=\"epa\", strong=5, weak=0}]".into()];
+    let e = run(&a).unwrap_err().to_string();
+    assert!(e.contains("5 strong negatives") && e.contains("3 answers"), "{e}");
+    let mut a = args(d.path(), false);
+    a.set = vec!["data.nonsense=1".into()];
+    assert!(format!("{:#}", run(&a).unwrap_err()).contains("nonsense"));
+}
