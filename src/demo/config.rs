@@ -137,7 +137,7 @@ impl DemoConfig {
                 model: "smollm2".into(),
                 data: DataGenConfig {
                     train_prompts: 64,
-                    held_out_prompts: 16,
+                    held_out_prompts: 32,
                     samples_per_prompt: 4,
                     max_new_tokens: 24,
                     temperature: 1.0,
@@ -150,7 +150,7 @@ impl DemoConfig {
                 train: TrainSpec {
                     steps: 16,
                     prompts_per_batch: 8,
-                    lr: 2e-5,
+                    lr: 2e-4,
                     warmup_steps: 2,
                     beta: 0.1,
                     train_last_layers: 4,
@@ -159,16 +159,14 @@ impl DemoConfig {
                 },
                 methods: methods(3, 2),
                 seeds: vec![1],
-                eval: EvalSpec { samples_per_prompt: 4, points: 2, bootstrap: 1000 },
+                eval: EvalSpec { samples_per_prompt: 2, points: 2, bootstrap: 1000 },
             },
+            // The demo's data and runs with two more seeds: `--preset full` into the demo's output
+            // folder reuses what the demo computed and adds the other seeds.
             "full" => {
                 let mut c = Self::preset("demo")?;
                 c.preset = name.into();
-                c.data.train_prompts = 160;
-                c.data.held_out_prompts = 48;
-                c.train.steps = 40;
                 c.seeds = vec![1, 2, 3];
-                c.eval.points = 4;
                 c.eval.bootstrap = 2000;
                 c
             }

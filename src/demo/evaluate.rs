@@ -21,18 +21,30 @@ use crate::model::{CausalLm, Layout, Rope};
 use crate::scores::{Targets, host_f32, score};
 use crate::text::{Message, TextCodec};
 
+/// JSON writes NaN as `null`; read it back as NaN.
+fn nan_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    Ok(Vec::<Option<f64>>::deserialize(d)?.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+}
+
 /// A policy's numbers at one point of its run, one entry per held-out prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PointEval {
     pub step: usize,
+    #[serde(deserialize_with = "nan_vec")]
     pub gold: Vec<f64>,
+    #[serde(deserialize_with = "nan_vec")]
     pub kl: Vec<f64>,
+    #[serde(deserialize_with = "nan_vec")]
     pub kl_per_token: Vec<f64>,
+    #[serde(deserialize_with = "nan_vec")]
     pub win: Vec<f64>,
     /// NaN where a prompt's rewards have no variance.
+    #[serde(deserialize_with = "nan_vec")]
     pub pearson: Vec<f64>,
+    #[serde(deserialize_with = "nan_vec")]
     pub eps: Vec<f64>,
     /// Mean sampled length (tokens), per prompt.
+    #[serde(deserialize_with = "nan_vec")]
     pub length: Vec<f64>,
     /// The first sample of the first two prompts, for the report.
     pub examples: Vec<(String, String)>,

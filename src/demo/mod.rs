@@ -235,7 +235,8 @@ pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
         let mut per_seed = Vec::new();
         for &seed in &cfg.seeds {
             let tc = train_config(&cfg, m, seed, out)?;
-            let key = key_of(&[&data_key, &tc, &cfg.eval, &cfg.train.beta]);
+            // Not the preset's name or the bootstrap count: they do not change a run.
+            let key = key_of(&[&data_key, &tc, &cfg.eval.samples_per_prompt, &cfg.eval.points, &cfg.train.beta]);
             let saved = tc.output.dir.join("eval.json");
             if let Some(r) = cached::<RunEval>(&saved, &key, args.fresh) {
                 eprintln!("{} seed {seed}: reusing {}", m.name, saved.display());

@@ -19,8 +19,15 @@ pub struct RunEval {
     pub seed: u64,
     pub points: Vec<PointEval>,
     /// `(step, loss, rewards/accuracies)` per optimiser step.
+    #[serde(deserialize_with = "nan_curve")]
     pub curve: Vec<(usize, f64, f64)>,
     pub train_seconds: f64,
+}
+
+/// JSON writes NaN as `null`; read it back as NaN.
+fn nan_curve<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(usize, f64, f64)>, D::Error> {
+    let v: Vec<(usize, Option<f64>, Option<f64>)> = serde::Deserialize::deserialize(d)?;
+    Ok(v.into_iter().map(|(s, a, b)| (s, a.unwrap_or(f64::NAN), b.unwrap_or(f64::NAN))).collect())
 }
 
 /// A mean and its 95% bootstrap interval.

@@ -306,7 +306,7 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
                 m.extend(e);
             }
             if let Some(h) = hook.as_mut() {
-                m.extend(h(state.step, &lm)?);
+                m.extend(pb.suspend(|| h(state.step, &lm))?);
             }
         }
         let mut row = serde_json::to_value(&m)?;
