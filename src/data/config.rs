@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     /// Files to read (`.jsonl`, `.json`, `.parquet`); their rows are concatenated in order.
@@ -82,7 +82,7 @@ impl DataConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// From the extension (`.parquet`, `.jsonl`/`.ndjson`, `.json`); a `.json` file that does not start
@@ -93,7 +93,7 @@ pub enum Format {
     Parquet,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnBadRow {
     Fail,
@@ -101,7 +101,7 @@ pub enum OnBadRow {
 }
 
 /// The dataset shapes (see [`crate::data::shape`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum ShapeKind {
     /// Detected from the first row's fields (or the Parquet schema).
@@ -116,25 +116,34 @@ pub enum ShapeKind {
 }
 
 /// Column / key names. Dotted names reach into nested objects (`annotations.helpfulness.Rating`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FieldNames {
+    /// The prompt (a string, or a list of chat messages).
     pub prompt: String,
     /// Optional system message prepended to the prompt, if the row has this field.
     pub system: String,
+    /// The preferred response (string or messages).
     pub chosen: String,
+    /// The rejected response, or a list of them (strong negatives).
     pub rejected: String,
+    /// Optional true score of `chosen` (for slope-1 metrics and score-based losses).
     pub score_chosen: String,
+    /// Optional true score(s) of `rejected` (one per rejected response).
     pub score_rejected: String,
     /// UltraFeedback raw: the prompt.
     pub instruction: String,
     /// UltraFeedback raw: list of objects holding a response and its scores.
     pub completions: String,
+    /// UltraFeedback raw: the response inside each completion.
     pub completion_response: String,
+    /// UltraFeedback raw: the score inside each completion (dotted paths allowed).
     pub completion_score: String,
     /// Generic multi-response: list of responses, with `scores` (higher is better) or `ranks` (1 = best).
     pub responses: String,
+    /// Generic multi-response: one score per response (higher is better).
     pub scores: String,
+    /// Generic multi-response: one rank per response (1 = best), used when `scores` is absent.
     pub ranks: String,
     /// Implicit prompts: when set, the prompt ends right after the last occurrence of this marker inside
     /// the shared prefix (e.g. `"\n\nAssistant:"` for Anthropic HH) instead of at the first difference.
@@ -163,7 +172,7 @@ impl Default for FieldNames {
 }
 
 /// How scored candidates become a group.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GroupingConfig {
     pub strategy: Strategy,
@@ -185,7 +194,7 @@ impl Default for GroupingConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// The best-scored response is the positive, all others are strong negatives (EPA's all-4 data).
@@ -196,7 +205,7 @@ pub enum Strategy {
     BestVsWorst,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Ties {
     /// A negative scored equal to the positive is dropped (a row left without negatives is dropped).
@@ -205,8 +214,9 @@ pub enum Ties {
     Keep,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+/// Length limits, and what happens to rows beyond them.
 pub struct TruncationConfig {
     /// Longest prompt + response, in tokens. Candidates longer than this are dropped (and counted); a
     /// group whose positive or every strong negative is dropped is dropped.
@@ -230,7 +240,7 @@ impl Default for TruncationConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PromptTruncation {
     /// Keep the last `max_prompt_length` tokens (nearest the response); a leading BOS is kept.
@@ -242,7 +252,7 @@ pub enum PromptTruncation {
 }
 
 /// Weak negatives: responses written for other prompts, scored under this one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct WeakConfig {
     /// How many per prompt (0 disables them).
@@ -261,7 +271,7 @@ impl Default for WeakConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WeakSource {
     /// Other prompts' positives.
@@ -271,7 +281,7 @@ pub enum WeakSource {
     Both,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WeakScope {
     /// From the other prompts of the same batch (no extra prompt encodings beyond the batch's responses).
@@ -280,11 +290,13 @@ pub enum WeakScope {
     Dataset,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+/// Batching: prompts per batch, shuffling, length bucketing.
 pub struct BatchConfig {
     /// P: prompts (groups) per batch.
     pub prompts_per_batch: usize,
+    /// Shuffle the groups every epoch (seeded).
     pub shuffle: bool,
     /// Sort groups by length inside windows of this many batches (0 or 1: no bucketing), then shuffle
     /// the batches: padding drops while the order stays random.

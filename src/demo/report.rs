@@ -40,6 +40,12 @@ pub struct Stat {
 
 impl std::fmt::Display for Stat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.mean.is_finite() {
+            return write!(f, "—");
+        }
+        if !self.lo.is_finite() || self.hi - self.lo == 0.0 {
+            return write!(f, "{:.3}", self.mean);
+        }
         write!(f, "{:.3} [{:.3}, {:.3}]", self.mean, self.lo, self.hi)
     }
 }
@@ -298,14 +304,14 @@ pub fn markdown(r: &Results, reference: &PointEval, runs: &[Vec<RunEval>]) -> St
     let row = |name: &str, p: &PointSummary| {
         let g = |k: &str| p.stats[k].to_string();
         format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {:.1} |\n",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
             g("gold"),
             g("kl"),
             g("kl_per_token"),
             g("win_rate"),
             g("pearson"),
             g("eps_hat"),
-            p.stats["length"].mean
+            if p.stats["length"].mean.is_finite() { format!("{:.1}", p.stats["length"].mean) } else { "—".into() }
         )
     };
     s.push_str(&row("reference", &r.reference));

@@ -28,7 +28,7 @@ use super::simpo::SimpoParams;
 use super::{LossOutput, dpo, epa, infonca, nca, plackett_luce, sft, simpo};
 
 /// One term of the loss, tagged by `name`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "name", rename_all = "snake_case")]
 pub enum LossTerm {
     Epa(EpaParams),
@@ -211,7 +211,7 @@ pub(crate) fn check_positive(name: &str, x: f64) -> Result<()> {
 }
 
 /// A configured loss: the weighted sum of its terms.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LossConfig {
     /// The terms; the total loss is Σ weight × (mean over prompts of the term).

@@ -24,7 +24,7 @@ use super::batch::{PromptLosses, Role, ScoreBatch};
 use super::config::check_positive;
 
 /// Parameters of `dpo` / `cdpo` / `robust`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DpoParams {
     pub weight: f64,
@@ -54,7 +54,7 @@ impl DpoParams {
 }
 
 /// Parameters of `ipo`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct IpoParams {
     pub weight: f64,
@@ -77,7 +77,7 @@ impl Default for IpoParams {
 }
 
 /// Parameters of `hinge`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HingeParams {
     pub weight: f64,

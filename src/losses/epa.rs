@@ -18,7 +18,7 @@ use super::batch::Role::{self, Positive, Strong, Weak};
 use super::batch::{PromptLosses, ScoreBatch, at_least, masked_logsumexp};
 
 /// Hyper-parameters of the EPA term.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EpaParams {
     /// Weight of this term in the total loss.

@@ -15,7 +15,7 @@ use super::batch::{PromptLosses, Role, ScoreBatch, at_least, masked_log_softmax}
 use super::config::check_positive;
 
 /// Where the K-way targets come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Labels {
     /// softmax(true_scores / α) over the candidates (needs `true_scores`).
@@ -24,7 +24,7 @@ pub enum Labels {
     OneHot,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct InfoNcaParams {
     pub weight: f64,

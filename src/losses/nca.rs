@@ -18,7 +18,7 @@ use super::config::check_positive;
 use super::dpo::{pair_roles, pairwise};
 use super::infonca::{Labels, list_roles, targets};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NcaPairParams {
     pub weight: f64,
@@ -42,7 +42,7 @@ impl NcaPairParams {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NcaParams {
     pub weight: f64,

@@ -17,7 +17,7 @@ use super::batch::{NEG_FILL, PromptLosses, ScoreBatch, at_least};
 use super::config::check_positive;
 use super::infonca::list_roles;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlackettLuceParams {
     pub weight: f64,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::{PromptLosses, ScoreBatch};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SftParams {
     pub weight: f64,

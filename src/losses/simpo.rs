@@ -12,7 +12,7 @@ use super::batch::{PromptLosses, ScoreBatch};
 use super::config::check_positive;
 use super::dpo::{check_label_smoothing, pair_roles, pairwise, smoothed_sigmoid_loss};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimpoParams {
     pub weight: f64,

@@ -59,7 +59,7 @@ pub const ALL_LINEAR: &str = "all-linear";
 
 /// LoRA settings (the `[adapters]` section of a run config). Field names follow PEFT's
 /// `LoraConfig` where they mean the same thing.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoraConfig {
     /// Rank `r` of the update `ΔW = (alpha/r)·B·A`.

@@ -27,20 +27,28 @@ use std::path::{Path, PathBuf};
 use crate::data::DataConfig;
 use crate::losses::LossConfig;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
+    /// The policy to train (and, unless `reference.path` says otherwise, the reference).
     pub model: ModelSection,
+    /// Training data: files, shape, field names, grouping, truncation, weak negatives, batching.
     pub data: DataConfig,
+    /// The loss: one or more weighted terms.
     pub loss: LossConfig,
+    /// AdamW, learning-rate schedule, clipping, accumulation, length of the run.
     pub optim: OptimSection,
+    /// What is trained: every weight (`full`) or LoRA adapters.
     pub adapter: AdapterSection,
+    /// Where the reference log-probs come from.
     pub reference: ReferenceSection,
+    /// Held-out evaluation.
     pub eval: EvalSection,
+    /// Output folder, checkpoints, export, progress bar.
     pub output: OutputSection,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
     /// A Hugging Face folder, a `.gguf` file, a hub id (`org/name`) or `smollm2`.
@@ -61,7 +69,7 @@ impl Default for ModelSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Schedule {
     Constant,
@@ -69,7 +77,7 @@ pub enum Schedule {
     Cosine,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnNonFinite {
     /// Stop with an error naming the step.
@@ -78,17 +86,22 @@ pub enum OnNonFinite {
     Skip,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimSection {
     /// Peak learning rate (AdamW).
     pub lr: f64,
+    /// AdamW β₁.
     pub beta1: f64,
+    /// AdamW β₂.
     pub beta2: f64,
+    /// AdamW ε.
     pub eps: f64,
+    /// Decoupled weight decay (AdamW).
     pub weight_decay: f64,
     /// Linear warm-up steps, then `schedule` down to 0 at the last step.
     pub warmup_steps: usize,
+    /// Learning-rate schedule after warmup.
     pub schedule: Schedule,
     /// Clip the global gradient norm (over all parameters, like torch's clip_grad_norm_); 0 = off.
     pub max_grad_norm: f64,
@@ -96,6 +109,7 @@ pub struct OptimSection {
     pub grad_accum: usize,
     /// Optimiser steps; 0 = `epochs` full passes.
     pub max_steps: usize,
+    /// Passes over the data when `max_steps` = 0.
     pub epochs: usize,
     /// Seed for initialisation (LoRA) and everything random outside the data pipeline.
     pub seed: u64,
@@ -122,7 +136,7 @@ impl Default for OptimSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AdapterMethod {
     /// Train every (unfrozen) weight.
@@ -131,7 +145,7 @@ pub enum AdapterMethod {
     Lora,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdapterSection {
     pub method: AdapterMethod,
@@ -145,7 +159,7 @@ impl Default for AdapterSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReferenceMode {
     /// A frozen copy of the initial policy in memory.
@@ -158,7 +172,7 @@ pub enum ReferenceMode {
     LoraOff,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReferenceSection {
     pub mode: ReferenceMode,
@@ -174,7 +188,7 @@ impl Default for ReferenceSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvalSection {
     /// Held-out preference files (same format options as `data`); empty = no evaluation.
@@ -185,9 +199,10 @@ pub struct EvalSection {
     pub max_groups: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputSection {
+    /// Output folder: config.toml, metrics.jsonl, checkpoints, the exported model.
     pub dir: PathBuf,
     /// Write a checkpoint every N optimiser steps (0 = only at the end).
     pub save_every_steps: usize,
@@ -253,14 +268,14 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The default configuration as commented TOML.
+    /// The default configuration as TOML, every key preceded by its documentation.
     pub fn default_toml() -> String {
         let body = toml::to_string_pretty(&TrainConfig::default()).expect("default config serialises");
+        let schema = serde_json::to_value(schemars::schema_for!(TrainConfig)).expect("schema serialises");
+        let (annotated, _) = super::docs::annotate(&body, &schema);
         format!(
-            "# epa train — default configuration. Every key is optional; see `epa train --help`.\n\
-             # model.path: HF folder | .gguf | hub id | smollm2.  reference.mode: frozen | cached | lora_off.\n\
-             # adapter.method: full | lora.\n\
-             # optim.schedule: constant | linear | cosine.  loss terms: {}.\n\n{body}",
+            "# epa train — default configuration. Every key is optional; override any with\n\
+             # `epa train --set section.key=value`. Loss terms (`[[loss.terms]]`, `name = ...`): {}.\n\n{annotated}",
             crate::losses::LOSS_NAMES.join(", ")
         )
     }

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod docs;
 pub mod optim;
 pub mod reference;
 pub mod step;
