@@ -409,7 +409,7 @@ pub fn plots(dir: &Path, r: &Results, runs: &[Vec<RunEval>]) -> Result<()> {
     let panels = root.split_evenly((1, 2));
     type Pick = fn(&(usize, f64, f64)) -> f64;
     let picks: [(&str, Pick); 2] = [("training loss", |c| c.1), ("reward accuracy (strong negatives)", |c| c.2)];
-    for (panel, (title, pick)) in panels.iter().zip(picks) {
+    for ((panel, (title, pick)), corner) in panels.iter().zip(picks).zip([SeriesLabelPosition::UpperRight, SeriesLabelPosition::LowerRight]) {
         let curves: Vec<Vec<(f64, f64)>> = runs
             .iter()
             .map(|rs| {
@@ -439,7 +439,7 @@ pub fn plots(dir: &Path, r: &Results, runs: &[Vec<RunEval>]) -> Result<()> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(corner)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .label_font(("sans-serif", 13))
