@@ -104,6 +104,10 @@ pub struct BenchRow {
     pub computed_tokens: usize,
     /// Training step (policy forward + backward + AdamW), median seconds.
     pub step_s: f64,
+    /// Median seconds of the step's phases: policy forward + loss, backward, AdamW.
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub optimizer_s: f64,
     pub step_all_s: Vec<f64>,
     pub step_tokens_per_s: f64,
     /// 6·params·useful_tokens / step_s.
@@ -225,7 +229,22 @@ struct Setup<'a> {
     args: &'a BenchArgs,
 }
 
-/// One training step through the trainer's path; returns its wall time.
+/// Seconds of one training step: policy forward + loss, backward, optimiser step.
+#[derive(Debug, Clone, Copy)]
+struct StepTimes {
+    forward: f64,
+    backward: f64,
+    optimizer: f64,
+}
+
+impl StepTimes {
+    fn total(&self) -> f64 {
+        self.forward + self.backward + self.optimizer
+    }
+}
+
+/// One training step through the trainer's path, timed by phase.
+#[allow(clippy::too_many_arguments)]
 fn train_step(
     model: CausalLm,
     optim: &mut ModuleOptimizer,
@@ -235,7 +254,7 @@ fn train_step(
     reference: &[f32],
     sharing: bool,
     device: &Device,
-) -> Result<(CausalLm, f64)> {
+) -> Result<(CausalLm, StepTimes)> {
     let t0 = Instant::now();
     let mut refs = |pairs: &[(usize, usize)]| -> Result<Vec<f32>> {
         if pairs.len() != reference.len() {
@@ -244,11 +263,16 @@ fn train_step(
         Ok(reference.to_vec())
     };
     let (out, _) = batch_loss(&model, s.rope, s.store, batch, &mut refs, loss, sharing, 0, device)?;
+    let _ = out.loss.clone().into_data();
+    let t1 = Instant::now();
     let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+    let t2 = Instant::now();
     let model = optim.step(1e-6, model, grads);
-    // The optimiser's update is lazy on some backends: read a parameter to finish the step.
+    // Read a parameter so that a lazy backend finishes the update inside the timing.
     let _ = model.norm.gamma.val().into_data();
-    Ok((model, t0.elapsed().as_secs_f64()))
+    let t3 = Instant::now();
+    let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
+    Ok((model, StepTimes { forward: secs(t0, t1), backward: secs(t1, t2), optimizer: secs(t2, t3) }))
 }
 
 fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result<BenchRow> {
@@ -291,7 +315,9 @@ fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result
             times.push(t);
         }
     }
-    let step_s = median(times.clone());
+    let phase = |f: fn(&StepTimes) -> f64| median(times.iter().map(f).collect());
+    let step_s = phase(StepTimes::total);
+    let times: Vec<f64> = times.iter().map(StepTimes::total).collect();
     Ok(BenchRow {
         name: kind.name.into(),
         loss: kind.loss.into(),
@@ -300,6 +326,9 @@ fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result
         useful_tokens,
         computed_tokens,
         step_s,
+        forward_s: phase(|t| t.forward),
+        backward_s: phase(|t| t.backward),
+        optimizer_s: phase(|t| t.optimizer),
         step_all_s: times,
         step_tokens_per_s: useful_tokens as f64 / step_s,
         step_gflops: 6.0 * s.params * useful_tokens as f64 / step_s / 1e9,
@@ -424,10 +453,13 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
         for &sharing in &layouts {
             let row = run_row(kind, sharing, &s, &cfg)?;
             eprintln!(
-                "{} {}: step {:.3} s, reference {:.3} s",
+                "{} {}: step {:.3} s (forward {:.3}, backward {:.3}, AdamW {:.3}), reference {:.3} s",
                 row.name,
                 if sharing { "shared" } else { "separate" },
                 row.step_s,
+                row.forward_s,
+                row.backward_s,
+                row.optimizer_s,
                 row.reference_s
             );
             rows.push(row);
