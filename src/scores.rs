@@ -93,8 +93,8 @@ pub struct Scored {
 /// Runs the model on `layout` and scores `targets`. Differentiable when the model is on an
 /// autodiff device.
 pub fn score(model: &CausalLm, rope: &Rope, layout: &Layout, targets: &Targets, device: &Device) -> Scored {
-    let inputs = ForwardInputs::from_layout(layout, rope, device);
-    let hidden = model.hidden(&inputs, None);
+    let (inputs, blocks) = ForwardInputs::blocked(layout, rope, device);
+    let hidden = model.hidden_with(&inputs, blocks.as_ref(), None);
     score_hidden(model, hidden, targets, device)
 }
 
