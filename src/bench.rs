@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// [`keep_freed_memory`]); measures what that would buy the trainer.
     #[arg(long)]
     pub keep_freed_memory: bool,
+    /// Dense `[T × T]` attention masks for prefix-shared rows instead of block-sparse attention
+    /// (the layout before the block path existed; for before/after comparisons).
+    #[arg(long)]
+    pub dense_attention: bool,
     /// Use a tiny model instead of the SmolLM2-135M shape (for a quick check).
     #[arg(long)]
     pub tiny: bool,
@@ -108,6 +112,8 @@ pub struct BenchRow {
     pub computed_tokens: usize,
     /// Training step (policy forward + backward + AdamW), median seconds.
     pub step_s: f64,
+    /// Median CPU seconds (all threads) of a step: about `threads × step_s` on an idle machine.
+    pub step_cpu_s: f64,
     /// Median seconds of the step's phases: policy forward + loss, backward, AdamW.
     pub forward_s: f64,
     pub backward_s: f64,
@@ -175,6 +181,16 @@ pub fn peak_rss_mib() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// CPU time (user + system, all threads) of this process so far, seconds (Linux; NaN elsewhere).
+/// Less disturbed than wall time when other programs share the cores.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    if f.len() == 2 { (f[0] + f[1]) / 100.0 } else { f64::NAN }
 }
 
 /// Resets `VmHWM` to the current RSS (Linux ≥ 4.0; silently does nothing elsewhere).
@@ -254,6 +270,7 @@ struct Setup<'a> {
 /// Seconds of one training step: policy forward + loss, backward, optimiser step.
 #[derive(Debug, Clone, Copy)]
 struct StepTimes {
+    cpu: f64,
     forward: f64,
     backward: f64,
     optimizer: f64,
@@ -277,7 +294,7 @@ fn train_step(
     sharing: bool,
     device: &Device,
 ) -> Result<(CausalLm, StepTimes)> {
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     let mut refs = |pairs: &[(usize, usize)]| -> Result<Vec<f32>> {
         if pairs.len() != reference.len() {
             bail!("reference has {} sums for {} pairs", reference.len(), pairs.len());
@@ -294,7 +311,7 @@ fn train_step(
     let _ = model.norm.gamma.val().into_data();
     let t3 = Instant::now();
     let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
-    Ok((model, StepTimes { forward: secs(t0, t1), backward: secs(t1, t2), optimizer: secs(t2, t3) }))
+    Ok((model, StepTimes { cpu: cpu_seconds() - c0, forward: secs(t0, t1), backward: secs(t1, t2), optimizer: secs(t2, t3) }))
 }
 
 fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result<BenchRow> {
@@ -348,6 +365,7 @@ fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result
         useful_tokens,
         computed_tokens,
         step_s,
+        step_cpu_s: phase(|t| t.cpu),
         forward_s: phase(|t| t.forward),
         backward_s: phase(|t| t.backward),
         optimizer_s: phase(|t| t.optimizer),
@@ -450,6 +468,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
     if args.keep_freed_memory {
         keep_freed_memory();
     }
+    crate::scores::set_block_attention(!args.dense_attention);
     let kinds = selected_kinds(&args.rows)?;
     let layouts = selected_layouts(&args.layouts)?;
     let cfg = model_config(args.tiny);
@@ -478,10 +497,11 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
         for &sharing in &layouts {
             let row = run_row(kind, sharing, &s, &cfg)?;
             eprintln!(
-                "{} {}: step {:.3} s (forward {:.3}, backward {:.3}, AdamW {:.3}), reference {:.3} s",
+                "{} {}: step {:.3} s, {:.3} CPU s (forward {:.3}, backward {:.3}, AdamW {:.3}), reference {:.3} s",
                 row.name,
                 if sharing { "shared" } else { "separate" },
                 row.step_s,
+                row.step_cpu_s,
                 row.forward_s,
                 row.backward_s,
                 row.optimizer_s,

@@ -90,10 +90,22 @@ pub struct Scored {
     pub sums: Tensor<1>,
 }
 
+static BLOCK_ATTENTION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether [`score`] uses block-sparse attention for prefix-shared layouts (default) or the dense
+/// `[T × T]` mask (same numbers, more work; for benchmarks: `epa bench --dense-attention`).
+pub fn set_block_attention(on: bool) {
+    BLOCK_ATTENTION.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Runs the model on `layout` and scores `targets`. Differentiable when the model is on an
 /// autodiff device.
 pub fn score(model: &CausalLm, rope: &Rope, layout: &Layout, targets: &Targets, device: &Device) -> Scored {
-    let (inputs, blocks) = ForwardInputs::blocked(layout, rope, device);
+    let (inputs, blocks) = if BLOCK_ATTENTION.load(std::sync::atomic::Ordering::Relaxed) {
+        ForwardInputs::blocked(layout, rope, device)
+    } else {
+        (ForwardInputs::from_layout(layout, rope, device), None)
+    };
     let hidden = model.hidden_with(&inputs, blocks.as_ref(), None);
     score_hidden(model, hidden, targets, device)
 }
