@@ -389,6 +389,7 @@ fn run_generation(s: &Setup, cfg: &ModelConfig) -> GenerationRow {
         let out = generate(&model, s.rope, &prompts, &sc, 0, &device);
         (t0.elapsed().as_secs_f64(), out)
     };
+    timed(1); // warm-up: the first call in a process also pays for allocations
     let (first, _) = timed(1);
     let (total, out) = timed(args.gen_tokens);
     let made: usize = out.iter().map(|o| o.len()).sum();

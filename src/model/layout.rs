@@ -215,3 +215,38 @@ impl AttentionBlocks {
         a
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_layouts_have_no_blocks() {
+        assert!(Layout::padded(&[&[1, 2, 3], &[4]], 0).blocks().is_none());
+    }
+
+    #[test]
+    fn shared_prefix_blocks_see_the_prompt_and_themselves() {
+        // Row 0: prompt [1 2], responses [3 4 5] and [6]; row 1: prompt [7], response [8 9].
+        let groups: Vec<(&[u32], Vec<&[u32]>)> = vec![(&[1, 2], vec![&[3, 4, 5], &[6]]), (&[7], vec![&[8, 9]])];
+        let l = Layout::shared_prefix(&groups, 0);
+        let a = l.blocks().expect("shared rows have blocks");
+        let t = l.len as i64; // 6
+        assert_eq!((a.rows, a.prompt_len, a.responses, a.response_len), (2, 2, 3, 3));
+        assert_eq!(a.prompt_pos, vec![0, 1, t, t]);
+        assert_eq!(a.response_pos, vec![2, 3, 4, 5, 5, 5, t + 1, t + 2, t + 1]);
+        // Keys of response 1 (row 0, token 6 at position 5): the prompt, then itself.
+        assert_eq!(&a.key_pos[5..10], &[0, 1, 5, 5, 5]);
+        let visible = |k: usize, i: usize| -> Vec<usize> {
+            let s = a.prompt_len + a.response_len;
+            (0..s).filter(|&j| a.response_bias[(k * a.response_len + i) * s + j] == 0.0).collect()
+        };
+        assert_eq!(visible(0, 2), vec![0, 1, 2, 3, 4]); // third token of response 0: prompt + 3 own keys
+        assert_eq!(visible(1, 0), vec![0, 1, 2]); // response 1: prompt + itself, not response 0
+        assert_eq!(visible(2, 1), vec![0, 2, 3]); // row 1: one prompt token (slot 1 is padding)
+        // Every real position maps back to the output row that computed it.
+        assert_eq!(a.back[0..6], [0, 1, 4, 5, 6, 7]);
+        assert_eq!(a.back[6], 2);
+        assert_eq!(a.back[7..9], [10, 11]);
+    }
+}
