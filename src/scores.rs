@@ -115,8 +115,7 @@ pub fn score_hidden(model: &CausalLm, hidden: Tensor<3>, targets: &Targets, devi
     let [b, t, h] = hidden.dims();
     let n = targets.len();
     if n == 0 {
-        let z = Tensor::<1>::zeros([targets.n_owners.max(1)], device);
-        return Scored { token_logps: Tensor::zeros([0], device), sums: z.slice([0..targets.n_owners]) };
+        return Scored { token_logps: Tensor::zeros([0], device), sums: Tensor::zeros([targets.n_owners], device) };
     }
     let flat = hidden.reshape([b * t, h]);
     let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(targets.from.clone(), [n]), device);
