@@ -1,30 +1,82 @@
-//! `epa bench`: forward and training-step throughput of a SmolLM2-135M-shaped model (random
-//! weights) on this machine. Medians over repeated runs; FLOPs counted as 2·params·tokens
-//! (forward) and 6·params·tokens (training step).
+//! `epa bench`: training-step, reference-pass and generation throughput of a SmolLM2-135M-shaped
+//! model (random weights) on this machine, at the shapes of issue 8: P prompts × `prompt_len`
+//! tokens, each with C candidates of `response_len` tokens.
+//!
+//! Rows are losses × layouts: DPO (2 candidates), EPA with 1 strong + 2 weak negatives
+//! (4 candidates) and EPA with 1 strong + 6 weak (8 candidates), each with prefix sharing (one row
+//! per prompt: `[prompt | response₁ | …]`) and without (every candidate a padded sequence
+//! `prompt ⊕ response`). Every row goes through the trainer's own code path:
+//! [`crate::train::step::batch_loss`] (layout, scoring, `[P × C]` arrangement, the configured loss
+//! of [`crate::losses`]) → backward → AdamW, and [`crate::train::step::reference_sums`] for the
+//! reference pass (no autodiff).
+//!
+//! Useful work is counted as in the literature: 6·params·tokens per training step and
+//! 2·params·tokens per reference pass, where `tokens` is the token count of the *unshared* layout
+//! (P·C·(prompt_len + response_len)), so prefix sharing shows up as more useful work per second.
+//! The tokens the shared layout actually runs are reported beside it.
+//!
+//! ```text
+//! epa bench                       # DPO and EPA(1+2), shared and separate (a few minutes)
+//! epa bench --rows all --reps 3   # all six rows, median of 3
+//! epa bench --tiny                # a 2-layer model: seconds, checks the plumbing
+//! epa bench --json bench.json     # machine-readable results (bench/run.sh compares them to PyTorch)
+//! ```
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use serde_json::json;
 use std::time::Instant;
 
+use crate::data::{Batch, BatchGroup, GroupStore};
+use crate::losses::LossConfig;
+use crate::model::generate::{SampleConfig, generate};
 use crate::model::llama::init_random;
-use crate::model::{Layout, ModelConfig, Rope};
-use crate::scores::{Targets, score};
+use crate::model::{CausalLm, ModelConfig, Rope};
+use crate::train::step::{arrange, batch_loss, reference_sums};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Sequences per batch.
+    /// Prompts per batch.
     #[arg(long, default_value_t = 4)]
-    pub batch: usize,
-    /// Tokens per sequence.
-    #[arg(long, default_value_t = 256)]
-    pub seq_len: usize,
-    /// Timed repetitions (after one warm-up).
-    #[arg(long, default_value_t = 3)]
+    pub prompts: usize,
+    /// Tokens per prompt.
+    #[arg(long, default_value_t = 128)]
+    pub prompt_len: usize,
+    /// Tokens per response (candidate).
+    #[arg(long, default_value_t = 128)]
+    pub response_len: usize,
+    /// Which losses to run, comma-separated: `dpo` (2 candidates), `epa1+2` (1 strong + 2 weak
+    /// negatives, 4 candidates), `epa1+6` (1 + 6, 8 candidates), or `all`.
+    #[arg(long, default_value = "dpo,epa1+2")]
+    pub rows: String,
+    /// Layouts, comma-separated: `shared` (prefix sharing), `separate` (padded sequences).
+    #[arg(long, default_value = "shared,separate")]
+    pub layouts: String,
+    /// Timed repetitions per row (the median is reported).
+    #[arg(long, default_value_t = 1)]
     pub reps: usize,
+    /// Untimed warm-up steps per row (one global warm-up step always runs first).
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
+    /// New tokens per prompt in the generation benchmark (0 = skip it).
+    #[arg(long, default_value_t = 32)]
+    pub gen_tokens: usize,
+    /// Skip the reference-pass timing.
+    #[arg(long)]
+    pub no_reference: bool,
+    /// Tell mimalloc to keep freed memory instead of returning it to the OS (see
+    /// [`keep_freed_memory`]); measures what that would buy the trainer.
+    #[arg(long)]
+    pub keep_freed_memory: bool,
+    /// Dense `[T × T]` attention masks for prefix-shared rows instead of block-sparse attention
+    /// (the layout before the block path existed; for before/after comparisons).
+    #[arg(long)]
+    pub dense_attention: bool,
     /// Use a tiny model instead of the SmolLM2-135M shape (for a quick check).
     #[arg(long)]
     pub tiny: bool,
@@ -33,16 +85,92 @@ pub struct BenchArgs {
     pub json: Option<std::path::PathBuf>,
 }
 
-#[derive(Serialize, Debug)]
+/// A loss and its candidate count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RowKind {
+    name: &'static str,
+    loss: &'static str,
+    weak: usize,
+}
+
+const KINDS: [RowKind; 3] = [
+    RowKind { name: "dpo", loss: "dpo", weak: 0 },
+    RowKind { name: "epa1+2", loss: "epa", weak: 2 },
+    RowKind { name: "epa1+6", loss: "epa", weak: 6 },
+];
+
+#[derive(Serialize, Debug, Clone)]
 pub struct BenchRow {
+    /// `dpo`, `epa1+2`, `epa1+6`.
     pub name: String,
-    pub median_s: f64,
-    pub tokens_per_s: f64,
-    pub gflops: f64,
+    pub loss: String,
+    pub candidates: usize,
+    pub prefix_sharing: bool,
+    /// Tokens of the unshared layout, P·C·(prompt + response): the useful work.
+    pub useful_tokens: usize,
+    /// Tokens the layout actually runs (rows × padded length).
+    pub computed_tokens: usize,
+    /// Training step (policy forward + backward + AdamW), median seconds.
+    pub step_s: f64,
+    /// Median CPU seconds (all threads) of a step: about `threads × step_s` on an idle machine.
+    pub step_cpu_s: f64,
+    /// Median seconds of the step's phases: policy forward + loss, backward, AdamW.
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub optimizer_s: f64,
+    pub step_all_s: Vec<f64>,
+    pub step_tokens_per_s: f64,
+    /// 6·params·useful_tokens / step_s.
+    pub step_gflops: f64,
+    /// Reference pass (no autodiff), median seconds (NaN when skipped).
+    pub reference_s: f64,
+    /// 2·params·useful_tokens / reference_s.
+    pub reference_gflops: f64,
+    /// Peak resident set size while this row ran, MiB.
     pub peak_rss_mib: f64,
 }
 
-/// Peak resident set size of this process so far (Linux `VmHWM`), MiB.
+#[derive(Serialize, Debug, Clone)]
+pub struct GenerationRow {
+    pub prompts: usize,
+    pub prompt_len: usize,
+    pub new_tokens: usize,
+    /// Prefill + first token, seconds.
+    pub first_token_s: f64,
+    pub total_s: f64,
+    /// New tokens per second after the first (decode with the KV cache).
+    pub decode_tokens_per_s: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct BenchReport {
+    pub tool: &'static str,
+    pub model: serde_json::Value,
+    pub shape: serde_json::Value,
+    pub threads: usize,
+    pub rows: Vec<BenchRow>,
+    pub generation: Option<GenerationRow>,
+}
+
+unsafe extern "C" {
+    /// mimalloc's option setter (part of the C library that the `mimalloc` crate links).
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// `mi_option_purge_delay` in mimalloc's `mi_option_t` (v2 and v3).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// Makes mimalloc keep freed pages instead of purging them (returning them to the OS) a short
+/// delay after they are freed. A training step frees and re-allocates hundreds of MiB of activations
+/// and gradients; with purging every re-allocation page-faults and the kernel zeroes the pages
+/// again (`clear_page_erms` was 16 % of a DPO step's profile). Same effect as the environment
+/// variable `MIMALLOC_PURGE_DELAY=-1`. Call it once, early (e.g. first thing in `main`).
+pub fn keep_freed_memory() {
+    // SAFETY: sets a process-global integer option of the allocator; no memory is touched.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
+/// Peak resident set size of this process since the last [`reset_peak_rss`] (Linux `VmHWM`), MiB.
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -55,83 +183,346 @@ pub fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// CPU time (user + system, all threads) of this process so far, seconds (Linux; NaN elsewhere).
+/// Less disturbed than wall time when other programs share the cores.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    if f.len() == 2 { (f[0] + f[1]) / 100.0 } else { f64::NAN }
+}
+
+/// Resets `VmHWM` to the current RSS (Linux ≥ 4.0; silently does nothing elsewhere).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
 }
 
-pub fn run(args: &BenchArgs) -> Result<Vec<BenchRow>> {
-    let cfg = if args.tiny {
-        ModelConfig { num_hidden_layers: 2, hidden_size: 64, intermediate_size: 128, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, vocab_size: 512, ..ModelConfig::smollm2_135m() }
+fn model_config(tiny: bool) -> ModelConfig {
+    if tiny {
+        ModelConfig {
+            num_hidden_layers: 2,
+            hidden_size: 64,
+            intermediate_size: 128,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 16,
+            vocab_size: 512,
+            ..ModelConfig::smollm2_135m()
+        }
     } else {
         ModelConfig::smollm2_135m()
+    }
+}
+
+/// A store of random-token groups (positive + one strong negative each): the first `prompts`
+/// groups form the batch; every group's candidates serve as weak negatives of the others.
+/// Built through the store's serialised form, so no tokenizer is needed.
+pub fn synthetic_store(groups: usize, prompt_len: usize, response_len: usize, vocab: usize, seed: u64) -> Result<GroupStore> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut tokens: Vec<u32> = Vec::new();
+    let mut span = |n: usize, tokens: &mut Vec<u32>| {
+        let start = tokens.len();
+        tokens.extend((0..n).map(|_| rng.random_range(3..vocab as u32)));
+        json!({ "start": start, "len": n })
     };
-    let params = cfg.num_params() as f64;
-    let (b, t) = (args.batch, args.seq_len);
-    let tokens = (b * t) as f64;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let seqs: Vec<Vec<u32>> = (0..b).map(|_| (0..t).map(|_| rng.random_range(3..cfg.vocab_size as u32)).collect()).collect();
-    let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
-    let ones: Vec<Vec<u8>> = seqs.iter().map(|s| vec![1u8; s.len()]).collect();
-    let masks: Vec<&[u8]> = ones.iter().map(|m| m.as_slice()).collect();
-    let layout = Layout::padded(&refs, 0);
-    let targets = Targets::padded(&layout, &refs, &masks, false);
-    let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
+    let (mut gs, mut cs) = (Vec::new(), Vec::new());
+    for g in 0..groups {
+        let prompt = span(prompt_len, &mut tokens);
+        gs.push(json!({ "prompt": prompt, "first": 2 * g, "count": 2, "key": g, "file": 0, "pos": { "element": g } }));
+        for (role, score) in [("Positive", 1.0), ("Strong", 0.0)] {
+            let ids = span(response_len, &mut tokens);
+            cs.push(json!({ "ids": ids, "group": g, "role": role, "score": score }));
+        }
+    }
+    let v = json!({ "tokens": tokens, "groups": gs, "candidates": cs, "files": ["<bench>"], "max_length": null });
+    serde_json::from_value(v).context("building the synthetic group store")
+}
+
+/// The batch of the first `prompts` groups, each with `weak` responses of other groups.
+fn batch_of(store: &GroupStore, prompts: usize, weak: usize) -> Batch {
+    let n = store.len();
+    let groups = (0..prompts)
+        .map(|g| {
+            let others = (1..n).map(|k| (g + k) % n).flat_map(|o| store.group(o).candidate_indices());
+            BatchGroup { group: g, weak: others.take(weak).collect() }
+        })
+        .collect();
+    Batch { epoch: 0, index: 0, groups }
+}
+
+/// Everything a row needs besides the model.
+struct Setup<'a> {
+    store: &'a GroupStore,
+    rope: &'a Rope,
+    params: f64,
+    args: &'a BenchArgs,
+}
+
+/// Seconds of one training step: policy forward + loss, backward, optimiser step.
+#[derive(Debug, Clone, Copy)]
+struct StepTimes {
+    cpu: f64,
+    forward: f64,
+    backward: f64,
+    optimizer: f64,
+}
+
+impl StepTimes {
+    fn total(&self) -> f64 {
+        self.forward + self.backward + self.optimizer
+    }
+}
+
+/// One training step through the trainer's path, timed by phase.
+#[allow(clippy::too_many_arguments)]
+fn train_step(
+    model: CausalLm,
+    optim: &mut ModuleOptimizer,
+    s: &Setup,
+    batch: &Batch,
+    loss: &LossConfig,
+    reference: &[f32],
+    sharing: bool,
+    device: &Device,
+) -> Result<(CausalLm, StepTimes)> {
+    let (t0, c0) = (Instant::now(), cpu_seconds());
+    let mut refs = |pairs: &[(usize, usize)]| -> Result<Vec<f32>> {
+        if pairs.len() != reference.len() {
+            bail!("reference has {} sums for {} pairs", reference.len(), pairs.len());
+        }
+        Ok(reference.to_vec())
+    };
+    let (out, _) = batch_loss(&model, s.rope, s.store, batch, &mut refs, loss, sharing, 0, device)?;
+    let _ = out.loss.clone().into_data();
+    let t1 = Instant::now();
+    let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+    let t2 = Instant::now();
+    let model = optim.step(1e-6, model, grads);
+    // Read a parameter so that a lazy backend finishes the update inside the timing.
+    let _ = model.norm.gamma.val().into_data();
+    let t3 = Instant::now();
+    let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
+    Ok((model, StepTimes { cpu: cpu_seconds() - c0, forward: secs(t0, t1), backward: secs(t1, t2), optimizer: secs(t2, t3) }))
+}
+
+fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result<BenchRow> {
+    let args = s.args;
+    let batch = batch_of(s.store, args.prompts, kind.weak);
+    let arrangement = arrange(&batch, s.store);
+    let loss = LossConfig::from_names(&[kind.loss], None)?;
+    let candidates = arrangement.columns;
+    let useful_tokens = arrangement.pairs.len() * (args.prompt_len + args.response_len);
+    let computed_tokens = if sharing {
+        args.prompts * (args.prompt_len + candidates * args.response_len)
+    } else {
+        useful_tokens
+    };
+    reset_peak_rss();
+    let device = Device::flex().autodiff();
+    device.seed(0);
+    let mut model = init_random(cfg, &device);
+    let plain = Device::flex();
+
+    // Reference pass: the frozen initial weights, no autodiff.
+    let frozen = model.valid();
+    let mut ref_times = Vec::new();
+    let mut reference = Vec::new();
+    let ref_reps = if args.no_reference { 1 } else { args.reps };
+    for _ in 0..ref_reps {
+        let t0 = Instant::now();
+        reference = reference_sums(&frozen, s.rope, s.store, &arrangement.pairs, sharing, 0, &plain);
+        ref_times.push(t0.elapsed().as_secs_f64());
+    }
+    drop(frozen);
+    let reference_s = if args.no_reference { f64::NAN } else { median(ref_times) };
+
+    let mut optim = AdamWConfig::new().init();
+    let mut times = Vec::new();
+    for i in 0..args.warmup + args.reps {
+        let (m, t) = train_step(model, &mut optim, s, &batch, &loss, &reference, sharing, &device)?;
+        model = m;
+        if i >= args.warmup {
+            times.push(t);
+        }
+    }
+    let phase = |f: fn(&StepTimes) -> f64| median(times.iter().map(f).collect());
+    let step_s = phase(StepTimes::total);
+    let times: Vec<f64> = times.iter().map(StepTimes::total).collect();
+    Ok(BenchRow {
+        name: kind.name.into(),
+        loss: kind.loss.into(),
+        candidates,
+        prefix_sharing: sharing,
+        useful_tokens,
+        computed_tokens,
+        step_s,
+        step_cpu_s: phase(|t| t.cpu),
+        forward_s: phase(|t| t.forward),
+        backward_s: phase(|t| t.backward),
+        optimizer_s: phase(|t| t.optimizer),
+        step_all_s: times,
+        step_tokens_per_s: useful_tokens as f64 / step_s,
+        step_gflops: 6.0 * s.params * useful_tokens as f64 / step_s / 1e9,
+        reference_s,
+        reference_gflops: 2.0 * s.params * useful_tokens as f64 / reference_s / 1e9,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+fn run_generation(s: &Setup, cfg: &ModelConfig) -> GenerationRow {
+    let args = s.args;
+    let device = Device::flex();
+    let model = init_random(cfg, &device);
+    let prompts: Vec<Vec<u32>> = (0..args.prompts).map(|g| s.store.group(g).prompt_ids().to_vec()).collect();
+    let timed = |n: usize| {
+        let sc = SampleConfig { max_new_tokens: n, ..Default::default() };
+        let t0 = Instant::now();
+        let out = generate(&model, s.rope, &prompts, &sc, 0, &device);
+        (t0.elapsed().as_secs_f64(), out)
+    };
+    timed(1); // warm-up: the first call in a process also pays for allocations
+    let (first, _) = timed(1);
+    let (total, out) = timed(args.gen_tokens);
+    let made: usize = out.iter().map(|o| o.len()).sum();
+    GenerationRow {
+        prompts: args.prompts,
+        prompt_len: args.prompt_len,
+        new_tokens: args.gen_tokens,
+        first_token_s: first,
+        total_s: total,
+        decode_tokens_per_s: made.saturating_sub(args.prompts) as f64 / (total - first).max(1e-9),
+    }
+}
+
+fn selected_kinds(rows: &str) -> Result<Vec<RowKind>> {
+    if rows == "all" {
+        return Ok(KINDS.to_vec());
+    }
+    rows.split(',')
+        .map(|r| {
+            KINDS.iter().copied().find(|k| k.name == r.trim()).with_context(|| {
+                format!("--rows: unknown row '{r}'; expected dpo, epa1+2, epa1+6 or all")
+            })
+        })
+        .collect()
+}
+
+fn selected_layouts(layouts: &str) -> Result<Vec<bool>> {
+    layouts
+        .split(',')
+        .map(|l| match l.trim() {
+            "shared" => Ok(true),
+            "separate" => Ok(false),
+            other => bail!("--layouts: unknown layout '{other}'; expected shared or separate"),
+        })
+        .collect()
+}
+
+fn print_table(r: &BenchReport) {
     println!(
-        "model: {} layers, hidden {}, {:.1}M params; batch {b} × {t} tokens; {} threads",
+        "{:<8} {:>5} {:>8} {:>7} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}",
+        "row", "cands", "layout", "tokens", "computed", "step s", "tok/s", "GFLOP/s", "ref s", "ref GF/s", "peak MiB"
+    );
+    for x in &r.rows {
+        println!(
+            "{:<8} {:>5} {:>8} {:>7} {:>8} {:>9.3} {:>9.1} {:>8.1} {:>8.3} {:>8.1} {:>9.0}",
+            x.name,
+            x.candidates,
+            if x.prefix_sharing { "shared" } else { "separate" },
+            x.useful_tokens,
+            x.computed_tokens,
+            x.step_s,
+            x.step_tokens_per_s,
+            x.step_gflops,
+            x.reference_s,
+            x.reference_gflops,
+            x.peak_rss_mib
+        );
+    }
+    let step = |name: &str, shared: bool| r.rows.iter().find(|x| x.name == name && x.prefix_sharing == shared).map(|x| x.step_s);
+    for shared in [true, false] {
+        if let (Some(d), Some(e)) = (step("dpo", shared), step("epa1+2", shared)) {
+            println!("EPA(1+2) / DPO step time, {}: {:.2}×", if shared { "shared" } else { "separate" }, e / d);
+        }
+    }
+    if let Some(g) = &r.generation {
+        println!(
+            "generation: {} prompts × {} tokens, {} new: first token {:.3} s, {:.1} new tokens/s after it",
+            g.prompts, g.prompt_len, g.new_tokens, g.first_token_s, g.decode_tokens_per_s
+        );
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<BenchReport> {
+    if args.prompts == 0 || args.prompt_len == 0 || args.response_len == 0 || args.reps == 0 {
+        bail!("--prompts, --prompt-len, --response-len and --reps must be > 0");
+    }
+    if args.keep_freed_memory {
+        keep_freed_memory();
+    }
+    crate::scores::set_block_attention(!args.dense_attention);
+    let kinds = selected_kinds(&args.rows)?;
+    let layouts = selected_layouts(&args.layouts)?;
+    let cfg = model_config(args.tiny);
+    let params = cfg.num_params() as f64;
+    // Enough groups that every prompt can draw 6 weak negatives from the others.
+    let store = synthetic_store(args.prompts.max(4), args.prompt_len, args.response_len, cfg.vocab_size, 0)?;
+    let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
+    let s = Setup { store: &store, rope: &rope, params, args };
+    let threads = rayon::current_num_threads();
+    println!(
+        "model: {} layers, hidden {}, {:.1}M params; {} prompts × {} tokens, responses of {} tokens; {} threads",
         cfg.num_hidden_layers,
         cfg.hidden_size,
         params / 1e6,
-        rayon_threads()
+        args.prompts,
+        args.prompt_len,
+        args.response_len,
+        threads
     );
+    // One untimed step of one prompt first (thread pool and allocator warm-up).
+    let warm = BenchArgs { prompts: 1, reps: 1, warmup: 0, no_reference: true, ..args.clone() };
+    run_row(kinds[0], layouts[0], &Setup { args: &warm, ..s }, &cfg)?;
+
     let mut rows = Vec::new();
-
-    // Forward (inference, no autodiff).
-    let device = Device::flex();
-    let model = init_random(&cfg, &device);
-    let mut times = Vec::new();
-    for i in 0..=args.reps {
-        let t0 = Instant::now();
-        let s = score(&model, &rope, &layout, &targets, &device).sums;
-        let _ = s.into_data();
-        if i > 0 {
-            times.push(t0.elapsed().as_secs_f64());
+    for &kind in &kinds {
+        for &sharing in &layouts {
+            let row = run_row(kind, sharing, &s, &cfg)?;
+            eprintln!(
+                "{} {}: step {:.3} s, {:.3} CPU s (forward {:.3}, backward {:.3}, AdamW {:.3}), reference {:.3} s",
+                row.name,
+                if sharing { "shared" } else { "separate" },
+                row.step_s,
+                row.step_cpu_s,
+                row.forward_s,
+                row.backward_s,
+                row.optimizer_s,
+                row.reference_s
+            );
+            rows.push(row);
         }
     }
-    let m = median(times);
-    rows.push(BenchRow { name: "forward".into(), median_s: m, tokens_per_s: tokens / m, gflops: 2.0 * params * tokens / m / 1e9, peak_rss_mib: peak_rss_mib() });
-    drop(model);
-
-    // Training step: forward + backward + AdamW.
-    let device = Device::flex().autodiff();
-    let mut model = init_random(&cfg, &device);
-    let mut optim = AdamWConfig::new().init();
-    let mut times = Vec::new();
-    for i in 0..=args.reps {
-        let t0 = Instant::now();
-        let s = score(&model, &rope, &layout, &targets, &device).sums;
-        let loss = s.mean().neg();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-5, model, grads);
-        let _ = model.norm.gamma.val().into_data();
-        if i > 0 {
-            times.push(t0.elapsed().as_secs_f64());
-        }
-    }
-    let m = median(times);
-    rows.push(BenchRow { name: "train_step".into(), median_s: m, tokens_per_s: tokens / m, gflops: 6.0 * params * tokens / m / 1e9, peak_rss_mib: peak_rss_mib() });
-    let _ = model.num_params();
-
-    println!("{:<12} {:>10} {:>12} {:>10} {:>12}", "what", "median s", "tokens/s", "GFLOP/s", "peak RSS MiB");
-    for r in &rows {
-        println!("{:<12} {:>10.3} {:>12.1} {:>10.1} {:>12.0}", r.name, r.median_s, r.tokens_per_s, r.gflops, r.peak_rss_mib);
-    }
+    let generation = (args.gen_tokens > 0).then(|| run_generation(&s, &cfg));
+    let report = BenchReport {
+        tool: "epa",
+        model: json!({ "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size, "params": cfg.num_params(), "tiny": args.tiny }),
+        shape: json!({ "prompts": args.prompts, "prompt_len": args.prompt_len, "response_len": args.response_len, "reps": args.reps }),
+        threads,
+        rows,
+        generation,
+    };
+    print_table(&report);
     if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rows)?)?;
+        std::fs::write(p, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", p.display()))?;
     }
-    Ok(rows)
-}
-
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    Ok(report)
 }

@@ -90,11 +90,23 @@ pub struct Scored {
     pub sums: Tensor<1>,
 }
 
+static BLOCK_ATTENTION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether [`score`] uses block-sparse attention for prefix-shared layouts (default) or the dense
+/// `[T × T]` mask (same numbers, more work; for benchmarks: `epa bench --dense-attention`).
+pub fn set_block_attention(on: bool) {
+    BLOCK_ATTENTION.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Runs the model on `layout` and scores `targets`. Differentiable when the model is on an
 /// autodiff device.
 pub fn score(model: &CausalLm, rope: &Rope, layout: &Layout, targets: &Targets, device: &Device) -> Scored {
-    let inputs = ForwardInputs::from_layout(layout, rope, device);
-    let hidden = model.hidden(&inputs, None);
+    let (inputs, blocks) = if BLOCK_ATTENTION.load(std::sync::atomic::Ordering::Relaxed) {
+        ForwardInputs::blocked(layout, rope, device)
+    } else {
+        (ForwardInputs::from_layout(layout, rope, device), None)
+    };
+    let hidden = model.hidden_with(&inputs, blocks.as_ref(), None);
     score_hidden(model, hidden, targets, device)
 }
 
@@ -103,8 +115,7 @@ pub fn score_hidden(model: &CausalLm, hidden: Tensor<3>, targets: &Targets, devi
     let [b, t, h] = hidden.dims();
     let n = targets.len();
     if n == 0 {
-        let z = Tensor::<1>::zeros([targets.n_owners.max(1)], device);
-        return Scored { token_logps: Tensor::zeros([0], device), sums: z.slice([0..targets.n_owners]) };
+        return Scored { token_logps: Tensor::zeros([0], device), sums: Tensor::zeros([targets.n_owners], device) };
     }
     let flat = hidden.reshape([b * t, h]);
     let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(targets.from.clone(), [n]), device);

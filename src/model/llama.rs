@@ -8,7 +8,7 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::ModelConfig;
-use super::layout::Layout;
+use super::layout::{AttentionBlocks, Layout};
 use super::rope::{Rope, apply_rope};
 
 #[derive(Module, Debug)]
@@ -47,13 +47,14 @@ pub struct CausalLm {
     pub lm_head: Option<Linear>,
 }
 
-/// Per-layer key/value cache for generation: `[B, n_kv_heads, T_past, head_dim]`.
+/// Per-layer key/value cache for generation: `[B, T_past, n_kv_heads, head_dim]`.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
 }
 
-/// Inputs of one forward pass as tensors: ids `[B, T]`, rope tables, additive mask `[B, 1, T, S]`.
+/// Inputs of one forward pass as tensors: ids `[B, T]`, rope tables `[B, T, 1, head_dim]`
+/// ([`Rope::tables`]), additive mask `[B, 1, T, S]`.
 pub struct ForwardInputs {
     pub input_ids: Tensor<2, Int>,
     pub cos: Tensor<4>,
@@ -62,14 +63,89 @@ pub struct ForwardInputs {
 }
 
 impl ForwardInputs {
+    /// Dense inputs for any layout (the mask as a `[B, 1, T, T]` bias).
     pub fn from_layout(layout: &Layout, rope: &Rope, device: &Device) -> Self {
+        let (b, t) = (layout.batch, layout.len);
+        let bias = Tensor::<3>::from_data(TensorData::new(layout.attention_bias(), [b, t, t]), device)
+            .unsqueeze_dim(1);
+        Self::with_bias(layout, rope, bias, device)
+    }
+
+    /// Inputs for [`CausalLm::hidden_with`]: block-sparse attention when the layout shares
+    /// prefixes (then no dense bias is built), dense otherwise.
+    pub fn blocked(layout: &Layout, rope: &Rope, device: &Device) -> (Self, Option<BlockInputs>) {
+        match layout.blocks() {
+            Some(blocks) => {
+                let dummy = Tensor::zeros([1, 1, 1, 1], device);
+                (Self::with_bias(layout, rope, dummy, device), Some(BlockInputs::new(&blocks, device)))
+            }
+            None => (Self::from_layout(layout, rope, device), None),
+        }
+    }
+
+    fn with_bias(layout: &Layout, rope: &Rope, bias: Tensor<4>, device: &Device) -> Self {
         let (b, t) = (layout.batch, layout.len);
         let input_ids = Tensor::from_data(TensorData::new(layout.input_ids.clone(), [b, t]), device);
         let (cos, sin) = rope.tables(&layout.position_ids, b, t, device);
-        let bias = Tensor::<3>::from_data(TensorData::new(layout.attention_bias(), [b, t, t]), device)
-            .unsqueeze_dim(1);
         ForwardInputs { input_ids, cos, sin, bias }
     }
+}
+
+/// [`AttentionBlocks`] as tensors.
+pub struct BlockInputs {
+    prompt_pos: Tensor<1, Int>,
+    prompt_bias: Tensor<4>,
+    response_pos: Tensor<1, Int>,
+    key_pos: Tensor<1, Int>,
+    response_bias: Tensor<4>,
+    back: Tensor<1, Int>,
+    rows: usize,
+    prompt_len: usize,
+    responses: usize,
+    response_len: usize,
+}
+
+impl BlockInputs {
+    pub fn new(a: &AttentionBlocks, device: &Device) -> Self {
+        let ids = |v: &Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+        let (lp, lr) = (a.prompt_len, a.response_len);
+        BlockInputs {
+            prompt_pos: ids(&a.prompt_pos),
+            prompt_bias: Tensor::from_data(TensorData::new(a.prompt_bias.clone(), [a.rows, 1, lp, lp]), device),
+            response_pos: ids(&a.response_pos),
+            key_pos: ids(&a.key_pos),
+            response_bias: Tensor::from_data(TensorData::new(a.response_bias.clone(), [a.responses, 1, lr, lp + lr]), device),
+            back: ids(&a.back),
+            rows: a.rows,
+            prompt_len: lp,
+            responses: a.responses,
+            response_len: lr,
+        }
+    }
+}
+
+/// How queries see keys in a forward pass.
+#[derive(Clone, Copy)]
+pub enum Mask<'a> {
+    /// Additive bias `[B, 1, T, S]` over all keys.
+    Dense(&'a Tensor<4>),
+    /// Prefix-shared rows, attended block by block.
+    Blocks(&'a BlockInputs),
+}
+
+/// Scaled dot-product attention with grouped-query heads, without materialising repeated keys:
+/// the `rep = n_heads / n_kv_heads` query heads of a kv head are stacked along the query axis.
+/// `q: [N, L, n_heads, D]`, `k, v: [N, S, n_kv_heads, D]`, `bias: [N, 1, L, S]` → `[N, L, n_heads·D]`.
+fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: &Tensor<4>) -> Tensor<3> {
+    let [n, l, nh, hd] = q.dims();
+    let [_, s, nkv, _] = k.dims();
+    let rep = nh / nkv;
+    // 1/√d is a power of two for the usual head sizes, so scaling q first is exact.
+    let q = q.mul_scalar(1.0 / (hd as f64).sqrt()).swap_dims(1, 2).reshape([n, nkv, rep * l, hd]);
+    let scores = q.matmul(k.permute([0, 2, 3, 1])).reshape([n, nkv, rep, l, s]) + bias.clone().unsqueeze_dim::<5>(2);
+    let probs = softmax(scores, 4).reshape([n, nkv, rep * l, s]);
+    let out = probs.matmul(v.swap_dims(1, 2)); // [N, nkv, rep·L, D]
+    out.reshape([n, nh, l, hd]).swap_dims(1, 2).reshape([n, l, nh * hd])
 }
 
 impl Attention {
@@ -83,36 +159,58 @@ impl Attention {
         bias: &Tensor<4>,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
+        self.forward_with(x, cos, sin, Mask::Dense(bias), cache)
+    }
+
+    /// As [`Attention::forward`], with either mask kind (no cache with blocks).
+    pub fn forward_with(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        mask: Mask<'_>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([b, t, nh, hd]).swap_dims(1, 2);
-        let k = self.k_proj.forward(x.clone()).reshape([b, t, nkv, hd]).swap_dims(1, 2);
-        let v = self.v_proj.forward(x).reshape([b, t, nkv, hd]).swap_dims(1, 2);
-        let q = apply_rope(q, cos, sin);
-        let mut k = apply_rope(k, cos, sin);
-        let mut v = v;
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.take() {
-                k = Tensor::cat(vec![pk, k], 2);
-                v = Tensor::cat(vec![pv, v], 2);
+        let q = apply_rope(self.q_proj.forward(x.clone()).reshape([b, t, nh, hd]), cos, sin);
+        let mut k = apply_rope(self.k_proj.forward(x.clone()).reshape([b, t, nkv, hd]), cos, sin);
+        let mut v = self.v_proj.forward(x).reshape([b, t, nkv, hd]);
+        let out = match mask {
+            Mask::Dense(bias) => {
+                if let Some(slot) = cache {
+                    if let Some((pk, pv)) = slot.take() {
+                        k = Tensor::cat(vec![pk, k], 1);
+                        v = Tensor::cat(vec![pv, v], 1);
+                    }
+                    *slot = Some((k.clone(), v.clone()));
+                }
+                attend(q, k, v, bias)
             }
-            *slot = Some((k.clone(), v.clone()));
-        }
-        let s = k.dims()[2];
-        // Grouped-query attention: each kv head serves n_heads / n_kv_heads query heads.
-        let rep = nh / nkv;
-        let (k, v) = if rep == 1 {
-            (k, v)
-        } else {
-            (
-                k.unsqueeze_dim::<5>(2).expand([b, nkv, rep, s, hd]).reshape([b, nh, s, hd]),
-                v.unsqueeze_dim::<5>(2).expand([b, nkv, rep, s, hd]).reshape([b, nh, s, hd]),
-            )
+            Mask::Blocks(bl) => {
+                assert!(cache.is_none(), "block attention has no key/value cache");
+                let (q, k, v) = (q.reshape([b * t, nh * hd]), k.reshape([b * t, nkv * hd]), v.reshape([b * t, nkv * hd]));
+                let pick = |x: &Tensor<2>, idx: &Tensor<1, Int>, n: usize, l: usize, heads: usize| {
+                    x.clone().select(0, idx.clone()).reshape([n, l, heads, hd])
+                };
+                let (r, lp, nr, lr) = (bl.rows, bl.prompt_len, bl.responses, bl.response_len);
+                let prompt = attend(
+                    pick(&q, &bl.prompt_pos, r, lp, nh),
+                    pick(&k, &bl.prompt_pos, r, lp, nkv),
+                    pick(&v, &bl.prompt_pos, r, lp, nkv),
+                    &bl.prompt_bias,
+                );
+                let responses = attend(
+                    pick(&q, &bl.response_pos, nr, lr, nh),
+                    pick(&k, &bl.key_pos, nr, lp + lr, nkv),
+                    pick(&v, &bl.key_pos, nr, lp + lr, nkv),
+                    &bl.response_bias,
+                );
+                Tensor::cat(vec![prompt.reshape([r * lp, nh * hd]), responses.reshape([nr * lr, nh * hd])], 0)
+                    .select(0, bl.back.clone())
+                    .reshape([b, t, nh * hd])
+            }
         };
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + bias.clone();
-        let probs = softmax(scores, 3);
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, nh * hd]);
         self.o_proj.forward(out)
     }
 }
@@ -130,26 +228,36 @@ impl DecoderLayer {
         x: Tensor<3>,
         cos: &Tensor<4>,
         sin: &Tensor<4>,
-        bias: &Tensor<4>,
+        mask: Mask<'_>,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, bias, cache);
+        let h = x.clone() + self.self_attn.forward_with(self.input_layernorm.forward(x), cos, sin, mask, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
 
 impl CausalLm {
-    /// Final hidden states `[B, T, H]` (after the last norm).
-    pub fn hidden(&self, inputs: &ForwardInputs, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    /// Final hidden states `[B, T, H]` (after the last norm), dense attention.
+    pub fn hidden(&self, inputs: &ForwardInputs, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.hidden_with(inputs, None, cache)
+    }
+
+    /// Final hidden states, with block-sparse attention when `blocks` is given (from
+    /// [`ForwardInputs::blocked`]; no cache then).
+    pub fn hidden_with(&self, inputs: &ForwardInputs, blocks: Option<&BlockInputs>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let mask = match blocks {
+            Some(b) => Mask::Blocks(b),
+            None => Mask::Dense(&inputs.bias),
+        };
         let mut x = self.embed_tokens.forward(inputs.input_ids.clone());
-        if let Some(c) = cache.as_deref_mut() {
-            if c.layers.len() != self.layers.len() {
-                c.layers = vec![None; self.layers.len()];
-            }
+        if let Some(c) = cache.as_deref_mut()
+            && c.layers.len() != self.layers.len()
+        {
+            c.layers = vec![None; self.layers.len()];
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward(x, &inputs.cos, &inputs.sin, &inputs.bias, slot);
+            x = layer.forward(x, &inputs.cos, &inputs.sin, mask, slot);
         }
         self.norm.forward(x)
     }

@@ -20,7 +20,8 @@ impl Rope {
         Rope { inv_freq, head_dim }
     }
 
-    /// cos and sin tables `[B, 1, T, head_dim]` for position ids given row-major as `[B, T]`.
+    /// cos and sin tables `[B, T, 1, head_dim]` for position ids given row-major as `[B, T]`: cos is
+    /// `[cos θ | cos θ]`, sin carries rotate-half's sign, `[−sin θ | sin θ]` (see [`apply_rope`]).
     pub fn tables(&self, positions: &[i64], b: usize, t: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
         let d = self.head_dim;
         let half = d / 2;
@@ -34,22 +35,24 @@ impl Rope {
                 let (s, c) = angle.sin_cos();
                 cos[base + i] = c;
                 cos[base + half + i] = c;
-                sin[base + i] = s;
+                sin[base + i] = -s;
                 sin[base + half + i] = s;
             }
         }
-        let cos = Tensor::from_data(TensorData::new(cos, [b, 1, t, d]), device);
-        let sin = Tensor::from_data(TensorData::new(sin, [b, 1, t, d]), device);
+        let cos = Tensor::from_data(TensorData::new(cos, [b, t, 1, d]), device);
+        let sin = Tensor::from_data(TensorData::new(sin, [b, t, 1, d]), device);
         (cos, sin)
     }
 }
 
-/// `x·cos + rotate_half(x)·sin` for `x: [B, H, T, D]` and tables `[B, 1, T, D]`.
+/// `x·cos + rotate_half(x)·sin` for `x: [B, T, H, D]` and tables `[B, T, 1, D]` from
+/// [`Rope::tables`]. rotate_half(x) = `[−x₂ | x₁]`; the sign lives in the sin table, and swapping
+/// the halves is a flip of a `[…, 2, D/2]` view (no copy, no concatenation).
 pub fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-    let [b, h, t, d] = x.dims();
-    let half = d / 2;
-    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
-    let x2 = x.clone().slice([0..b, 0..h, 0..t, half..d]);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone() + rotated * sin.clone()
+    let [b, t, h, d] = x.dims();
+    let x = x.reshape([b, t, h, 2, d / 2]);
+    let tc = cos.dims()[1];
+    let cos = cos.clone().reshape([b, tc, 1, 2, d / 2]);
+    let sin = sin.clone().reshape([b, tc, 1, 2, d / 2]);
+    (x.clone() * cos + x.flip([3]) * sin).reshape([b, t, h, d])
 }
