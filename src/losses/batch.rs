@@ -195,11 +195,6 @@ impl ScoreBatch {
                 "loss '{loss}' needs true scores (ratings / gold rewards), but the score batch has true_scores = None"
             );
         };
-        if self.roles.contains(&Role::Weak) {
-            bail!(
-                "loss '{loss}' needs the true score of every candidate, but weak negatives have none (their score was given for another prompt): set data.weak.k = 0"
-            );
-        }
         Ok(self.clean(s.clone().detach()))
     }
 

@@ -146,6 +146,11 @@ pub fn batch_loss(
     device: &Device,
 ) -> Result<(LossOutput, usize)> {
     let a = arrange(batch, store);
+    if loss.needs_true_scores() && a.roles.contains(&Role::Weak) {
+        anyhow::bail!(
+            "a loss term needs the true score of every candidate, but weak negatives have none (their score was given for another prompt): set data.weak.k = 0"
+        );
+    }
     let policy = score_pairs(model, rope, store, &a.pairs, prefix_sharing, pad_id, device);
     let ref_sums = if loss.needs_reference() { Some(reference(&a.pairs)?) } else { None };
     let sb = score_batch(&a, policy, ref_sums.as_deref(), store, device)?;
