@@ -69,10 +69,10 @@ pub struct BenchArgs {
     /// Skip the reference-pass timing.
     #[arg(long)]
     pub no_reference: bool,
-    /// Tell mimalloc to keep freed memory instead of returning it to the OS (see
-    /// [`keep_freed_memory`]); measures what that would buy the trainer.
+    /// Let mimalloc return freed memory to the OS after its default delay (the behaviour before
+    /// `epa` turned [`keep_freed_memory`] on for every command): measures what keeping it buys.
     #[arg(long)]
-    pub keep_freed_memory: bool,
+    pub purge_freed_memory: bool,
     /// Dense `[T × T]` attention masks for prefix-shared rows instead of block-sparse attention
     /// (the layout before the block path existed; for before/after comparisons).
     #[arg(long)]
@@ -168,6 +168,12 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 pub fn keep_freed_memory() {
     // SAFETY: sets a process-global integer option of the allocator; no memory is touched.
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
+/// mimalloc's default: purge freed pages 10 ms after they are freed.
+pub fn purge_freed_memory() {
+    // SAFETY: as in `keep_freed_memory`.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 10) }
 }
 
 /// Peak resident set size of this process since the last [`reset_peak_rss`] (Linux `VmHWM`), MiB.
@@ -466,8 +472,8 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
     if args.prompts == 0 || args.prompt_len == 0 || args.response_len == 0 || args.reps == 0 {
         bail!("--prompts, --prompt-len, --response-len and --reps must be > 0");
     }
-    if args.keep_freed_memory {
-        keep_freed_memory();
+    if args.purge_freed_memory {
+        purge_freed_memory();
     }
     crate::scores::set_block_attention(!args.dense_attention);
     let kinds = selected_kinds(&args.rows)?;
