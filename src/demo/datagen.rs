@@ -12,7 +12,6 @@ use rand::{Rng, SeedableRng};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 
 use super::config::DataGenConfig;
@@ -141,11 +140,7 @@ pub fn write_rows(path: &Path, rows: &[Row]) -> Result<()> {
         serde_json::to_writer(&mut s, r)?;
         s.push(b'\n');
     }
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(&s))
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
+    crate::model::save::write_atomic(path, &s)
 }
 
 pub fn read_rows(path: &Path) -> Result<Vec<Row>> {

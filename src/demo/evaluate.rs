@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::datagen::{Row, answer_text, sample_answers};
 use crate::gold::GoldReward;
+use crate::losses::metrics::slope1_stats;
 use crate::model::generate::SampleConfig;
 use crate::model::{CausalLm, Layout, Rope};
 use crate::scores::{Targets, host_f32, score};
@@ -156,21 +157,14 @@ impl<'a> Judge<'a> {
         }
     }
 
-    /// Per-prompt Pearson and ε̂ of learned rewards `r` (row order: chosen, rejected…) against r*.
+    /// Per-prompt Pearson (NaN where undefined) and ε̂ of learned rewards `r` (row order: chosen,
+    /// rejected…) against r*.
     fn slope1(&self, r: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
         r.iter()
             .zip(&self.truth)
-            .map(|(r, t)| {
-                let k = r.len() as f64;
-                let mean = |v: &[f64]| v.iter().sum::<f64>() / k;
-                let (mr, mt) = (mean(r), mean(t));
-                let cov: f64 = r.iter().zip(t).map(|(a, b)| (a - mr) * (b - mt)).sum();
-                let vr: f64 = r.iter().map(|a| (a - mr).powi(2)).sum();
-                let vt: f64 = t.iter().map(|b| (b - mt).powi(2)).sum();
-                let pearson = if vr > 0.0 && vt > 0.0 { cov / (vr * vt).sqrt() } else { f64::NAN };
-                let d: Vec<f64> = r.iter().zip(t).map(|(a, b)| a - b).collect();
-                let md = mean(&d);
-                (pearson, d.iter().map(|x| (x - md).powi(2)).sum::<f64>() / k)
+            .map(|(r, t)| match slope1_stats(r, t) {
+                Some((pearson, eps)) => (pearson.unwrap_or(f64::NAN), eps),
+                None => (f64::NAN, f64::NAN),
             })
             .unzip()
     }

@@ -354,7 +354,7 @@ pub fn markdown(r: &Results, reference: &PointEval, runs: &[Vec<RunEval>]) -> St
 /// `frontier.png` (gold reward vs KL, one line per method through its evaluation points, 95% CI bars)
 /// and `curves.png` (training loss and reward accuracy per step, mean over seeds).
 pub fn plots(dir: &Path, r: &Results, runs: &[Vec<RunEval>]) -> Result<()> {
-    use crate::lab::plots::{bounds, err, font};
+    use crate::lab::plots::{bounds, err, font, legend};
     use plotters::prelude::*;
     font();
     let colors = [BLUE, RED, RGBColor(0, 150, 0), MAGENTA, CYAN, BLACK];
@@ -393,14 +393,7 @@ pub fn plots(dir: &Path, r: &Results, runs: &[Vec<RunEval>]) -> Result<()> {
             .draw_series(line.iter().filter(|p| p.1.lo.is_finite()).map(|p| PathElement::new([(p.0, p.1.lo), (p.0, p.1.hi)], color)))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(err)?;
 
     let curves_png = dir.join("curves.png");
@@ -437,14 +430,7 @@ pub fn plots(dir: &Path, r: &Results, runs: &[Vec<RunEval>]) -> Result<()> {
                 .label(rs[0].method.as_str())
                 .legend(move |(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], color.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(corner)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart, corner)?;
     }
     root.present().map_err(err)
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use anyhow::anyhow;
+use plotters::coord::CoordTranslate;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -21,6 +22,21 @@ pub(crate) fn font() {
         // The embedded file is a valid TrueType font; a failure would only lose the labels.
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
+}
+
+/// The legend box of every plot: at `corner`, on a translucent white background.
+pub(crate) fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    corner: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(corner)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(err)
 }
 
 pub(crate) fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
@@ -86,14 +102,7 @@ pub fn scatter(path: &Path, samples: &[PolicySample]) -> anyhow::Result<()> {
             .map_err(err)?
             .label("slope 1")
             .legend(|(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], BLACK));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     }
     root.present().map_err(err)
 }
@@ -186,13 +195,6 @@ pub fn weak_sweep(path: &Path, r: &BanditResults) -> anyhow::Result<()> {
             .label(format!("{}, all responses (reference)", m.label))
             .legend(move |(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], color));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(err)
 }

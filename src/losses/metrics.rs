@@ -166,23 +166,29 @@ pub fn batch_metrics(m: &mut Metrics, batch: &ScoreBatch, kind: RewardKind) -> R
 
 /// Per-prompt slope-1 diagnostics of learned rewards `r` against true rewards `t`.
 fn slope1(m: &mut Metrics, r: &[f64], t: &[f64]) {
+    if let Some((pearson, eps)) = slope1_stats(r, t) {
+        if let Some(p) = pearson {
+            m.add("slope1/pearson", p, 1.0);
+        }
+        m.add("slope1/eps", eps, 1.0);
+    }
+}
+
+/// Slope-1 statistics of one prompt's learned rewards `r` against its true rewards `t`:
+/// Pearson(r, t) (`None` when either has no variance) and Var(r − t) (population variance), the
+/// prompt's term of ε̂. `None` with fewer than two candidates.
+pub fn slope1_stats(r: &[f64], t: &[f64]) -> Option<(Option<f64>, f64)> {
     let k = r.len() as f64;
     if r.len() < 2 {
-        return;
+        return None;
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / k;
     let (mr, mt) = (mean(r), mean(t));
     let cov: f64 = r.iter().zip(t).map(|(a, b)| (a - mr) * (b - mt)).sum();
     let var_r: f64 = r.iter().map(|a| (a - mr).powi(2)).sum();
     let var_t: f64 = t.iter().map(|b| (b - mt).powi(2)).sum();
-    if var_r > 0.0 && var_t > 0.0 {
-        m.add("slope1/pearson", cov / (var_r * var_t).sqrt(), 1.0);
-    }
+    let pearson = (var_r > 0.0 && var_t > 0.0).then(|| cov / (var_r * var_t).sqrt());
     let d: Vec<f64> = r.iter().zip(t).map(|(a, b)| a - b).collect();
     let md = mean(&d);
-    m.add(
-        "slope1/eps",
-        d.iter().map(|x| (x - md).powi(2)).sum::<f64>() / k,
-        1.0,
-    );
+    Some((pearson, d.iter().map(|x| (x - md).powi(2)).sum::<f64>() / k))
 }

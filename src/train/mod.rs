@@ -111,14 +111,16 @@ fn build_reference(cfg: &TrainConfig, store: &GroupStore, pairs: &[(usize, usize
     }
 }
 
-fn progress_bar(total: u64, enabled: bool) -> indicatif::ProgressBar {
+/// A progress bar on stderr (hidden when disabled or when stderr is not a terminal), `label` before it.
+pub(crate) fn progress_bar(total: u64, enabled: bool, label: &str) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     if !enabled || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let pb = indicatif::ProgressBar::new(total);
+    let label = if label.is_empty() { String::new() } else { format!("{label} ") };
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+        indicatif::ProgressStyle::with_template(&format!("{label}{{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"))
             .expect("valid template"),
     );
     pb
@@ -246,7 +248,7 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
         writeln!(log, "{l}")?;
     }
 
-    let pb = progress_bar(total as u64, cfg.output.progress);
+    let pb = progress_bar(total as u64, cfg.output.progress, "");
     pb.set_position(state.step as u64);
     let (mut first, mut last) = (BTreeMap::new(), BTreeMap::new());
     let mut last_eval = None;
