@@ -175,7 +175,8 @@ impl DemoConfig {
         Ok(cfg)
     }
 
-    /// Applies `key=value` overrides (TOML values, dotted keys) as `epa train --set` does.
+    /// Applies `key=value` overrides (TOML values, dotted keys) as `epa train --set` does; the caller
+    /// validates the result.
     pub fn with_overrides(self, sets: &[String]) -> Result<Self> {
         if sets.is_empty() {
             return Ok(self);
@@ -184,9 +185,7 @@ impl DemoConfig {
         for kv in sets {
             crate::train::config::apply_override(&mut root, kv)?;
         }
-        let cfg: DemoConfig = root.try_into().map_err(|e| anyhow::anyhow!("demo --set: {e}"))?;
-        cfg.validate()?;
-        Ok(cfg)
+        root.try_into().map_err(|e| anyhow::anyhow!("demo --set: {e}"))
     }
 
     pub fn validate(&self) -> Result<()> {

@@ -59,25 +59,9 @@ pub struct DemoArgs {
     pub fresh: bool,
 }
 
-fn key_of(parts: &[&dyn erased::Ser]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.json().as_bytes());
-        h.update(b"\n");
-    }
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-mod erased {
-    /// Serialise anything to JSON behind one trait object (for stage keys).
-    pub trait Ser {
-        fn json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).unwrap_or_default()
-        }
-    }
+/// A short hash of settings (a JSON value), naming the stage output they produce.
+fn key_of(settings: serde_json::Value) -> String {
+    Sha256::digest(settings.to_string().as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// A stage's saved output, reused when its key matches.
@@ -94,24 +78,10 @@ fn save_cached<T: serde::Serialize>(path: &Path, key: &str, value: &T) -> Result
     crate::model::save::write_atomic(path, serde_json::to_string_pretty(&v)?.as_bytes())
 }
 
-fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}]"))
-            .expect("valid template"),
-    );
-    pb
-}
-
 /// Data stage: generated once per (model, data settings, gold settings).
-fn data_stage(cfg: &DemoConfig, lm: &LoadedModel, gold: &GoldReward, out: &Path, fresh: bool) -> Result<(Vec<Row>, Vec<Row>, BTreeMap<String, f64>)> {
+fn data_stage(cfg: &DemoConfig, key: &str, lm: &LoadedModel, gold: &GoldReward, out: &Path, fresh: bool) -> Result<(Vec<Row>, Vec<Row>, BTreeMap<String, f64>)> {
     let dir = out.join("data");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let key = key_of(&[&cfg.model, &cfg.data, &cfg.gold]);
     let meta = dir.join("meta.json");
     let (train_path, held_path) = (dir.join("train.jsonl"), dir.join("held_out.jsonl"));
     if let Some(stats) = cached::<BTreeMap<String, f64>>(&meta, &key, fresh)
@@ -123,7 +93,7 @@ fn data_stage(cfg: &DemoConfig, lm: &LoadedModel, gold: &GoldReward, out: &Path,
     let d = &cfg.data;
     let (train_topics, held_topics) = topics::split(d.train_prompts, d.held_out_prompts, d.seed)?;
     let t0 = Instant::now();
-    let pb = bar(((d.train_prompts + d.held_out_prompts) * d.samples_per_prompt) as u64, "sampling answers");
+    let pb = crate::train::progress_bar(((d.train_prompts + d.held_out_prompts) * d.samples_per_prompt) as u64, true, "sampling answers");
     let train = datagen::make_rows(lm, gold, &train_topics, d, d.seed, |n| pb.inc(n as u64))?;
     let held = datagen::make_rows(lm, gold, &held_topics, d, d.seed.wrapping_add(1), |n| pb.inc(n as u64))?;
     pb.finish_and_clear();
@@ -216,7 +186,8 @@ pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
     let gold = GoldReward::load_default(cfg.gold.clone())?;
     eprintln!("loading {}", cfg.model);
     let lm = load_model(&cfg.model, &Device::flex())?;
-    let (_train, held, data_stats) = data_stage(&cfg, &lm, &gold, out, args.fresh)?;
+    let data_key = key_of(serde_json::json!([cfg.model, cfg.data, cfg.gold]));
+    let (_train, held, data_stats) = data_stage(&cfg, &data_key, &lm, &gold, out, args.fresh)?;
 
     let d = &cfg.data;
     let sample = SampleConfig {
@@ -229,14 +200,13 @@ pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
     let judge = Judge::new(&lm.model, &lm.rope, lm.pad_id(), lm.codec()?, &gold, &held, sample, cfg.eval.samples_per_prompt, d.batch, cfg.train.beta)?;
     let reference = judge.reference_point();
 
-    let data_key = key_of(&[&cfg.model, &cfg.data, &cfg.gold]);
     let mut runs: Vec<Vec<RunEval>> = Vec::new();
     for m in &cfg.methods {
         let mut per_seed = Vec::new();
         for &seed in &cfg.seeds {
             let tc = train_config(&cfg, m, seed, out)?;
             // Not the preset's name or the bootstrap count: they do not change a run.
-            let key = key_of(&[&data_key, &tc, &cfg.eval.samples_per_prompt, &cfg.eval.points, &cfg.train.beta]);
+            let key = key_of(serde_json::json!([data_key, tc, cfg.eval.samples_per_prompt, cfg.eval.points, cfg.train.beta]));
             let saved = tc.output.dir.join("eval.json");
             if let Some(r) = cached::<RunEval>(&saved, &key, args.fresh) {
                 eprintln!("{} seed {seed}: reusing {}", m.name, saved.display());
