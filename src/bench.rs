@@ -77,12 +77,17 @@ pub struct BenchArgs {
     /// (the layout before the block path existed; for before/after comparisons).
     #[arg(long)]
     pub dense_attention: bool,
-    /// Use a tiny model instead of the SmolLM2-135M shape (for a quick check).
+    /// Model shape (random weights): SmolLM2-135M, Qwen2.5-0.5B, or a 2-layer toy.
+    #[arg(long, value_enum, default_value_t = BenchShape::Smollm2_135m)]
+    pub shape: BenchShape,
+    /// Shorthand for `--shape tiny` (a quick check of the plumbing).
     #[arg(long)]
     pub tiny: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub device: crate::cli::DeviceArgs,
 }
 
 /// A loss and its candidate count.
@@ -212,8 +217,28 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-fn model_config(tiny: bool) -> ModelConfig {
-    if tiny {
+/// The model shapes `epa bench` can time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum BenchShape {
+    /// SmolLM2-135M (Llama; 30 layers, hidden 576, vocab 49152).
+    #[value(name = "smollm2-135m")]
+    #[serde(rename = "smollm2-135m")]
+    Smollm2_135m,
+    /// Qwen2.5-0.5B (Qwen2; 24 layers, hidden 896, vocab 151936).
+    #[value(name = "qwen2.5-0.5b")]
+    #[serde(rename = "qwen2.5-0.5b")]
+    Qwen2_5_0_5b,
+    /// 2 layers, hidden 64, vocab 512.
+    #[value(name = "tiny")]
+    #[serde(rename = "tiny")]
+    Tiny,
+}
+
+fn model_config(shape: BenchShape) -> ModelConfig {
+    if shape == BenchShape::Qwen2_5_0_5b {
+        return ModelConfig::qwen2_5_0_5b();
+    }
+    if shape == BenchShape::Tiny {
         ModelConfig {
             num_hidden_layers: 2,
             hidden_size: 64,
@@ -311,6 +336,8 @@ fn train_step(
     let _ = out.loss.clone().into_data();
     let t1 = Instant::now();
     let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+    // A GPU backend queues the backward pass: wait for it so the phase times are the device's.
+    device.sync().map_err(|e| anyhow::anyhow!("device error in the backward pass: {e:?}"))?;
     let t2 = Instant::now();
     let model = optim.step(1e-6, model, grads);
     // Read a parameter so that a lazy backend finishes the update inside the timing.
@@ -333,10 +360,11 @@ fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result
         useful_tokens
     };
     reset_peak_rss();
-    let device = Device::flex().autodiff();
+    let plain = args.device.device()?;
+    let device = plain.clone().autodiff();
     device.seed(0);
     let mut model = init_random(cfg, &device);
-    let plain = Device::flex();
+    model.precision = args.device.dtype;
 
     // Reference pass: the frozen initial weights, no autodiff.
     let frozen = model.valid();
@@ -384,10 +412,11 @@ fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result
     })
 }
 
-fn run_generation(s: &Setup, cfg: &ModelConfig) -> GenerationRow {
+fn run_generation(s: &Setup, cfg: &ModelConfig) -> Result<GenerationRow> {
     let args = s.args;
-    let device = Device::flex();
-    let model = init_random(cfg, &device);
+    let device = args.device.device()?;
+    let mut model = init_random(cfg, &device);
+    model.precision = args.device.dtype;
     let prompts: Vec<Vec<u32>> = (0..args.prompts).map(|g| s.store.group(g).prompt_ids().to_vec()).collect();
     let timed = |n: usize| {
         let sc = SampleConfig { max_new_tokens: n, ..Default::default() };
@@ -399,14 +428,14 @@ fn run_generation(s: &Setup, cfg: &ModelConfig) -> GenerationRow {
     let (first, _) = timed(1);
     let (total, out) = timed(args.gen_tokens);
     let made: usize = out.iter().map(|o| o.len()).sum();
-    GenerationRow {
+    Ok(GenerationRow {
         prompts: args.prompts,
         prompt_len: args.prompt_len,
         new_tokens: args.gen_tokens,
         first_token_s: first,
         total_s: total,
         decode_tokens_per_s: made.saturating_sub(args.prompts) as f64 / (total - first).max(1e-9),
-    }
+    })
 }
 
 fn selected_kinds(rows: &str) -> Result<Vec<RowKind>> {
@@ -478,7 +507,8 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
     crate::scores::set_block_attention(!args.dense_attention);
     let kinds = selected_kinds(&args.rows)?;
     let layouts = selected_layouts(&args.layouts)?;
-    let cfg = model_config(args.tiny);
+    let shape = if args.tiny { BenchShape::Tiny } else { args.shape };
+    let cfg = model_config(shape);
     let params = cfg.num_params() as f64;
     // Enough groups that every prompt can draw 6 weak negatives from the others.
     let store = synthetic_store(args.prompts.max(4), args.prompt_len, args.response_len, cfg.vocab_size, 0)?;
@@ -517,10 +547,10 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
             rows.push(row);
         }
     }
-    let generation = (args.gen_tokens > 0).then(|| run_generation(&s, &cfg));
+    let generation = if args.gen_tokens > 0 { Some(run_generation(&s, &cfg)?) } else { None };
     let report = BenchReport {
         tool: "epa",
-        model: json!({ "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size, "params": cfg.num_params(), "tiny": args.tiny }),
+        model: json!({ "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size, "params": cfg.num_params(), "shape": shape, "tiny": shape == BenchShape::Tiny }),
         shape: json!({ "prompts": args.prompts, "prompt_len": args.prompt_len, "response_len": args.response_len, "reps": args.reps }),
         threads,
         rows,

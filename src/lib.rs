@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod device;
 pub mod demo;
 pub mod gold;
 pub mod lab;

@@ -51,6 +51,12 @@ struct TrainArgs {
     /// Continue from a checkpoint folder (or the newest checkpoint in an output folder).
     #[arg(long)]
     resume: Option<std::path::PathBuf>,
+    /// Where the model runs (`cpu`, `cuda`, `cuda:N`, `wgpu`): shorthand for `--set model.device=…`.
+    #[arg(long)]
+    device: Option<epa::device::DeviceSpec>,
+    /// Compute dtype (`float32`, `bfloat16`): shorthand for `--set model.dtype=…`.
+    #[arg(long)]
+    dtype: Option<epa::device::Precision>,
 }
 
 #[derive(Subcommand)]
@@ -76,7 +82,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Train(a) => {
-            let cfg = epa::train::TrainConfig::load(a.config.as_deref(), &a.set)?;
+            let mut cfg = epa::train::TrainConfig::load(a.config.as_deref(), &a.set)?;
+            cfg.model.device = a.device.unwrap_or(cfg.model.device);
+            cfg.model.dtype = a.dtype.unwrap_or(cfg.model.dtype);
             let s = epa::train::train(&cfg, a.resume.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(())

@@ -1,7 +1,6 @@
 //! `epa generate --model M --prompt "..." [--temperature T --top-p P --seed S]`
 
 use anyhow::Result;
-use burn::tensor::Device;
 
 use crate::model::generate::{SampleConfig, generate};
 use crate::model::load::load_model;
@@ -24,11 +23,14 @@ pub struct GenerateArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let device = Device::flex();
-    let lm = load_model(&args.model, &device)?;
+    let device = args.device.device()?;
+    let mut lm = load_model(&args.model, &device)?;
+    lm.model.precision = args.device.dtype;
     let codec = lm.codec()?;
     let prompts = args
         .prompt

@@ -34,6 +34,8 @@ pub struct ScoreArgs {
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
 }
 
 /// One sequence to score: token ids and a completion mask over them.
@@ -129,8 +131,9 @@ pub fn score_items(lm: &LoadedModel, items: &[ScoreItem], batch_size: usize, per
 }
 
 pub fn run(args: &ScoreArgs) -> Result<()> {
-    let device = Device::flex();
-    let lm = load_model(&args.model, &device)?;
+    let device = args.device.device()?;
+    let mut lm = load_model(&args.model, &device)?;
+    lm.model.precision = args.device.dtype;
     let file = std::fs::File::open(&args.data).with_context(|| format!("cannot open {}", args.data.display()))?;
     let mut items = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {

@@ -51,7 +51,7 @@ pub fn sample_answers(
     batch: usize,
     mut progress: impl FnMut(usize),
 ) -> Vec<Vec<Generated>> {
-    let device = burn::tensor::Device::flex();
+    let device = model.device();
     let jobs: Vec<usize> = (0..prompts.len()).flat_map(|p| std::iter::repeat_n(p, n)).collect();
     let mut out: Vec<Vec<Generated>> = vec![Vec::new(); prompts.len()];
     for (b, chunk) in jobs.chunks(batch.max(1)).enumerate() {

@@ -100,7 +100,7 @@ impl<'a> Judge<'a> {
         batch: usize,
         beta: f64,
     ) -> Result<Self> {
-        let device = Device::flex();
+        let device = reference.device();
         let mut prompts = Vec::new();
         let mut candidates = Vec::new();
         let mut truth = Vec::new();
@@ -171,7 +171,7 @@ impl<'a> Judge<'a> {
 
     /// Samples from `policy`, scores the samples and the held-out candidates.
     pub fn evaluate(&self, policy: &CausalLm, step: usize) -> Result<PointEval> {
-        let device = Device::flex();
+        let device = policy.device();
         let n = self.samples_per_prompt;
         let generated = sample_answers(policy, self.rope, self.pad, &self.prompts, n, &self.sample, self.batch, |_| {});
         let samples: Vec<Vec<Vec<u32>>> = generated.iter().map(|g| g.iter().map(|s| s.ids.clone()).collect()).collect();

@@ -23,7 +23,6 @@ pub mod topics;
 
 use anyhow::{Context, Result};
 use burn::module::Module;
-use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,6 +56,8 @@ pub struct DemoArgs {
     /// Redo every stage even when the output folder holds results for the same settings.
     #[arg(long)]
     pub fresh: bool,
+    #[command(flatten)]
+    pub device: crate::cli::DeviceArgs,
 }
 
 /// A short hash of settings (a JSON value), naming the stage output they produce.
@@ -122,7 +123,7 @@ fn data_stage(cfg: &DemoConfig, key: &str, lm: &LoadedModel, gold: &GoldReward, 
 }
 
 /// The `epa train` configuration of one run.
-fn train_config(cfg: &DemoConfig, m: &config::Method, seed: u64, out: &Path) -> Result<TrainConfig> {
+fn train_config(cfg: &DemoConfig, m: &config::Method, seed: u64, out: &Path, dev: crate::cli::DeviceArgs) -> Result<TrainConfig> {
     let t = &cfg.train;
     let s = |p: &Path| format!("{:?}", p.display().to_string());
     let every = (t.steps / cfg.eval.points).max(1);
@@ -156,7 +157,10 @@ fn train_config(cfg: &DemoConfig, m: &config::Method, seed: u64, out: &Path) -> 
     }
     sets.extend(t.set.iter().cloned());
     sets.extend(m.set.iter().cloned());
-    TrainConfig::load(None, &sets).with_context(|| format!("method {}", m.name))
+    let mut tc = TrainConfig::load(None, &sets).with_context(|| format!("method {}", m.name))?;
+    tc.model.device = dev.device;
+    tc.model.dtype = dev.dtype;
+    Ok(tc)
 }
 
 /// Reads `(step, loss, rewards/accuracies)` from a run's metrics log.
@@ -185,7 +189,8 @@ pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
 
     let gold = GoldReward::load_default(cfg.gold.clone())?;
     eprintln!("loading {}", cfg.model);
-    let lm = load_model(&cfg.model, &Device::flex())?;
+    let mut lm = load_model(&cfg.model, &args.device.device()?)?;
+    lm.model.precision = args.device.dtype;
     let data_key = key_of(serde_json::json!([cfg.model, cfg.data, cfg.gold]));
     let (_train, held, data_stats) = data_stage(&cfg, &data_key, &lm, &gold, out, args.fresh)?;
 
@@ -204,7 +209,7 @@ pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
     for m in &cfg.methods {
         let mut per_seed = Vec::new();
         for &seed in &cfg.seeds {
-            let tc = train_config(&cfg, m, seed, out)?;
+            let tc = train_config(&cfg, m, seed, out, args.device)?;
             // Not the preset's name or the bootstrap count: they do not change a run.
             let key = key_of(serde_json::json!([data_key, tc, cfg.eval.samples_per_prompt, cfg.eval.points, cfg.train.beta]));
             let saved = tc.output.dir.join("eval.json");

@@ -41,7 +41,6 @@ pub mod world;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use burn::tensor::Device;
 use serde::Serialize;
 
 use adapter::{Hyper, IndexBatch, loss_config, needs_scores};
@@ -345,7 +344,8 @@ pub fn simulate(args: &BanditArgs) -> anyhow::Result<(BanditResults, Vec<PolicyS
         seed: args.seed,
     };
     let init = init_logits(&world, &spec)?;
-    let device = Device::flex().autodiff();
+    // The tabular lab is tiny and its outputs are byte-reproducible: always the CPU.
+    let device = crate::device::DeviceSpec::Cpu.device()?.autodiff();
     let scatter_labels = scatter_methods(&methods);
     let mut out = Vec::new();
     let mut samples = Vec::new();

@@ -307,4 +307,29 @@ impl ModelConfig {
             pad_token_id: Some(2),
         }
     }
+
+    /// Qwen2.5-0.5B's shape (`Qwen/Qwen2.5-0.5B-Instruct`'s config.json): 494M parameters, tied
+    /// embeddings, q/k/v biases. The benchmark shape of the GPU check.
+    pub fn qwen2_5_0_5b() -> Self {
+        ModelConfig {
+            arch: Arch::Qwen2,
+            vocab_size: 151936,
+            hidden_size: 896,
+            intermediate_size: 4864,
+            num_hidden_layers: 24,
+            num_attention_heads: 14,
+            num_key_value_heads: 2,
+            head_dim: 64,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1000000.0,
+            max_position_embeddings: 32768,
+            tie_word_embeddings: true,
+            attention_bias: true,
+            o_bias: false,
+            mlp_bias: false,
+            bos_token_id: None,
+            eos_token_id: Some(151645),
+            pad_token_id: Some(151643),
+        }
+    }
 }

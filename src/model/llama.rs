@@ -5,7 +5,9 @@
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
+
+use crate::device::Precision;
 
 use super::config::ModelConfig;
 use super::layout::{AttentionBlocks, Layout};
@@ -45,6 +47,33 @@ pub struct CausalLm {
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
     pub lm_head: Option<Linear>,
+    /// The dtype the forward pass computes in (parameters stay as loaded: float32).
+    #[module(skip)]
+    pub precision: Precision,
+}
+
+/// `x · W + b` in `x`'s dtype: under bf16 compute the float32 weights are cast per forward (the
+/// cast is differentiable, so gradients reach the float32 master weights). Float32 input takes
+/// burn's own `Linear::forward`, unchanged.
+fn lin<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let dt = x.dtype();
+    if dt == FloatDType::F32.into() {
+        return l.forward(x);
+    }
+    let dt = FloatDType::from(dt);
+    burn::tensor::module::linear(x, l.weight.val().cast(dt), l.bias.as_ref().map(|b| b.val().cast(dt)))
+}
+
+/// RMSNorm with float32 statistics and scale whatever the compute dtype (as transformers'
+/// `LlamaRMSNorm`), the result in `x`'s dtype.
+fn norm(n: &RmsNorm, x: Tensor<3>) -> Tensor<3> {
+    let dt = x.dtype();
+    if dt == FloatDType::F32.into() {
+        return n.forward(x);
+    }
+    let xf = x.cast(FloatDType::F32);
+    let rms = (xf.clone().square().mean_dim(2) + n.epsilon).sqrt();
+    ((xf / rms) * n.gamma.val().unsqueeze()).cast(FloatDType::from(dt))
 }
 
 /// Per-layer key/value cache for generation: `[B, T_past, n_kv_heads, head_dim]`.
@@ -142,8 +171,11 @@ fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: &Tensor<4>) -> Tensor<
     let rep = nh / nkv;
     // 1/√d is a power of two for the usual head sizes, so scaling q first is exact.
     let q = q.mul_scalar(1.0 / (hd as f64).sqrt()).swap_dims(1, 2).reshape([n, nkv, rep * l, hd]);
-    let scores = q.matmul(k.permute([0, 2, 3, 1])).reshape([n, nkv, rep, l, s]) + bias.clone().unsqueeze_dim::<5>(2);
-    let probs = softmax(scores, 4).reshape([n, nkv, rep * l, s]);
+    // Scores, mask and softmax in float32 whatever the compute dtype; probabilities back in it.
+    let dt = FloatDType::from(q.dtype());
+    let scores = q.matmul(k.permute([0, 2, 3, 1])).reshape([n, nkv, rep, l, s]).cast(FloatDType::F32)
+        + bias.clone().unsqueeze_dim::<5>(2);
+    let probs = softmax(scores, 4).cast(dt).reshape([n, nkv, rep * l, s]);
     let out = probs.matmul(v.swap_dims(1, 2)); // [N, nkv, rep·L, D]
     out.reshape([n, nh, l, hd]).swap_dims(1, 2).reshape([n, l, nh * hd])
 }
@@ -173,9 +205,9 @@ impl Attention {
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = apply_rope(self.q_proj.forward(x.clone()).reshape([b, t, nh, hd]), cos, sin);
-        let mut k = apply_rope(self.k_proj.forward(x.clone()).reshape([b, t, nkv, hd]), cos, sin);
-        let mut v = self.v_proj.forward(x).reshape([b, t, nkv, hd]);
+        let q = apply_rope(lin(&self.q_proj, x.clone()).reshape([b, t, nh, hd]), cos, sin);
+        let mut k = apply_rope(lin(&self.k_proj, x.clone()).reshape([b, t, nkv, hd]), cos, sin);
+        let mut v = lin(&self.v_proj, x).reshape([b, t, nkv, hd]);
         let out = match mask {
             Mask::Dense(bias) => {
                 if let Some(slot) = cache {
@@ -211,14 +243,14 @@ impl Attention {
                     .reshape([b, t, nh * hd])
             }
         };
-        self.o_proj.forward(out)
+        lin(&self.o_proj, out)
     }
 }
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = silu(lin(&self.gate_proj, x.clone()));
+        lin(&self.down_proj, gate * lin(&self.up_proj, x))
     }
 }
 
@@ -231,8 +263,8 @@ impl DecoderLayer {
         mask: Mask<'_>,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
-        let h = x.clone() + self.self_attn.forward_with(self.input_layernorm.forward(x), cos, sin, mask, cache);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+        let h = x.clone() + self.self_attn.forward_with(norm(&self.input_layernorm, x), cos, sin, mask, cache);
+        h.clone() + self.mlp.forward(norm(&self.post_attention_layernorm, h))
     }
 }
 
@@ -249,7 +281,7 @@ impl CausalLm {
             Some(b) => Mask::Blocks(b),
             None => Mask::Dense(&inputs.bias),
         };
-        let mut x = self.embed_tokens.forward(inputs.input_ids.clone());
+        let mut x = self.embed_tokens.forward(inputs.input_ids.clone()).cast(self.precision.float_dtype());
         if let Some(c) = cache.as_deref_mut()
             && c.layers.len() != self.layers.len()
         {
@@ -259,18 +291,26 @@ impl CausalLm {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             x = layer.forward(x, &inputs.cos, &inputs.sin, mask, slot);
         }
-        self.norm.forward(x)
+        norm(&self.norm, x)
     }
 
-    /// Vocabulary logits for hidden states `[..., H]` → `[..., V]`.
+    /// Vocabulary logits for hidden states `[..., H]` → `[..., V]`, computed in the hidden states'
+    /// dtype and returned as float32 (the log-softmax after it runs in float32).
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
+        let logits = match &self.lm_head {
+            Some(head) => lin(head, hidden),
             None => {
-                let w = self.embed_tokens.weight.val(); // [V, H]
+                let dt = FloatDType::from(hidden.dtype());
+                let w = self.embed_tokens.weight.val().cast(dt); // [V, H]
                 burn::tensor::module::linear(hidden, w.transpose(), None)
             }
-        }
+        };
+        logits.cast(FloatDType::F32)
+    }
+
+    /// The device the weights live on (an autodiff device for a model being trained).
+    pub fn device(&self) -> Device {
+        self.embed_tokens.weight.val().device()
     }
 
     pub fn num_layers(&self) -> usize {
@@ -311,6 +351,7 @@ pub fn init_random(cfg: &ModelConfig, device: &Device) -> CausalLm {
         layers,
         norm: norm(),
         lm_head: if cfg.tie_word_embeddings { None } else { Some(lin(h, cfg.vocab_size, false)) },
+        precision: Precision::Float32,
     }
 }
 

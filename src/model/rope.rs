@@ -52,7 +52,8 @@ pub fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let [b, t, h, d] = x.dims();
     let x = x.reshape([b, t, h, 2, d / 2]);
     let tc = cos.dims()[1];
-    let cos = cos.clone().reshape([b, tc, 1, 2, d / 2]);
-    let sin = sin.clone().reshape([b, tc, 1, 2, d / 2]);
+    let dt = burn::tensor::FloatDType::from(x.dtype());
+    let cos = cos.clone().cast(dt).reshape([b, tc, 1, 2, d / 2]);
+    let sin = sin.clone().cast(dt).reshape([b, tc, 1, 2, d / 2]);
     (x.clone() * cos + x.flip([3]) * sin).reshape([b, t, h, d])
 }

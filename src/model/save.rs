@@ -36,6 +36,14 @@ impl NamedTensor {
         }
     }
 
+    /// The tensor's dtype.
+    pub fn dtype(&self) -> burn::tensor::DType {
+        match self {
+            NamedTensor::LinearWeight(t) | NamedTensor::Plain2(t) => t.dtype(),
+            NamedTensor::Plain1(t) => t.dtype(),
+        }
+    }
+
     /// The same entry with each tensor mapped (e.g. to its gradient).
     pub fn map(&self, f1: impl Fn(&Tensor<1>) -> Option<Tensor<1>>, f2: impl Fn(&Tensor<2>) -> Option<Tensor<2>>) -> Option<NamedTensor> {
         Some(match self {

@@ -195,5 +195,6 @@ pub fn build_model(cfg: &ModelConfig, w: &mut WeightMap, device: &Device) -> Res
         layers,
         norm: rms_norm(w, "model.norm.weight", h, cfg.rms_norm_eps, device)?,
         lm_head,
+        precision: crate::device::Precision::Float32,
     })
 }

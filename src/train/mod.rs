@@ -85,16 +85,30 @@ fn planned_pairs(
     Ok(pairs)
 }
 
-fn build_reference(cfg: &TrainConfig, store: &GroupStore, pairs: &[(usize, usize)], cache_name: &str) -> Result<(Reference, f64)> {
+fn build_reference(
+    cfg: &TrainConfig,
+    store: &GroupStore,
+    pairs: &[(usize, usize)],
+    cache_name: &str,
+    plain: &Device,
+) -> Result<(Reference, f64)> {
     let spec = cfg.reference.path.clone().unwrap_or_else(|| cfg.model.path.clone());
-    let plain = Device::flex();
     let t0 = Instant::now();
     match cfg.reference.mode {
-        ReferenceMode::Frozen => Ok((Reference::Frozen(load_model(&spec, &plain)?), 0.0)),
+        ReferenceMode::Frozen => {
+            let mut m = load_model(&spec, plain)?;
+            m.model.precision = cfg.model.dtype;
+            Ok((Reference::Frozen(m), 0.0))
+        }
         ReferenceMode::LoraOff => Ok((Reference::LoraOff, 0.0)),
         ReferenceMode::Cached => {
+            // The compute dtype changes the numbers: a bf16 reference is cached apart from a float32 one.
+            let precision = match cfg.model.dtype {
+                crate::device::Precision::Float32 => "",
+                crate::device::Precision::Bfloat16 => "-bf16",
+            };
             let key = format!(
-                "{}-{}",
+                "{}-{}{precision}",
                 &reference::model_fingerprint(&spec)?[..16],
                 &reference::store_fingerprint(store)[..16]
             );
@@ -103,8 +117,9 @@ fn build_reference(cfg: &TrainConfig, store: &GroupStore, pairs: &[(usize, usize
             });
             let mut cache = RefCache::open(&dir, &key)?;
             if !cache.missing(pairs).is_empty() {
-                let m = load_model(&spec, &plain)?;
-                cache.fill(pairs, &m, store, 8, &plain)?;
+                let mut m = load_model(&spec, plain)?;
+                m.model.precision = cfg.model.dtype;
+                cache.fill(pairs, &m, store, 8, plain)?;
             }
             Ok((Reference::Cached(cache), t0.elapsed().as_secs_f64()))
         }
@@ -158,7 +173,8 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
 /// [`train`], with a hook that evaluates the model while it trains (the controlled experiment uses it
 /// to sample from the policy at several points of the run).
 pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mut StepHook>) -> Result<TrainSummary> {
-    let plain = Device::flex();
+    let plain = cfg.model.device.device()?;
+    cfg.model.dtype.check(cfg.model.device, &plain)?;
     let device = if cfg.model.gradient_checkpointing {
         plain.clone().autodiff().gradient_checkpointing()
     } else {
@@ -171,6 +187,7 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
 
     // Model and data.
     let mut lm = load_model(&cfg.model.path, &device)?;
+    lm.model.precision = cfg.model.dtype;
     let pad = lm.pad_id();
     let codec = lm.codec.take().with_context(|| format!("{}: no tokenizer beside the model", lm.source.display()))?;
     let (store, report) = GroupStore::build(&cfg.data, &codec)?;
@@ -218,7 +235,7 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
     let remaining = total.saturating_sub(state.step) * accum;
     let (reference, ref_seconds, ref_computed) = if cfg.loss.needs_reference() {
         let pairs = planned_pairs(&store, &cfg.data.batch, &cfg.data.weak, cfg.data.seed, batcher.state(), remaining)?;
-        let (r, s) = build_reference(cfg, &store, &pairs, "train")?;
+        let (r, s) = build_reference(cfg, &store, &pairs, "train", &plain)?;
         let computed = if let Reference::Cached(c) = &r { c.computed } else { 0 };
         (Some(r), s, computed)
     } else {
@@ -231,7 +248,7 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
         let (es, _) = GroupStore::build(&ecfg, &codec)?;
         let eb = Batcher::with(&es, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed)?;
         let pairs = planned_pairs(&es, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed, eb.state(), eb.batches_per_epoch())?;
-        let (r, _) = build_reference(cfg, &es, &pairs, "eval")?;
+        let (r, _) = build_reference(cfg, &es, &pairs, "eval", &plain)?;
         Some((es, r))
     };
 

@@ -1,5 +1,5 @@
 //! Tests of the preference losses: identities, values and gradients against an independent f64
-//! reference (tests/losses_reference), finite differences, stability, masking, golden fixtures,
+//! reference (tests/all/losses/losses_reference.rs), finite differences, stability, masking, golden fixtures,
 //! metrics aggregation and configuration errors.
 
 mod losses_reference;
@@ -56,9 +56,9 @@ fn scalar(t: Tensor<1>) -> f64 {
 
 /// Loss value on a plain device; loss and d loss / d policy on an autodiff device.
 fn loss_and_grad(cfg: &LossConfig, case: &Case) -> (f64, Vec<Vec<f64>>) {
-    let (batch, _) = batch_of(case, &Device::default(), false);
+    let (batch, _) = batch_of(case, &crate::common::device(), false);
     let plain = scalar(cfg.compute(&batch).unwrap().loss);
-    let (batch, policy) = batch_of(case, &Device::default().autodiff(), true);
+    let (batch, policy) = batch_of(case, &crate::common::device().autodiff(), true);
     let out = cfg.compute(&batch).unwrap();
     let value = scalar(out.loss.clone());
     assert!(
@@ -326,7 +326,7 @@ fn gradients_match_finite_differences() {
         let config = cfg(vec![term.clone()]);
         let (_, grad) = loss_and_grad(&config, &case);
         let f = |c: &Case| {
-            let (b, _) = batch_of(c, &Device::default(), false);
+            let (b, _) = batch_of(c, &crate::common::device(), false);
             scalar(config.compute(&b).unwrap().loss)
         };
         for i in 0..case.p() {
@@ -409,7 +409,7 @@ fn epa_with_w1_is_cross_entropy_with_the_positive_at_index_0() {
         &full,
     );
     // Cross-entropy with burn's own log_softmax over the rewards, target class 0.
-    let device = Device::default();
+    let device = crate::common::device();
     let r = (t2(&device, &full.policy) - t2(&device, &full.reference)).mul_scalar(beta);
     let ce = -scalar(
         burn::tensor::activation::log_softmax(r, 1)
@@ -606,7 +606,7 @@ fn a_batch_with_nothing_usable_gives_a_zero_loss() {
     let (v, g) = loss_and_grad(&config, &case);
     assert_eq!(v, 0.0);
     assert!(g.iter().flatten().all(|&x| x == 0.0));
-    let (batch, _) = batch_of(&case, &Device::default(), false);
+    let (batch, _) = batch_of(&case, &crate::common::device(), false);
     let m = config.compute(&batch).unwrap().metrics;
     assert_eq!(m.mean()["prompts/skipped"], 1.0);
     assert_eq!(m.mean()["loss"], 0.0);
@@ -679,7 +679,7 @@ fn golden_dpo_and_epa_losses_are_reproduced() {
             case.mask.push(cols.iter().map(Option::is_some).collect());
             case.truth.push(vec![0.0; c]);
         }
-        let (batch, _) = batch_of(&case, &Device::default(), false);
+        let (batch, _) = batch_of(&case, &crate::common::device(), false);
         let dpo = LossTerm::Dpo(DpoParams {
             beta,
             ..Default::default()
@@ -751,7 +751,7 @@ fn merged_micro_batch_metrics_equal_whole_batch_metrics() {
         }),
     ]);
     let metrics = |c: &Case| {
-        let (b, _) = batch_of(c, &Device::default(), false);
+        let (b, _) = batch_of(c, &crate::common::device(), false);
         config.compute(&b).unwrap()
     };
     let whole = metrics(&case);
@@ -800,7 +800,7 @@ fn metrics_values_on_a_hand_made_batch() {
         beta: 1.0,
         ..Default::default()
     })]);
-    let (b, _) = batch_of(&case, &Device::default(), false);
+    let (b, _) = batch_of(&case, &crate::common::device(), false);
     let m = config.compute(&b).unwrap().metrics.mean();
     assert_close("chosen", m["rewards/chosen"], 2.0, 1e-9);
     assert_close("rejected", m["rewards/rejected"], 0.0, 1e-9);
@@ -917,7 +917,7 @@ fn every_loss_is_selectable_by_name_from_toml() {
     assert_eq!(again, c);
     // It computes on a batch with everything.
     let case = random_case(1000, 5, roles6(), 10.0);
-    let (b, _) = batch_of(&case, &Device::default(), false);
+    let (b, _) = batch_of(&case, &crate::common::device(), false);
     let out = c.compute(&b).unwrap();
     assert!(scalar(out.loss).is_finite());
     // TRL style.
@@ -1025,7 +1025,7 @@ fn invalid_configurations_are_clear_errors() {
 
 #[test]
 fn unmet_needs_are_clear_errors_at_compute_time() {
-    let device = Device::default();
+    let device = crate::common::device();
     let case = random_case(1100, 3, roles6(), 10.0);
     let (mut batch, _) = batch_of(&case, &device, false);
     batch.ref_logps = None;

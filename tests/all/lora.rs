@@ -2,6 +2,7 @@
 //! adapters, the reference (`lora_off`) is the base exactly and shares its memory, the merged
 //! model equals the adapted one, and the PEFT folder has PEFT's names, shapes, config and math.
 
+use crate::common::fixture;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::Device;
@@ -15,11 +16,8 @@ use epa::model::{CausalLm, Layout, ModelConfig, Rope};
 use epa::scores::{Targets, host_f32, score};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 fn load(name: &str, device: &Device) -> (CausalLm, ModelConfig) {
     let dir = fixture(name);
@@ -138,7 +136,7 @@ fn bad_configs_get_clear_errors() {
     assert!(e.contains("unknown field `lora_alpha`"), "{e}");
 
     // apply_lora refuses a bad config and a second application.
-    let device = Device::flex();
+    let device = crate::common::device();
     let (model, _) = load("tiny-llama", &device);
     let bad = LoraConfig { rank: 0, ..LoraConfig::default() };
     assert!(apply_lora(model.clone(), &bad, 0).is_err());
@@ -158,7 +156,7 @@ fn bad_configs_get_clear_errors() {
 /// Fresh adapters (B = 0) leave every log-prob bit-identical; the adapter count is r·(in+out) per
 /// target; the same seed gives the same A, another seed another.
 fn check_fresh(name: &str, lora: &LoraConfig) {
-    let device = Device::flex();
+    let device = crate::common::device();
     let (base, cfg) = load(name, &device);
     let b = batch(name, &cfg);
     let want = logps(&base, &b, &device);
@@ -198,7 +196,7 @@ fn fresh_adapters_change_nothing_tiny_qwen2() {
 /// factors move, the base is bit-identical, the log-probs move, merged = adapted, lora_off = base,
 /// and the PEFT folder reproduces the merged weights by hand.
 fn check_training_and_export(name: &str, lora: &LoraConfig) {
-    let device = Device::flex().autodiff();
+    let device = crate::common::device().autodiff();
     let (base, cfg) = load(name, &device);
     let b = batch(name, &cfg);
     let base_logps = logps(&base, &b, &device);
@@ -372,7 +370,7 @@ fn rss_bytes() -> usize {
 #[test]
 #[cfg(target_os = "linux")]
 fn lora_off_shares_the_base_weights() {
-    let device = Device::flex();
+    let device = crate::common::device();
     let mut cfg = ModelConfig::from_hf_file(&fixture("tiny-llama").join("config.json")).unwrap();
     (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim) = (1024, 8, 8, 128);
     (cfg.intermediate_size, cfg.num_hidden_layers) = (2048, 4);
@@ -398,7 +396,7 @@ fn lora_off_shares_the_base_weights() {
 /// Broken or unsupported PEFT folders: one clear error each, naming the file or tensor.
 #[test]
 fn bad_peft_folders_get_clear_errors() {
-    let device = Device::flex();
+    let device = crate::common::device();
     let (base, _) = load("tiny-llama", &device);
     let lora = LoraConfig::default();
     let dir = tempfile::tempdir().unwrap();
@@ -449,7 +447,7 @@ fn peak_rss_mib() -> f64 {
 #[cfg(target_os = "linux")]
 fn smollm2_lora_training_step_memory() {
     use rand::{Rng, SeedableRng};
-    let device = Device::flex().autodiff();
+    let device = crate::common::device().autodiff();
     let lm = epa::model::load::load_model("smollm2", &device).unwrap_or_else(|e| panic!("{e:#}"));
     let loaded_mib = peak_rss_mib();
     let cfg = &lm.config;

@@ -7,7 +7,14 @@ use epa::demo::{DemoArgs, run};
 use std::path::Path;
 
 fn args(out: &Path, fresh: bool) -> DemoArgs {
-    DemoArgs { preset: "tiny".into(), out: out.to_path_buf(), set: vec![], print_config: false, fresh }
+    DemoArgs {
+        preset: "tiny".into(),
+        out: out.to_path_buf(),
+        set: vec![],
+        print_config: false,
+        fresh,
+        device: epa::cli::DeviceArgs { device: crate::common::spec(), dtype: Default::default() },
+    }
 }
 
 fn finite(v: &serde_json::Value, path: &str) -> f64 {

@@ -1,19 +1,18 @@
 //! Sampling with shared prefills: the log-prob returned with each sample equals a separate scoring
 //! pass, and repeating a prompt (prefilled once, cache shared) changes nothing but the cost.
 
-use burn::tensor::Device;
 use epa::model::generate::{SampleConfig, generate, generate_scored};
 use epa::model::load::load_model;
 use epa::model::{Layout, Rope};
 use epa::scores::{Targets, host_f32, score};
 
 fn tiny() -> epa::model::load::LoadedModel {
-    load_model(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-llama"), &Device::flex()).unwrap()
+    load_model(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-llama"), &crate::common::device()).unwrap()
 }
 
 #[test]
 fn sample_log_probs_equal_a_scoring_pass() {
-    let device = Device::flex();
+    let device = crate::common::device();
     let lm = tiny();
     let rope: &Rope = &lm.rope;
     let prompts = vec![vec![1u32, 40, 41, 42], vec![1u32, 40, 41, 42], vec![1u32, 7, 8], vec![1u32, 40, 41, 42]];
@@ -34,7 +33,7 @@ fn sample_log_probs_equal_a_scoring_pass() {
 
 #[test]
 fn repeated_prompts_share_a_prefill_without_changing_greedy_answers() {
-    let device = Device::flex();
+    let device = crate::common::device();
     let lm = tiny();
     let greedy = SampleConfig { max_new_tokens: 8, ..Default::default() };
     let a = vec![1u32, 40, 41, 42, 43];

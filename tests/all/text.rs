@@ -1,16 +1,12 @@
 //! TextCodec against transformers: chat renderings, token ids and prompt/response splits from the
 //! golden fixtures (made with transformers' apply_chat_template and tokenizers).
 
-use std::path::{Path, PathBuf};
+use crate::common::fixture;
+use std::path::PathBuf;
 
 use epa::text::{Boundary, Message, TextCodec};
 use serde_json::Value;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 fn json(path: PathBuf) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

@@ -2,12 +2,10 @@
 //! accuracy rises for DPO and EPA, runs are reproducible, resume is bit-exact, a cached reference
 //! equals a frozen one, and bad configs give one clear error each.
 
+use crate::common::fixture;
 use epa::train::{TrainConfig, train};
 use std::path::{Path, PathBuf};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 const TOPICS: [&str; 12] = [
     "the sea", "a forest", "the moon", "a city", "winter", "a garden", "the desert", "a river", "music", "a library",
@@ -44,6 +42,7 @@ fn config(dir: &Path, loss: &str, steps: usize, extra: &[&str]) -> TrainConfig {
         format!("output.dir={:?}", dir.join("run").display().to_string()),
         format!("reference.cache_dir={:?}", dir.join("cache").display().to_string()),
         "output.progress=false".into(),
+        crate::common::device_set(),
     ];
     sets.extend(extra.iter().map(|s| s.to_string()));
     TrainConfig::load(None, &sets).unwrap()

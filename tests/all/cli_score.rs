@@ -1,13 +1,10 @@
 //! `epa score` end to end: golden per-token log-probs through the command line, both input
 //! forms, input order kept, and errors naming the line.
 
+use crate::common::fixture;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 fn run_score(model: &PathBuf, input: &str, per_token: bool) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -15,6 +12,7 @@ fn run_score(model: &PathBuf, input: &str, per_token: bool) -> (bool, String, St
     std::fs::write(&data, input).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_epa"));
     cmd.args(["score", "--model"]).arg(model).arg("--data").arg(&data).args(["--batch-size", "5"]);
+    cmd.args(["--device", &crate::common::spec().to_string()]);
     if per_token {
         cmd.arg("--per-token");
     }

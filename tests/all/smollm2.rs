@@ -3,14 +3,13 @@
 //! decoding writes a coherent sentence that stops at `<|im_end|>`. Offline, this test fails with
 //! a message saying what to fetch.
 
-use burn::tensor::Device;
 use epa::model::generate::{SampleConfig, generate};
 use epa::model::load::load_model;
 use epa::text::Message;
 
 #[test]
 fn smollm2_gguf_greedy_sentence_about_the_sea() {
-    let device = Device::flex();
+    let device = crate::common::device();
     let lm = load_model("smollm2", &device).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(lm.config.num_hidden_layers, 30);
     let codec = lm.codec().unwrap();
@@ -51,7 +50,7 @@ fn smollm2_token_logps_match_float64_reference() {
         .collect();
     let want: Vec<f64> = r["token_logps"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
     assert_eq!(want.len(), ids.len() - 1);
-    let device = Device::flex();
+    let device = crate::common::device();
     let lm = load_model("smollm2", &device).unwrap_or_else(|e| panic!("{e:#}"));
     let mask = vec![1u8; ids.len()];
     let layout = Layout::padded(&[&ids], lm.pad_id());

@@ -1,8 +1,8 @@
 //! Tokenised group store (against transformers' ids), truncation rules, the weak-negative sampler's
 //! properties and resumable batching.
 
+use crate::common::fixture;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 
 use epa::data::{
     BatchConfig, Batcher, BatcherState, Candidate, DataConfig, GroupStore, PreferenceGroup, Prompt,
@@ -11,11 +11,6 @@ use epa::data::{
 use epa::text::{Message, TextCodec};
 use serde_json::{Value, json};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 fn codec() -> TextCodec {
     TextCodec::from_hf_folder(&fixture("tiny-llama")).unwrap()

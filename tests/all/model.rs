@@ -1,17 +1,15 @@
 //! Model plumbing: prefix sharing equals separate sequences, save → load round trip, the KV
 //! cache equals recomputation, and bad inputs give clear errors.
 
+use crate::common::fixture;
 use burn::tensor::Device;
 use epa::model::generate::{SampleConfig, generate};
 use epa::model::save::{named_params, save_weights};
 use epa::model::weights::{WeightMap, build_model};
 use epa::model::{CausalLm, Layout, ModelConfig, Rope};
 use epa::scores::{Targets, host_f32, score};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 fn load(dir: &Path, device: &Device) -> (CausalLm, ModelConfig) {
     let cfg = ModelConfig::from_hf_file(&dir.join("config.json")).unwrap();
@@ -23,7 +21,7 @@ fn load_err(dir: &Path) -> String {
     let r = (|| -> anyhow::Result<()> {
         let cfg = ModelConfig::from_hf_file(&dir.join("config.json"))?;
         let mut w = WeightMap::from_hf_folder(dir)?;
-        build_model(&cfg, &mut w, &Device::flex())?;
+        build_model(&cfg, &mut w, &crate::common::device())?;
         Ok(())
     })();
     format!("{:#}", r.expect_err("loading should fail"))
@@ -42,7 +40,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn shared_prefix_equals_separate_sequences_logps_and_grads() {
     for name in ["tiny-llama", "tiny-qwen2"] {
-        let device = Device::flex().autodiff();
+        let device = crate::common::device().autodiff();
         let (model, cfg) = load(&fixture(name), &device);
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
         let (prompt, responses) = group();
@@ -89,7 +87,7 @@ fn shared_prefix_equals_separate_sequences_logps_and_grads() {
 
 #[test]
 fn save_then_load_gives_identical_logps() {
-    let device = Device::flex();
+    let device = crate::common::device();
     for name in ["tiny-llama", "tiny-qwen2"] {
         let (model, cfg) = load(&fixture(name), &device);
         let dir = tempfile::tempdir().unwrap();
@@ -112,7 +110,7 @@ fn save_then_load_gives_identical_logps() {
 
 #[test]
 fn kv_cache_generation_equals_full_recompute() {
-    let device = Device::flex();
+    let device = crate::common::device();
     let (model, cfg) = load(&fixture("tiny-llama"), &device);
     let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
     let prompts = vec![vec![1u32, 40, 41, 42, 43], vec![1u32, 7, 8]];
