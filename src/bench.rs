@@ -133,6 +133,9 @@ pub struct BenchRow {
     pub reference_gflops: f64,
     /// Peak resident set size while this row ran, MiB.
     pub peak_rss_mib: f64,
+    /// Device memory the backend's pools reserved, the largest seen at the end of a step phase
+    /// (pools keep their pages, so this is the peak); `None` on the CPU backend.
+    pub peak_device_mib: Option<f64>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -179,6 +182,11 @@ pub fn keep_freed_memory() {
 pub fn purge_freed_memory() {
     // SAFETY: as in `keep_freed_memory`.
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 10) }
+}
+
+/// MiB the device's memory pools hold (`None` where the backend does not report them: the CPU).
+fn device_reserved_mib(device: &Device) -> Option<f64> {
+    device.memory_pool_usage().map(|u| u.bytes_reserved as f64 / (1u64 << 20) as f64)
 }
 
 /// Peak resident set size of this process since the last [`reset_peak_rss`] (Linux `VmHWM`), MiB.
@@ -324,6 +332,7 @@ fn train_step(
     reference: &[f32],
     sharing: bool,
     device: &Device,
+    device_peak: &mut Option<f64>,
 ) -> Result<(CausalLm, StepTimes)> {
     let (t0, c0) = (Instant::now(), cpu_seconds());
     let mut refs = |pairs: &[(usize, usize)]| -> Result<Vec<f32>> {
@@ -335,7 +344,9 @@ fn train_step(
     let (out, _) = batch_loss(&model, s.rope, s.store, batch, &mut refs, loss, sharing, 0, device)?;
     let _ = out.loss.clone().into_data();
     let t1 = Instant::now();
+    *device_peak = device_reserved_mib(device).map(|m| m.max(device_peak.unwrap_or(0.0)));
     let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+    *device_peak = device_reserved_mib(device).map(|m| m.max(device_peak.unwrap_or(0.0)));
     // A GPU backend queues the backward pass: wait for it so the phase times are the device's.
     device.sync().map_err(|e| anyhow::anyhow!("device error in the backward pass: {e:?}"))?;
     let t2 = Instant::now();
@@ -343,6 +354,7 @@ fn train_step(
     // Read a parameter so that a lazy backend finishes the update inside the timing.
     let _ = model.norm.gamma.val().into_data();
     let t3 = Instant::now();
+    *device_peak = device_reserved_mib(device).map(|m| m.max(device_peak.unwrap_or(0.0)));
     let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
     Ok((model, StepTimes { cpu: cpu_seconds() - c0, forward: secs(t0, t1), backward: secs(t1, t2), optimizer: secs(t2, t3) }))
 }
@@ -381,8 +393,9 @@ fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result
 
     let mut optim = AdamWConfig::new().init();
     let mut times = Vec::new();
+    let mut device_peak = None;
     for i in 0..args.warmup + args.reps {
-        let (m, t) = train_step(model, &mut optim, s, &batch, &loss, &reference, sharing, &device)?;
+        let (m, t) = train_step(model, &mut optim, s, &batch, &loss, &reference, sharing, &device, &mut device_peak)?;
         model = m;
         if i >= args.warmup {
             times.push(t);
@@ -409,6 +422,7 @@ fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result
         reference_s,
         reference_gflops: 2.0 * s.params * useful_tokens as f64 / reference_s / 1e9,
         peak_rss_mib: peak_rss_mib(),
+        peak_device_mib: device_peak,
     })
 }
 

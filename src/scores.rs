@@ -10,6 +10,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+pub use crate::model::host_f32;
 use crate::model::{CausalLm, ForwardInputs, Layout, Rope};
 
 /// Which tokens to score in a laid-out batch.
@@ -131,9 +132,4 @@ pub fn score_hidden(model: &CausalLm, hidden: Tensor<3>, targets: &Targets, devi
     let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [targets.n_owners, n]), device);
     let sums = onehot.matmul(token_logps.clone().reshape([n, 1])).reshape([targets.n_owners]);
     Scored { token_logps, sums }
-}
-
-/// A float tensor's values on the host, as f32.
-pub fn host_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("float tensor converts to f32")
 }

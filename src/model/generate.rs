@@ -147,7 +147,7 @@ pub fn generate_scored(model: &CausalLm, rope: &Rope, prompts: &[Vec<u32>], cfg:
     let mut done = vec![false; b];
     for step in 0..cfg.max_new_tokens {
         let v = logits.dims()[1];
-        let host: Vec<f32> = crate::scores::host_f32(logits);
+        let host: Vec<f32> = super::host_f32(logits);
         let mut next = vec![pad_id as i64; b];
         for r in 0..b {
             if done[r] {

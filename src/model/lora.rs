@@ -330,8 +330,8 @@ pub fn peft_factors(model: &CausalLm) -> Vec<PeftFactors> {
             let ad = l.weight.adapter()?;
             let [d_in, rank] = ad.a.lazy_shape().dims();
             let [_, d_out] = ad.b.lazy_shape().dims();
-            let a = crate::scores::host_f32(ad.a.val()); // [in, r]
-            let b = crate::scores::host_f32(ad.b.val()); // [r, out]
+            let a = super::host_f32(ad.a.val()); // [in, r]
+            let b = super::host_f32(ad.b.val()); // [r, out]
             Some(PeftFactors {
                 module,
                 name,

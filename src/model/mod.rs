@@ -23,3 +23,8 @@ pub use config::{Arch, ModelConfig};
 pub use layout::Layout;
 pub use llama::{CausalLm, ForwardInputs, KvCache};
 pub use rope::Rope;
+
+/// A float tensor's values on the host, as f32 (whatever the tensor's dtype and device).
+pub fn host_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("float tensor converts to f32")
+}

@@ -11,7 +11,7 @@ use super::weights::transpose;
 
 fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
     let shape = t.dims().to_vec();
-    let data = crate::scores::host_f32(t);
+    let data = super::host_f32(t);
     (shape, data)
 }
 

@@ -36,8 +36,8 @@ pub fn param_ids<M: Module>(m: &M) -> Vec<(ParamId, usize)> {
     v.0
 }
 
-fn sq_norm<const D: usize>(g: &GradientsParams, id: ParamId) -> Option<f64> {
-    g.get::<D>(id).map(|t| t.square().sum().into_scalar::<f32>() as f64)
+fn sq_norm<const D: usize>(g: &GradientsParams, id: ParamId) -> Option<Tensor<1>> {
+    g.get::<D>(id).map(|t| t.square().sum().cast(burn::tensor::FloatDType::F32))
 }
 
 fn scale<const D: usize>(g: &mut GradientsParams, id: ParamId, f: f64) {
@@ -48,17 +48,24 @@ fn scale<const D: usize>(g: &mut GradientsParams, id: ParamId, f: f64) {
 
 /// Global L2 norm of the gradients; when above `max_norm` (> 0) every gradient is scaled by
 /// `max_norm / norm`. Returns the norm before clipping.
+///
+/// The per-parameter sums of squares are computed on the device and read back in one transfer
+/// (one host sync per step, not one per parameter), then added in f64 in parameter order.
 pub fn clip_global_norm(grads: &mut GradientsParams, ids: &[(ParamId, usize)], max_norm: f64) -> f64 {
-    let mut total = 0.0;
-    for &(id, rank) in ids {
-        total += match rank {
+    let parts: Vec<Tensor<1>> = ids
+        .iter()
+        .filter_map(|&(id, rank)| match rank {
             1 => sq_norm::<1>(grads, id),
             2 => sq_norm::<2>(grads, id),
             3 => sq_norm::<3>(grads, id),
             _ => None,
-        }
-        .unwrap_or(0.0);
-    }
+        })
+        .collect();
+    let total: f64 = if parts.is_empty() {
+        0.0
+    } else {
+        crate::model::host_f32(Tensor::cat(parts, 0)).iter().map(|&x| x as f64).sum()
+    };
     let norm = total.sqrt();
     if max_norm > 0.0 && norm > max_norm {
         let f = max_norm / (norm + 1e-6);

@@ -4,9 +4,12 @@ use burn::tensor::Device;
 use epa::device::DeviceSpec;
 use std::path::PathBuf;
 
-/// `tests/fixtures/<name>` (copied from shared/fixtures; see tests/fixtures/README.md).
+/// `tests/fixtures/<name>` (copied from shared/fixtures; see tests/fixtures/README.md). A test
+/// binary carried to another machine (scripts/gpu_check.py) finds the repository through
+/// `$EPA_REPO_ROOT` instead of the folder it was built in.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    let root = std::env::var_os("EPA_REPO_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    root.join("tests/fixtures").join(name)
 }
 
 /// The device under test: `$EPA_TEST_DEVICE` (`cpu` when unset).

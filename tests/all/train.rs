@@ -275,3 +275,43 @@ fn slope1_metrics_are_kept_with_weak_negatives_and_losses_needing_scores_refuse_
     // Without weak negatives it runs.
     train(&config(d.path(), "infonca", 1, &[&data, "data.weak.k=0"]), None).unwrap();
 }
+
+#[test]
+fn bf16_mixed_precision_learns_and_keeps_float32_weights() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), "epa", 24, &["model.dtype=\"bfloat16\"", "reference.mode=\"cached\""]);
+    if cfg.model.dtype.check(cfg.model.device, &crate::common::device()).is_err() {
+        eprintln!("{}: no bf16 arithmetic, not run there", crate::common::spec());
+        return;
+    }
+    train(&cfg, None).unwrap();
+    let rows = metric_rows(d.path());
+    let (early, late) = (&rows[..3], &rows[21..]);
+    assert!(mean(late, "loss") < mean(early, "loss") - 0.1, "bf16: loss {} → {}", mean(early, "loss"), mean(late, "loss"));
+    assert!(mean(late, "rewards/accuracies") >= 0.9, "bf16: {}", mean(late, "rewards/accuracies"));
+    // The master weights stay float32: had they been held in bf16, every exported value would be
+    // a bf16 number (its low 16 bits zero).
+    let st = std::fs::read(d.path().join("run/final/model.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&st).unwrap();
+    for (name, v) in tensors.tensors() {
+        let words = v.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        assert!(words.clone().count() < 2 || words.filter(|w| w & 0xffff != 0).count() > 0, "{name} holds only bf16 values");
+    }
+    // A bf16 reference is cached apart from a float32 one: a float32 run on the same data and
+    // cache folder computes its own.
+    let out = format!("output.dir={:?}", d.path().join("f32").display().to_string());
+    let s = train(&config(d.path(), "epa", 1, &["reference.mode=\"cached\"", &out]), None).unwrap();
+    assert!(s.reference_pairs_computed > 0);
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_backend_not_built_in_says_how_to_rebuild() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), "dpo", 1, &["model.device=\"cuda:1\""]);
+    let e = format!("{:#}", train(&cfg, None).unwrap_err());
+    assert!(e.contains("cuda:1") && e.contains("--features cuda"), "{e}");
+    // A device name that is not one gives the list of those that are.
+    let e = format!("{:#}", TrainConfig::load(None, &["model.device=\"tpu\"".to_string()]).unwrap_err());
+    assert!(e.contains("\"tpu\"") && e.contains("cuda:N"), "{e}");
+}
