@@ -13,7 +13,7 @@
 //!
 //! …but `cuda` and `wgpu` only give a device in a binary built with that cargo feature; otherwise
 //! [`DeviceSpec::device`] says how to rebuild. Tests take their device from [`DeviceSpec::for_tests`]
-//! (`EPA_TEST_DEVICE=wgpu cargo test --features wgpu` runs them on burn's GPU code path).
+//! (`EPA_TEST_DEVICE=wgpu cargo test --features wgpu-unfused` runs them on burn's GPU code path).
 
 use anyhow::{Result, bail};
 use burn::tensor::Device;
@@ -132,7 +132,7 @@ impl DeviceSpec {
                 )
             }
             DeviceSpec::Wgpu => {
-                #[cfg(feature = "wgpu")]
+                #[cfg(feature = "wgpu-unfused")]
                 return Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
                 bail!("device wgpu: this epa was built without the `wgpu` feature: rebuild with `cargo build --release --features wgpu`")
             }
@@ -237,7 +237,7 @@ mod tests {
             let e = DeviceSpec::Cuda(0).device().unwrap_err().to_string();
             assert!(e.contains("--features cuda"), "{e}");
         }
-        #[cfg(not(feature = "wgpu"))]
+        #[cfg(not(feature = "wgpu-unfused"))]
         {
             let e = DeviceSpec::Wgpu.device().unwrap_err().to_string();
             assert!(e.contains("--features wgpu"), "{e}");
