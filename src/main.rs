@@ -51,6 +51,13 @@ struct TrainArgs {
     /// Continue from a checkpoint folder (or the newest checkpoint in an output folder).
     #[arg(long)]
     resume: Option<std::path::PathBuf>,
+    /// Delete an earlier run in the output folder and start afresh: shorthand for
+    /// `--set output.overwrite=true`.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
+    /// With --resume: continue even though the config differs from the checkpoint's.
+    #[arg(long, requires = "resume")]
+    allow_config_change: bool,
     /// Where the model runs (`cpu`, `cuda`, `cuda:N`, `wgpu`): shorthand for `--set model.device=…`.
     #[arg(long)]
     device: Option<epa::device::DeviceSpec>,
@@ -85,7 +92,9 @@ fn main() -> Result<()> {
             let mut cfg = epa::train::TrainConfig::load(a.config.as_deref(), &a.set)?;
             cfg.model.device = a.device.unwrap_or(cfg.model.device);
             cfg.model.dtype = a.dtype.unwrap_or(cfg.model.dtype);
-            let s = epa::train::train(&cfg, a.resume.as_deref())?;
+            cfg.output.overwrite |= a.overwrite;
+            let opts = epa::train::RunOptions { resume: a.resume, allow_config_change: a.allow_config_change };
+            let s = epa::train::train_with(&cfg, &opts, None)?;
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(())
         }

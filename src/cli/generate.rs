@@ -28,6 +28,14 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
+    let mut cfg = SampleConfig {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        stop_ids: Vec::new(),
+    };
+    cfg.validate()?;
     let device = args.device.device()?;
     let mut lm = load_model(&args.model, &device)?;
     lm.model.precision = args.device.dtype;
@@ -40,13 +48,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             codec.encode(&text, false)
         })
         .collect::<Result<Vec<_>>>()?;
-    let cfg = SampleConfig {
-        max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        seed: args.seed,
-        stop_ids: codec.eos_token_id().into_iter().collect(),
-    };
+    cfg.stop_ids = codec.eos_token_id().into_iter().collect();
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    lm.check_length(longest + args.max_new_tokens, "the longest prompt + --max-new-tokens")?;
     let outs = generate(&lm.model, &lm.rope, &prompts, &cfg, lm.pad_id(), &device);
     for (p, o) in args.prompt.iter().zip(outs) {
         println!("### {p}\n{}", codec.decode(&o, true)?);

@@ -104,7 +104,8 @@ pub enum OnBadRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum ShapeKind {
-    /// Detected from the first row's fields (or the Parquet schema).
+    /// Detected from the first row's fields (or the Parquet schema); a later row whose fields give
+    /// another shape is a bad row.
     Auto,
     /// `prompt`, `chosen`, `rejected` (strings or message lists).
     Standard,
@@ -113,6 +114,18 @@ pub enum ShapeKind {
     /// A prompt and a list of scored responses: UltraFeedback's `instruction` + `completions`, or
     /// `prompt` + `responses` + `scores`/`ranks`.
     MultiResponse,
+}
+
+impl ShapeKind {
+    /// The name used in the config (`multi_response`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ShapeKind::Auto => "auto",
+            ShapeKind::Standard => "standard",
+            ShapeKind::Implicit => "implicit",
+            ShapeKind::MultiResponse => "multi_response",
+        }
+    }
 }
 
 /// Column / key names. Dotted names reach into nested objects (`annotations.helpfulness.Rating`).

@@ -67,6 +67,8 @@ pub enum Problem {
     PositiveTooLong,
     NoStrongFits,
     BoundaryMismatch,
+    /// The row's fields fit no shape, or another shape than the file's (decided by its first row).
+    Shape(String),
 }
 
 impl Problem {
@@ -91,6 +93,7 @@ impl Problem {
             Problem::PositiveTooLong => "positive longer than max_length",
             Problem::NoStrongFits => "no strong negative fits max_length",
             Problem::BoundaryMismatch => "prompt ids not a prefix of prompt+response ids",
+            Problem::Shape(_) => "row shape differs from the file's",
         }
     }
 
@@ -107,6 +110,7 @@ impl Problem {
                 | Problem::EmptyResponse
                 | Problem::EmptyPrompt
                 | Problem::Invalid(_)
+                | Problem::Shape(_)
         )
     }
 }
@@ -127,7 +131,7 @@ impl fmt::Display for Problem {
             Problem::WrongType { expected, found } => {
                 write!(f, "expected {expected}, found {found}")
             }
-            Problem::Invalid(m) | Problem::Template(m) => write!(f, "{m}"),
+            Problem::Invalid(m) | Problem::Template(m) | Problem::Shape(m) => write!(f, "{m}"),
             other => write!(f, "{}", other.key()),
         }
     }

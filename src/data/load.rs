@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow};
 
 use super::config::{DataConfig, OnBadRow, ShapeKind};
-use super::error::{RowError, RowLoc};
+use super::error::{Problem, RowError, RowLoc};
 use super::group::{PreferenceGroup, group};
 use super::read::{ReadError, RowReader};
 use super::report::{DataReport, FileSummary};
@@ -64,6 +64,7 @@ pub fn read_groups(
         }
         let mut reader = RowReader::open(path, cfg.format, cfg.max_line_bytes)?;
         let mut shape = cfg.shape;
+        let schema_known = reader.columns().is_some();
         if let Some(cols) = reader.columns() {
             if shape == ShapeKind::Auto {
                 let keys: Vec<&str> = cols.iter().map(String::as_str).collect();
@@ -73,6 +74,7 @@ pub fn read_groups(
             reader.project(&columns(shape, &cfg.fields, &cols))?;
         }
         let mut rows = 0usize;
+        let mut first_shape: Option<(ShapeKind, super::error::RowPos)> = None;
         for item in &mut reader {
             if cfg.max_rows.is_some_and(|m| report.rows_read >= m) {
                 break;
@@ -87,9 +89,33 @@ pub fn read_groups(
                     continue;
                 }
             };
-            if shape == ShapeKind::Auto {
+            // Auto shape, JSON rows: every row's fields must give the shape the file's first row
+            // gave; a row that fits none or another one is a bad row (failed or skipped as configured).
+            if cfg.shape == ShapeKind::Auto && !schema_known {
                 let keys: Vec<&str> = row.value.keys().map(String::as_str).collect();
-                shape = detect(&keys, &cfg.fields).map_err(|m| anyhow!("{}: {m}", row.loc))?;
+                let problem = match (detect(&keys, &cfg.fields), &first_shape) {
+                    // Fits no shape: before the shape is known, say so; after, parsing it as the
+                    // file's shape names the missing field.
+                    (Err(m), None) => Some(m),
+                    (Err(_), Some(_)) => None,
+                    (Ok(k), None) => {
+                        shape = k;
+                        first_shape = Some((k, row.loc.pos));
+                        None
+                    }
+                    (Ok(k), Some((s, at))) if k != *s => Some(format!(
+                        "the fields [{}] make a {} row, but this file's rows are {} (decided by {at}): \
+                         one file holds one shape (or set `shape` in the data config)",
+                        keys.join(", "),
+                        k.name(),
+                        s.name()
+                    )),
+                    _ => None,
+                };
+                if let Some(m) = problem {
+                    bad_row(cfg, report, RowError { loc: row.loc, field: None, problem: Problem::Shape(m) })?;
+                    continue;
+                }
             }
             let raw = match parse_row(&row.value, shape, &cfg.fields) {
                 Ok(raw) => raw,

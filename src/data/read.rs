@@ -64,18 +64,43 @@ pub fn resolve_format(path: &Path, format: Format) -> Result<Format> {
             let n = f
                 .read(&mut buf)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let first = buf[..n].iter().find(|b| !b.is_ascii_whitespace());
-            Ok(if first == Some(&b'[') {
-                Format::Json
-            } else {
-                Format::Jsonl
-            })
+            let first = strip_bom(&buf[..n]).iter().find(|b| !b.is_ascii_whitespace());
+            if first == Some(&b'[') {
+                return Ok(Format::Json);
+            }
+            if first == Some(&b'{') && !first_line_is_json(path)? {
+                bail!(
+                    "{}: expected an array of rows ([{{…}}, …]) or JSON Lines (one object per line); this file starts \
+                     with a JSON object that spans several lines",
+                    path.display()
+                );
+            }
+            Ok(Format::Jsonl)
         }
         _ => bail!(
             "{}: cannot tell the format from the extension; use .jsonl, .json or .parquet, or set `format`",
             path.display()
         ),
     }
+}
+
+/// The UTF-8 byte order mark some editors put at the start of a file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(BOM).unwrap_or(bytes)
+}
+
+/// Whether the first line of `path` parses as JSON on its own (JSON Lines) — a pretty-printed
+/// object does not.
+fn first_line_is_json(path: &Path) -> Result<bool> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut line = Vec::new();
+    BufReader::new(f)
+        .take(64 << 20)
+        .read_until(b'\n', &mut line)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_slice::<serde::de::IgnoredAny>(strip_bom(&line)).is_ok())
 }
 
 impl RowReader {
@@ -160,12 +185,13 @@ fn object(v: Value, loc: RowLoc) -> Result<Row, ReadError> {
 
 fn read_json_array(path: &Path, file: &str) -> Result<Vec<Value>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {file}"))?;
-    if let Err(e) = std::str::from_utf8(&bytes) {
+    let bytes = strip_bom(&bytes);
+    if let Err(e) = std::str::from_utf8(bytes) {
         let at = e.valid_up_to();
         let line = 1 + bytes[..at].iter().filter(|b| **b == b'\n').count();
         bail!("{file}: line {line}: not valid UTF-8 (byte {at} of the file)");
     }
-    match serde_json::from_slice::<Value>(&bytes) {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Array(items)) => Ok(items),
         Ok(other) => bail!(
             "{file}: expected a JSON array of rows, found {}",
@@ -265,7 +291,8 @@ impl JsonlRows {
                 }
                 LineRead::Line => {}
             }
-            let text = match std::str::from_utf8(&self.buf) {
+            let line = if self.line == 1 { strip_bom(&self.buf) } else { &self.buf[..] };
+            let text = match std::str::from_utf8(line) {
                 Ok(t) => t.trim_end_matches('\r'),
                 Err(e) => {
                     return err(Problem::NotUtf8 {

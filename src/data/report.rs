@@ -111,6 +111,10 @@ impl DataReport {
                 let _ = writeln!(s, "{title}: {k}: {v}");
             }
         }
+        // The first problems in full (a chat template's own `raise_exception` text among them).
+        for p in self.problems.iter().take(3) {
+            let _ = writeln!(s, "  e.g. {p}");
+        }
         if self.prompts_truncated > 0 {
             let _ = writeln!(s, "prompts truncated: {}", self.prompts_truncated);
         }

@@ -125,6 +125,23 @@ impl GroupStore {
     pub fn max_length(&self) -> Option<usize> {
         self.max_length
     }
+    /// The longest sequence a batch can hold, and the row it comes from: a group's prompt with its
+    /// longest candidate, or (`weak`: responses scored under other prompts) the longest prompt with the
+    /// longest candidate, capped by `max_length` (weak negatives must fit it).
+    pub fn longest_sequence(&self, weak: bool) -> (usize, Option<RowLoc>) {
+        let own = self.groups().map(|g| (g.max_len(), g.index())).max();
+        let mut out = own.map(|(n, g)| (n, Some(self.group(g).source()))).unwrap_or((0, None));
+        if weak {
+            let p = self.groups().map(|g| g.prompt_ids().len()).max().unwrap_or(0);
+            let c = self.candidates().map(|c| c.ids().len()).max().unwrap_or(0);
+            let n = self.max_length().map_or(p + c, |m| m.min(p + c));
+            if n > out.0 {
+                out = (n, None);
+            }
+        }
+        out
+    }
+
     pub fn group(&self, index: usize) -> GroupRef<'_> {
         assert!(
             index < self.groups.len(),

@@ -112,26 +112,31 @@ impl<'a> WeakSampler<'a> {
     /// ones are rare) a scan from a random start so the count is exact whenever possible.
     fn pick_dataset(&self, g: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
         let n = self.pool.len();
-        let mut out: Vec<usize> = Vec::with_capacity(self.cfg.k);
+        // Never more than the dataset holds, however large `k` is.
+        let k = self.cfg.k.min(n);
+        let mut out: Vec<usize> = Vec::with_capacity(k);
+        let mut seen = std::collections::HashSet::with_capacity(k);
         if n == 0 {
             return out;
         }
-        for _ in 0..self.cfg.k * 16 {
-            if out.len() == self.cfg.k {
+        for _ in 0..k * 16 {
+            if out.len() == k {
                 return out;
             }
             let c = self.pool[rng.random_range(0..n)] as usize;
-            if !out.contains(&c) && self.eligible(g, c) {
+            if !seen.contains(&c) && self.eligible(g, c) {
+                seen.insert(c);
                 out.push(c);
             }
         }
         let start = rng.random_range(0..n);
         for i in 0..n {
-            if out.len() == self.cfg.k {
+            if out.len() == k {
                 break;
             }
             let c = self.pool[(start + i) % n] as usize;
-            if !out.contains(&c) && self.eligible(g, c) {
+            if !seen.contains(&c) && self.eligible(g, c) {
+                seen.insert(c);
                 out.push(c);
             }
         }

@@ -184,7 +184,7 @@ pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
     let out = &args.out;
     let t_all = Instant::now();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("config.toml"), toml::to_string_pretty(&cfg)?)?;
+    crate::model::save::write_atomic(&out.join("config.toml"), toml::to_string_pretty(&cfg)?.as_bytes())?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
 
     let gold = GoldReward::load_default(cfg.gold.clone())?;
@@ -209,9 +209,11 @@ pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
     for m in &cfg.methods {
         let mut per_seed = Vec::new();
         for &seed in &cfg.seeds {
-            let tc = train_config(&cfg, m, seed, out, args.device)?;
+            let mut tc = train_config(&cfg, m, seed, out, args.device)?;
             // Not the preset's name or the bootstrap count: they do not change a run.
             let key = key_of(serde_json::json!([data_key, tc, cfg.eval.samples_per_prompt, cfg.eval.points, cfg.train.beta]));
+            // The stage cache decides whether this run is needed; a run it did not keep is replaced.
+            tc.output.overwrite = true;
             let saved = tc.output.dir.join("eval.json");
             if let Some(r) = cached::<RunEval>(&saved, &key, args.fresh) {
                 eprintln!("{} seed {seed}: reusing {}", m.name, saved.display());
@@ -236,7 +238,7 @@ pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
                 points.push(p);
                 Ok(row)
             };
-            train_with(&tc, None, Some(&mut hook))?;
+            train_with(&tc, &crate::train::RunOptions::default(), Some(&mut hook))?;
             let r = RunEval { method: m.name.clone(), seed, points, curve: curve(&tc.output.dir), train_seconds: t0.elapsed().as_secs_f64() };
             save_cached(&saved, &key, &r)?;
             per_seed.push(r);
@@ -246,7 +248,7 @@ pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
 
     let results = report::summarise(&cfg, &command, data_stats, &reference, &runs);
     crate::model::save::write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&results)?.as_bytes())?;
-    std::fs::write(out.join("report.md"), report::markdown(&results, &reference, &runs))?;
+    crate::model::save::write_atomic(&out.join("report.md"), report::markdown(&results, &reference, &runs).as_bytes())?;
     report::plots(out, &results, &runs)?;
     eprintln!("wrote {} in {:.0}s", out.join("report.md").display(), t_all.elapsed().as_secs_f64());
     Ok(Some(results))

@@ -336,7 +336,8 @@ impl LossConfig {
     ///
     /// Prompts a term cannot use (masked positive, no real negative) are skipped by that term;
     /// a batch no term can use gives a zero loss (still attached to the graph) and
-    /// `prompts/skipped = 1`.
+    /// `prompts/skipped = 1`. Non-finite scores give a non-finite loss, not an error: the caller
+    /// decides (the trainer's `optim.on_non_finite`).
     pub fn compute(&self, batch: &ScoreBatch) -> Result<LossOutput> {
         self.validate()?;
         batch.check()?;
@@ -350,10 +351,6 @@ impl LossConfig {
             let pp = term.per_prompt(batch).with_context(ctx)?;
             let sum = scalar(pp.values.clone().sum())?;
             let count = scalar(pp.valid.clone().sum())?;
-            ensure!(
-                sum.is_finite(),
-                "loss term '{label}' is not finite ({sum}): check the scores"
-            );
             metrics.add_loss_term(&label, term.weight(), sum, count);
             loss = loss + pp.mean().mul_scalar(term.weight());
             used = Some(match used {

@@ -31,6 +31,23 @@ impl Default for SampleConfig {
     }
 }
 
+impl SampleConfig {
+    /// A usable temperature (finite, ≥ 0) and nucleus (0 < top_p ≤ 1).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.temperature.is_finite() && self.temperature >= 0.0,
+            "temperature must be a finite number ≥ 0 (0 = greedy), got {}",
+            self.temperature
+        );
+        anyhow::ensure!(
+            self.top_p > 0.0 && self.top_p <= 1.0,
+            "top_p must be in (0, 1] (1 = off), got {}",
+            self.top_p
+        );
+        Ok(())
+    }
+}
+
 /// Picks the next token from a row of logits.
 pub fn sample_token(logits: &[f32], cfg: &SampleConfig, rng: &mut ChaCha8Rng) -> u32 {
     if cfg.temperature <= 0.0 {

@@ -29,6 +29,32 @@ impl LoadedModel {
             .with_context(|| format!("{}: no tokenizer.json beside the model", self.source.display()))
     }
 
+    /// Refuses sequences longer than the model's `max_position_embeddings` (`what` names them).
+    pub fn check_length(&self, len: usize, what: &str) -> Result<()> {
+        let max = self.config.max_position_embeddings;
+        if max > 0 && len > max {
+            bail!("{what} is {len} tokens, more than {} handles (max_position_embeddings = {max})", self.source.display());
+        }
+        Ok(())
+    }
+
+    /// Refuses a tokenizer whose ids run past the model's vocabulary (a tokenizer from another model):
+    /// the embedding lookup would fail on the first such id.
+    fn check_vocab(&self) -> Result<()> {
+        let Some(codec) = &self.codec else { return Ok(()) };
+        if let Some((token, id)) = codec.max_token_id()
+            && id as usize >= self.config.vocab_size
+        {
+            bail!(
+                "{}: the tokenizer has ids up to {id} (token {token:?}), but the model's vocabulary is {} \
+                 (vocab_size, the embedding's rows): the tokenizer belongs to another model",
+                self.source.display(),
+                self.config.vocab_size
+            );
+        }
+        Ok(())
+    }
+
     /// The id used to pad batches: the config's pad id, else the tokenizer's, else eos, else 0.
     pub fn pad_id(&self) -> u32 {
         self.config
@@ -81,7 +107,9 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<LoadedModel> {
     } else {
         None
     };
-    Ok(LoadedModel { rope: Rope::new(config.head_dim, config.rope_theta), model, config, codec, source: dir.to_path_buf() })
+    let lm = LoadedModel { rope: Rope::new(config.head_dim, config.rope_theta), model, config, codec, source: dir.to_path_buf() };
+    lm.check_vocab()?;
+    Ok(lm)
 }
 
 /// Loads a GGUF file (weights dequantised to f32, tokenizer rebuilt from its metadata).
@@ -94,13 +122,15 @@ pub fn load_gguf_model(path: &Path, device: &Device) -> Result<LoadedModel> {
     let model = build_model(&g.config, &mut weights, device)
         .with_context(|| format!("loading weights from {}", path.display()))?;
     let codec = TextCodec::from_parts(g.tokenizer, g.chat_template, g.bos_token, g.eos_token)?;
-    Ok(LoadedModel {
+    let lm = LoadedModel {
         rope: Rope::new(g.config.head_dim, g.config.rope_theta),
         model,
         config: g.config,
         codec: Some(codec),
         source: path.to_path_buf(),
-    })
+    };
+    lm.check_vocab()?;
+    Ok(lm)
 }
 
 /// Downloads a model repository's files through the Hugging Face hub client (its own cache,

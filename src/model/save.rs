@@ -105,10 +105,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile_in(dir, path)?;
-    tmp.1.write_all(bytes).with_context(|| format!("cannot write {}", tmp.0.display()))?;
-    tmp.1.sync_all().ok();
-    std::fs::rename(&tmp.0, path).with_context(|| format!("cannot move {} to {}", tmp.0.display(), path.display()))?;
-    Ok(())
+    let r = tmp
+        .1
+        .write_all(bytes)
+        .and_then(|_| tmp.1.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.0.display()))
+        .and_then(|_| {
+            std::fs::rename(&tmp.0, path).with_context(|| format!("cannot move {} to {}", tmp.0.display(), path.display()))
+        });
+    if r.is_err() {
+        std::fs::remove_file(&tmp.0).ok();
+    }
+    r
 }
 
 fn tempfile_in(dir: &Path, target: &Path) -> Result<(std::path::PathBuf, std::fs::File)> {

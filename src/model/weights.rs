@@ -190,11 +190,41 @@ pub fn build_model(cfg: &ModelConfig, w: &mut WeightMap, device: &Device) -> Res
     } else {
         Some(linear(w, "lm_head", h, cfg.vocab_size, false, device)?)
     };
+    let norm = rms_norm(w, "model.norm.weight", h, cfg.rms_norm_eps, device)?;
+    check_all_used(cfg, w)?;
     Ok(CausalLm {
         embed_tokens: Embedding { weight: param(embed, [cfg.vocab_size, h], device) },
         layers,
-        norm: rms_norm(w, "model.norm.weight", h, cfg.rms_norm_eps, device)?,
+        norm,
         lm_head,
         precision: crate::device::Precision::Float32,
     })
+}
+
+/// Tensors left after the model took its own mean the config does not describe the weights (fewer
+/// layers than were saved, a missing bias flag): an error, as a missing tensor is. Two leftovers
+/// are normal and ignored, as transformers ignores them: a saved `lm_head.weight` under tied
+/// embeddings, and the rotary `inv_freq` buffers older checkpoints carry.
+fn check_all_used(cfg: &ModelConfig, w: &WeightMap) -> Result<()> {
+    let mut unused: Vec<(&String, &PathBuf)> = w
+        .tensors
+        .iter()
+        .filter(|(n, _)| !(n.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && *n == "lm_head.weight")))
+        .map(|(n, (_, origin))| (n, origin))
+        .collect();
+    if unused.is_empty() {
+        return Ok(());
+    }
+    unused.sort();
+    let shown: Vec<String> = unused.iter().take(5).map(|(n, o)| format!("`{n}` ({})", o.display())).collect();
+    let more = if unused.len() > 5 { format!(" and {} more", unused.len() - 5) } else { String::new() };
+    bail!(
+        "{} tensor(s) in the weights are not used by the config ({} layers, attention_bias = {}, mlp_bias = {}): {}{more}; \
+         the config does not describe these weights",
+        unused.len(),
+        cfg.num_hidden_layers,
+        cfg.attention_bias,
+        cfg.mlp_bias,
+        shown.join(", ")
+    )
 }

@@ -147,6 +147,11 @@ impl TextCodec {
         })
     }
 
+    /// The largest id the tokenizer can produce (added tokens included), with its token.
+    pub fn max_token_id(&self) -> Option<(String, u32)> {
+        self.tokenizer.get_vocab(true).into_iter().max_by_key(|(_, id)| *id)
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }

@@ -1,6 +1,7 @@
 //! Checkpoints: `<output>/checkpoint-NNNNNN/` with the model record, the optimiser state and the
-//! trainer state (step, data position). Written into a temporary folder and renamed into place,
-//! so a crash mid-write leaves the previous checkpoint intact; the newest `keep_last` are kept.
+//! trainer state (step, data position). Written into a temporary folder, synced and renamed into
+//! place, so a crash at any moment leaves the previous checkpoint intact; the newest `keep_last`
+//! are kept.
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::data::BatcherState;
 use crate::model::CausalLm;
 use crate::model::save::write_atomic;
+
+use super::faults;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainerState {
@@ -41,34 +44,67 @@ pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
     v
 }
 
+/// Writes `checkpoint-<step>` under `dir` and prunes to the newest `keep_last`.
+///
+/// Crash safety: every file is written and synced in a temporary folder, the folder is synced, and
+/// only then renamed into place (and the parent synced). Re-saving an existing step moves the old
+/// folder aside first and deletes it only after the new one is in place; a run that dies between
+/// the two renames finds the old folder put back by [`super::run_dir::RunDir::open`]. No step ever
+/// deletes the last good checkpoint before its replacement exists.
 pub fn save(dir: &Path, model: &CausalLm, optim: &ModuleOptimizer, state: &TrainerState, config_toml: &str, keep_last: usize) -> Result<PathBuf> {
     let final_dir = dir.join(name(state.step));
-    let tmp = dir.join(format!(".{}.tmp-{}", name(state.step), std::process::id()));
+    let pid = std::process::id();
+    let tmp = dir.join(format!(".{}.tmp-{pid}", name(state.step)));
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).ok();
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot delete {}", tmp.display()))?;
     }
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    faults::point("checkpoint folder created");
+    let model_path = tmp.join("model.bpk");
     model
         .clone()
-        .save_file(tmp.join("model.bpk"))
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", tmp.join("model.bpk").display()))?;
-    optim
-        .save(tmp.join("optim.bpk"))
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", tmp.join("optim.bpk").display()))?;
+        .save_file(&model_path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", model_path.display()))?;
+    sync(&model_path)?;
+    faults::point("model.bpk written");
+    let optim_path = tmp.join("optim.bpk");
+    optim.save(&optim_path).map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", optim_path.display()))?;
+    sync(&optim_path)?;
+    faults::point("optim.bpk written");
     write_atomic(&tmp.join("config.toml"), config_toml.as_bytes())?;
+    faults::point("config.toml written");
     // state.json last: a folder without it is not a checkpoint.
     write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).with_context(|| format!("cannot replace {}", final_dir.display()))?;
+    sync(&tmp)?;
+    faults::point("state.json written");
+    let aside = dir.join(format!(".{}.old-{pid}", name(state.step)));
+    let replacing = final_dir.exists();
+    if replacing {
+        std::fs::rename(&final_dir, &aside).with_context(|| format!("cannot move {} aside", final_dir.display()))?;
+        faults::point("old checkpoint moved aside");
     }
     std::fs::rename(&tmp, &final_dir).with_context(|| format!("cannot move {} into place", tmp.display()))?;
+    sync(dir)?;
+    faults::point("checkpoint renamed into place");
+    if replacing {
+        std::fs::remove_dir_all(&aside).with_context(|| format!("cannot delete {}", aside.display()))?;
+        faults::point("old checkpoint deleted");
+    }
     let all = list(dir);
     if all.len() > keep_last {
         for (_, old) in &all[..all.len() - keep_last] {
-            std::fs::remove_dir_all(old).ok();
+            std::fs::remove_dir_all(old).with_context(|| format!("cannot delete {}", old.display()))?;
+            faults::point("old checkpoint pruned");
         }
     }
     Ok(final_dir)
+}
+
+/// Makes a file's bytes, or a folder's entries (creations, renames), durable.
+fn sync(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot write {} to disk", path.display()))
 }
 
 /// A checkpoint folder, or the newest checkpoint inside an output folder.

@@ -227,11 +227,14 @@ pub struct OutputSection {
     pub export: bool,
     /// Show a progress bar (off when stderr is not a terminal).
     pub progress: bool,
+    /// Delete an earlier run found in `dir` (metrics, checkpoints, exports) and start afresh, as
+    /// Hugging Face's `overwrite_output_dir`. Without it a fresh run refuses a folder holding one.
+    pub overwrite: bool,
 }
 
 impl Default for OutputSection {
     fn default() -> Self {
-        Self { dir: "runs/train".into(), save_every_steps: 0, keep_last: 2, final_checkpoint: true, export: true, progress: true }
+        Self { dir: "runs/train".into(), save_every_steps: 0, keep_last: 2, final_checkpoint: true, export: true, progress: true, overwrite: false }
     }
 }
 

@@ -6,9 +6,12 @@
 
 pub mod checkpoint;
 pub mod config;
+mod config_diff;
 pub mod docs;
+pub mod faults;
 pub mod optim;
 pub mod reference;
+pub mod run_dir;
 pub mod step;
 
 use anyhow::{Context, Result, bail};
@@ -17,7 +20,6 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -160,19 +162,38 @@ fn eval_batch_config(cfg: &TrainConfig) -> crate::data::BatchConfig {
     crate::data::BatchConfig { shuffle: false, drop_last: false, ..cfg.data.batch.clone() }
 }
 
+/// Refuses data with sequences longer than the model's positions.
+fn check_lengths(lm: &LoadedModel, store: &GroupStore, weak: bool, what: &str) -> Result<()> {
+    match store.longest_sequence(weak) {
+        (n, Some(at)) => lm.check_length(n, &format!("the longest prompt + response of the {what} ({at})")),
+        (n, None) => lm
+            .check_length(n, &format!("with weak negatives, the longest prompt + another prompt's response in the {what}"))
+            .context("set data.max_length to bound it"),
+    }
+}
+
 /// Called at every evaluation (each `eval.every_steps` and at the end) with the step and the current
 /// model (`lm.model`, still an autodiff model: call `.valid()` for inference); the metrics it returns
 /// are logged with that step's row.
 pub type StepHook<'a> = dyn FnMut(usize, &LoadedModel) -> Result<BTreeMap<String, f64>> + 'a;
 
+/// How a run starts (beside its config).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from this checkpoint (or the newest one in this output folder).
+    pub resume: Option<PathBuf>,
+    /// Resume even though the config differs from the checkpoint's (the differences are printed).
+    pub allow_config_change: bool,
+}
+
 /// Runs training as configured; `resume` is a checkpoint (or an output folder holding some).
 pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
-    train_with(cfg, resume, None)
+    train_with(cfg, &RunOptions { resume: resume.map(Path::to_path_buf), ..Default::default() }, None)
 }
 
 /// [`train`], with a hook that evaluates the model while it trains (the controlled experiment uses it
 /// to sample from the policy at several points of the run).
-pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mut StepHook>) -> Result<TrainSummary> {
+pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, mut hook: Option<&mut StepHook>) -> Result<TrainSummary> {
     let plain = cfg.model.device.device()?;
     cfg.model.dtype.check(cfg.model.device, &plain)?;
     let device = if cfg.model.gradient_checkpointing {
@@ -181,9 +202,19 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
         plain.clone().autodiff()
     };
     device.seed(cfg.optim.seed);
-    std::fs::create_dir_all(&cfg.output.dir).with_context(|| format!("cannot create {}", cfg.output.dir.display()))?;
+    let start = match (&opts.resume, cfg.output.overwrite) {
+        (Some(_), _) => run_dir::Start::Resume,
+        (None, true) => run_dir::Start::Overwrite,
+        (None, false) => run_dir::Start::Fresh,
+    };
+    // Held (locked) until the run returns.
+    let _run_dir = run_dir::RunDir::open(&cfg.output.dir, start)?;
     let config_toml = toml::to_string_pretty(cfg)?;
-    std::fs::write(cfg.output.dir.join("config.toml"), &config_toml)?;
+    let resume_ckpt = opts.resume.as_deref().map(checkpoint::resolve).transpose()?;
+    if let Some(ckpt) = &resume_ckpt {
+        config_diff::check_resume(ckpt, &config_toml, opts.allow_config_change)?;
+    }
+    crate::model::save::write_atomic(&cfg.output.dir.join("config.toml"), config_toml.as_bytes())?;
 
     // Model and data.
     let mut lm = load_model(&cfg.model.path, &device)?;
@@ -192,6 +223,10 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
     let codec = lm.codec.take().with_context(|| format!("{}: no tokenizer beside the model", lm.source.display()))?;
     let (store, report) = GroupStore::build(&cfg.data, &codec)?;
     eprintln!("{}", report.summary());
+    if store.is_empty() {
+        bail!("the training data (data.paths) has no groups left, every row was dropped:\n{}", report.summary());
+    }
+    check_lengths(&lm, &store, cfg.data.weak.k > 0, "training data")?;
     if cfg.model.train_last_layers > 0 {
         let n = lm.model.layers.len();
         let keep = cfg.model.train_last_layers.min(n);
@@ -221,8 +256,7 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
     let mut model = lm.model.clone();
     let mut state = checkpoint::TrainerState { step: 0, batcher: batcher.state(), skipped: 0 };
     let mut resumed_from = None;
-    if let Some(r) = resume {
-        let ckpt = checkpoint::resolve(r)?;
+    if let Some(ckpt) = resume_ckpt {
         let (m, o, s) = checkpoint::load(&ckpt, model, optim)?;
         (model, optim, state) = (m, o, s);
         batcher.restore(state.batcher)?;
@@ -245,7 +279,11 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
         None
     } else {
         let ecfg = crate::data::DataConfig { paths: cfg.eval.paths.clone(), max_rows: cfg.eval.max_groups, ..cfg.data.clone() };
-        let (es, _) = GroupStore::build(&ecfg, &codec)?;
+        let (es, er) = GroupStore::build(&ecfg, &codec).context("in the eval set (eval.paths)")?;
+        if es.is_empty() {
+            bail!("the eval set (eval.paths) has no groups left, every row was dropped:\n{}", er.summary());
+        }
+        check_lengths(&lm, &es, cfg.data.weak.k > 0, "eval data")?;
         let eb = Batcher::with(&es, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed)?;
         let pairs = planned_pairs(&es, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed, eb.state(), eb.batches_per_epoch())?;
         let (r, _) = build_reference(cfg, &es, &pairs, "eval", &plain)?;
@@ -253,17 +291,12 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
     };
 
     // Metrics log: keep what an earlier run wrote up to the resumed step.
-    let log_path = cfg.output.dir.join("metrics.jsonl");
-    let kept: Vec<String> = std::fs::read_to_string(&log_path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| (s as usize) <= state.step))
-        .map(String::from)
-        .collect();
-    let mut log = std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
-    for l in &kept {
-        writeln!(log, "{l}")?;
-    }
+    let mut log = run_dir::MetricsLog::open(&cfg.output.dir, resumed_from)?;
+    // A finished run resumed again: its final evaluation row is already there.
+    let final_eval_logged = log.kept.iter().any(|r| {
+        r["step"].as_u64() == Some(total as u64) && r.as_object().is_some_and(|o| o.keys().all(|k| k == "step" || k.starts_with("eval/")))
+    });
+    let (start_step, start_skipped) = (state.step, state.skipped);
 
     let pb = progress_bar(total as u64, cfg.output.progress, "");
     pb.set_position(state.step as u64);
@@ -301,6 +334,7 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
                     batcher.state().next_batch
                 ),
                 OnNonFinite::Skip => {
+                    eprintln!("non-finite loss at optimiser step {}: skipped (optim.on_non_finite = \"skip\")", state.step + 1);
                     state.skipped += 1;
                     state.step += 1;
                     state.batcher = batcher.state();
@@ -329,10 +363,7 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
                 m.extend(pb.suspend(|| h(state.step, &lm))?);
             }
         }
-        let mut row = serde_json::to_value(&m)?;
-        row["step"] = state.step.into();
-        writeln!(log, "{row}")?;
-        log.flush()?;
+        log.write(state.step, &m)?;
         pb.set_position(state.step as u64);
         pb.set_message(format!(
             "loss {:.4} acc {:.2} {:.0} tok/s",
@@ -345,11 +376,23 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
         }
         last = m;
         if cfg.output.save_every_steps > 0 && state.step % cfg.output.save_every_steps == 0 && state.step < total {
+            log.sync()?;
             checkpoint::save(&cfg.output.dir, &model, &optim, &state, &config_toml, cfg.output.keep_last)?;
         }
     }
     pb.finish_and_clear();
+    let (ran, skipped) = (state.step - start_step, state.skipped - start_skipped);
+    if ran > 0 && skipped == ran {
+        bail!(
+            "every one of the {ran} optimiser steps of this run was skipped for a non-finite loss \
+             (optim.on_non_finite = \"skip\"): nothing was learned, no checkpoint or model was written; lower optim.lr"
+        );
+    }
+    if skipped > 0 {
+        eprintln!("{skipped} of {ran} optimiser steps were skipped for a non-finite loss");
+    }
     if cfg.output.final_checkpoint {
+        log.sync()?;
         checkpoint::save(&cfg.output.dir, &model, &optim, &state, &config_toml, cfg.output.keep_last)?;
     }
     lm.model = model;
@@ -358,9 +401,9 @@ pub fn train_with(cfg: &TrainConfig, resume: Option<&Path>, mut hook: Option<&mu
         if let Some(h) = hook.as_mut() {
             e.extend(h(state.step, &lm)?);
         }
-        let mut row = serde_json::to_value(&e)?;
-        row["step"] = state.step.into();
-        writeln!(log, "{row}")?;
+        if !(final_eval_logged && state.step == total) {
+            log.write(state.step, &e)?;
+        }
         last_eval = Some(e);
     }
     if cfg.output.export {

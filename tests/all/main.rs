@@ -3,7 +3,7 @@
 //! own: it changes process environment variables that tests here read.
 //!
 //! Every test that runs a model takes its device from [`common::device`]: `EPA_TEST_DEVICE=wgpu
-//! cargo test --features wgpu --test all -- <filter>` runs them on burn's GPU code path.
+//! cargo test --features wgpu-unfused --test all -- <filter>` runs them on burn's GPU code path.
 
 mod common;
 
@@ -19,6 +19,7 @@ mod lab;
 mod lora;
 mod losses;
 mod model;
+mod reliability;
 mod smollm2;
 mod text;
 mod train;
