@@ -8,44 +8,11 @@ use epa::train::{RunOptions, TrainConfig, train, train_with};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn write_data(dir: &Path) -> PathBuf {
-    let path = dir.join("prefs.jsonl");
-    let mut s = String::new();
-    for t in ["the sea", "a forest", "the moon", "a city", "winter", "a garden", "music", "a river"] {
-        let row = serde_json::json!({
-            "prompt": format!("Describe {t} in one sentence."),
-            "chosen": format!("{t} is calm, bright and kind."),
-            "rejected": format!("I do not know anything about {t}."),
-        });
-        s.push_str(&row.to_string());
-        s.push('\n');
-    }
-    std::fs::write(&path, s).unwrap();
-    path
-}
+use crate::train::write_data;
 
-fn sets(dir: &Path, steps: usize, extra: &[&str]) -> Vec<String> {
-    let data = write_data(dir);
-    let mut v: Vec<String> = vec![
-        format!("model.path={:?}", fixture("tiny-llama").display().to_string()),
-        format!("data.paths=[{:?}]", data.display().to_string()),
-        "data.batch.prompts_per_batch=4".into(),
-        "data.weak.k=1".into(),
-        "loss.terms=[{name=\"epa\", beta=0.5}]".into(),
-        "optim.lr=0.003".into(),
-        "optim.schedule=\"constant\"".into(),
-        format!("optim.max_steps={steps}"),
-        format!("output.dir={:?}", dir.join("run").display().to_string()),
-        format!("reference.cache_dir={:?}", dir.join("cache").display().to_string()),
-        "output.progress=false".into(),
-        crate::common::device_set(),
-    ];
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
-}
-
+/// The training tests' setup (tiny model, 12 prompts, EPA with 2 weak negatives), `steps` steps.
 fn config(dir: &Path, steps: usize, extra: &[&str]) -> TrainConfig {
-    TrainConfig::load(None, &sets(dir, steps, extra)).unwrap()
+    crate::train::config(dir, "epa", steps, extra)
 }
 
 fn err(r: anyhow::Result<impl std::fmt::Debug>) -> String {
@@ -441,7 +408,7 @@ fn byte_order_marks_and_pretty_printed_objects() {
 fn a_huge_weak_k_is_bounded_by_the_data() {
     let d = tempfile::tempdir().unwrap();
     let s = train(&config(d.path(), 1, &["data.weak.k=100000000000", "data.weak.scope=\"dataset\"", "output.export=false"]), None).unwrap();
-    // 8 prompts × 2 answers: every prompt gets the 14 answers written for the others.
+    // 12 prompts × 2 answers: every prompt gets the 22 answers written for the others.
     assert_eq!(s.first["logps/weak"].is_finite(), true);
     assert_eq!(s.steps, 1);
 }

@@ -12,7 +12,7 @@ const TOPICS: [&str; 12] = [
     "the mountains", "a market",
 ];
 
-fn write_data(dir: &Path) -> PathBuf {
+pub(crate) fn write_data(dir: &Path) -> PathBuf {
     let path = dir.join("prefs.jsonl");
     let mut s = String::new();
     for t in TOPICS {
@@ -28,7 +28,7 @@ fn write_data(dir: &Path) -> PathBuf {
     path
 }
 
-fn config(dir: &Path, loss: &str, steps: usize, extra: &[&str]) -> TrainConfig {
+pub(crate) fn config(dir: &Path, loss: &str, steps: usize, extra: &[&str]) -> TrainConfig {
     let data = write_data(dir);
     let mut sets: Vec<String> = vec![
         format!("model.path={:?}", fixture("tiny-llama").display().to_string()),
