@@ -213,11 +213,14 @@ def stage_train(a, log, work):
     params = make_random_model(folder, a.quick)
     made = time.time() - t0
     dtype = "bfloat16" if a.device != "wgpu" else "float32"
-    steps = 8
+    # Four epochs of the 12 prompts (3 batches each): the last epoch's loss is compared with the first.
+    # A random-init model learns the preference quickly; 1e-4 is a sane AdamW rate at 0.5B.
+    steps = 12
+    lr = [f"optim.lr={1e-3 if a.quick else 1e-4}"]
     straight, split = work / "train-straight", work / "train-split"
     # A frozen reference: a cached one is computed in other batches by a resumed run than by a straight
     # one, and on a GPU a log-prob's last bits depend on its batch's padded shape (tests/all/train.rs).
-    frozen = ['reference.mode="frozen"']
+    frozen = ['reference.mode="frozen"'] + lr
     with MemoryPoller(a.device) as mem:
         ok, secs, _, err = run(train_cmd(a.epa, folder, data, straight, steps, a.device, dtype, frozen), a.stage_timeout * 2, log=log)
     if not ok:
