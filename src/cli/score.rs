@@ -142,6 +142,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
             continue;
         }
         let item = parse_line(&line, &lm).with_context(|| format!("{}:{}", args.data.display(), i + 1))?;
+        lm.check_length(item.ids.len(), &format!("the sequence at {}:{}", args.data.display(), i + 1))?;
         items.push(item);
     }
     let scored = score_items(&lm, &items, args.batch_size, args.per_token, &device);
@@ -151,13 +152,14 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
+    let target = args.out.as_ref().map_or("standard output".to_string(), |p| p.display().to_string());
     for (sum, n, per) in scored {
         let mut o = json!({"logp_sum": sum, "n_tokens": n});
         if args.per_token {
             o["token_logps"] = json!(per);
         }
-        writeln!(w, "{o}")?;
+        writeln!(w, "{o}").with_context(|| format!("cannot write {target}"))?;
     }
-    w.flush()?;
+    w.flush().with_context(|| format!("cannot write {target}"))?;
     Ok(())
 }

@@ -149,7 +149,17 @@ fn lock(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    match f.try_lock() {
+    // A lock held a moment longer than its run (a process forked by the holder keeps the lock's file
+    // description until it execs) is waited for, up to two seconds.
+    let mut r = f.try_lock();
+    for _ in 0..20 {
+        if !matches!(r, Err(std::fs::TryLockError::WouldBlock)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        r = f.try_lock();
+    }
+    match r {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let owner = std::fs::read_to_string(&path).unwrap_or_default();

@@ -201,7 +201,7 @@ fn weights_the_config_does_not_use_are_an_error() {
     assert!(e.contains("not used by the config (1 layers") && e.contains("`model.layers.1."), "{e}");
 }
 
-/// Item 20: sequences longer than `max_position_embeddings` are refused, in training and in
+/// Item 20: sequences longer than `max_position_embeddings` are refused, in training, scoring and
 /// generation.
 #[test]
 fn sequences_past_max_position_embeddings_are_refused() {
@@ -216,6 +216,14 @@ fn sequences_past_max_position_embeddings_are_refused() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("max_position_embeddings = 12"), "{stderr}");
+    let pairs = d.path().join("pairs.jsonl");
+    std::fs::write(&pairs, "{\"prompt\": \"Describe the sea in one long sentence.\", \"response\": \"It is wide and deep and blue.\"}\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_epa"))
+        .args(["score", "--model", m.to_str().unwrap(), "--data", pairs.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("pairs.jsonl:1") && stderr.contains("max_position_embeddings = 12"), "{stderr}");
 }
 
 /// Item 19: sampling settings that mean nothing are refused.
@@ -306,6 +314,9 @@ fn a_kill_at_any_file_system_step_loses_nothing() {
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(&format!("EPA_FAULT_AT={n}")), "fault {n}: {stderr}");
+        // The resumption is killed too, at its own first step (where it trims the metrics log when
+        // the log ran ahead of the checkpoint), before the resumption that finishes.
+        let _ = epa(&["--resume", run.to_str().unwrap()], Some(1));
         let out = epa(&["--resume", run.to_str().unwrap()], None);
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
