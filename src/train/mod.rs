@@ -8,7 +8,7 @@ pub mod checkpoint;
 pub mod config;
 mod config_diff;
 pub mod docs;
-pub mod faults;
+mod faults;
 pub mod optim;
 pub mod reference;
 pub mod run_dir;
@@ -224,7 +224,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, mut hook: Option<&mut St
     let (store, report) = GroupStore::build(&cfg.data, &codec)?;
     eprintln!("{}", report.summary());
     if store.is_empty() {
-        bail!("the training data (data.paths) has no groups left, every row was dropped:\n{}", report.summary());
+        bail!("the training data (data.paths) has no groups left, every row was dropped (see the data report above)");
     }
     check_lengths(&lm, &store, cfg.data.weak.k > 0, "training data")?;
     if cfg.model.train_last_layers > 0 {

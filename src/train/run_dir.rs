@@ -55,17 +55,10 @@ impl RunDir {
             ),
             Start::Overwrite => {
                 for (_, p) in checkpoint::list(dir) {
-                    std::fs::remove_dir_all(&p).with_context(|| format!("cannot delete {}", p.display()))?;
+                    remove(&p)?;
                 }
                 for name in RUN_FILES {
-                    let p = dir.join(name);
-                    let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-                    match r {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(e).with_context(|| format!("cannot delete {}", p.display()));
-                        }
-                        _ => {}
-                    }
+                    remove(&dir.join(name))?;
                 }
                 if !earlier.is_empty() {
                     eprintln!("output.overwrite: deleted the earlier run in {} ({})", dir.display(), earlier.join(", "));
@@ -73,10 +66,6 @@ impl RunDir {
             }
         }
         Ok(rd)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.dir
     }
 
     /// What an earlier run left here, in words (empty: nothing).
@@ -135,9 +124,12 @@ impl RunDir {
     }
 }
 
+/// Deletes a file or a folder; one that is not there is fine.
 fn remove(p: &Path) -> Result<()> {
-    let r = if p.is_dir() { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
-    r.with_context(|| format!("cannot delete {}", p.display()))
+    match if p.is_dir() { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) } {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("cannot delete {}", p.display())),
+        _ => Ok(()),
+    }
 }
 
 fn lock(dir: &Path) -> Result<File> {
