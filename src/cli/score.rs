@@ -1,8 +1,8 @@
 //! `epa score --model M --data FILE.jsonl [--per-token] [--out OUT.jsonl]`
 //!
 //! Each input line is `{"input_ids": [...], "completion_mask": [...]}` or
-//! `{"prompt": ..., "response": ...}` (strings or message lists, rendered with the chat
-//! template). Each output line, in input order, carries `logp_sum`, `n_tokens` and, with
+//! `{"prompt": ..., "response": ...}` (a message-list prompt is rendered with the chat template, a
+//! string prompt tokenised verbatim, as in training; `--chat-template` changes it). Each output line, in input order, carries `logp_sum`, `n_tokens` and, with
 //! `--per-token`, `token_logps` (`token_logps[t] = log p(ids[t+1] | ids[..=t])` for every t, as
 //! in the golden fixtures).
 
@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use crate::model::load::{LoadedModel, load_model};
 use crate::model::Layout;
 use crate::scores::{Targets, score};
+use crate::data::store::encode_prompt;
+use crate::data::{ChatTemplateUse, Prompt};
 use crate::text::Message;
 
 #[derive(clap::Args, Debug)]
@@ -31,6 +33,10 @@ pub struct ScoreArgs {
     /// Output JSONL (default: standard output).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Which prompts go through the chat template: `auto` (TRL's rule, the training default: message
+    /// lists do, plain strings are tokenised verbatim), `always`, `never`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub chat_template: ChatTemplateUse,
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -54,7 +60,7 @@ fn messages(v: &Value, what: &str) -> Result<Vec<Message>> {
 }
 
 /// Parses one input line into ids + completion mask.
-pub fn parse_line(line: &str, lm: &LoadedModel) -> Result<ScoreItem> {
+pub fn parse_line(line: &str, lm: &LoadedModel, template: ChatTemplateUse) -> Result<ScoreItem> {
     let v: Value = serde_json::from_str(line).context("not valid JSON")?;
     let obj = v.as_object().context("each line must be a JSON object")?;
     if let Some(ids) = obj.get("input_ids") {
@@ -86,8 +92,13 @@ pub fn parse_line(line: &str, lm: &LoadedModel) -> Result<ScoreItem> {
         }
         _ => bail!("field `response` must be a string or a message list"),
     };
-    let prompt = messages(prompt, "prompt")?;
-    let pair = lm.codec()?.encode_pair(&prompt, &response)?;
+    let prompt = match prompt {
+        Value::String(s) => Prompt::Text(s.clone()),
+        _ => Prompt::Messages(messages(prompt, "prompt")?),
+    };
+    let codec = lm.codec()?;
+    let prompt = encode_prompt(codec, &prompt, template).map_err(|why| anyhow::anyhow!("field `prompt`: {why}"))??;
+    let pair = codec.encode_response(&prompt, &response)?;
     let mut ids = pair.prompt_ids.clone();
     ids.extend_from_slice(&pair.response_ids);
     let mut mask = vec![0u8; pair.prompt_ids.len()];
@@ -141,7 +152,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let item = parse_line(&line, &lm).with_context(|| format!("{}:{}", args.data.display(), i + 1))?;
+        let item = parse_line(&line, &lm, args.chat_template).with_context(|| format!("{}:{}", args.data.display(), i + 1))?;
         lm.check_length(item.ids.len(), &format!("the sequence at {}:{}", args.data.display(), i + 1))?;
         items.push(item);
     }

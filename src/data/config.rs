@@ -10,8 +10,10 @@
 //! strategy = "best_vs_rest"         # or best_vs_random (binarized)
 //! ties = "drop"
 //! min_score_gap = 1.0
+//! chat_template = "auto"           # always | never
 //! [truncation]
 //! max_length = 1024
+//! over_length = "keep_start"        # or drop
 //! max_prompt_length = 512
 //! prompt = "keep_end"
 //! [weak]
@@ -35,6 +37,9 @@ pub struct DataConfig {
     pub shape: ShapeKind,
     pub fields: FieldNames,
     pub grouping: GroupingConfig,
+    /// When prompts go through the model's chat template (TRL's rule by default: message lists do,
+    /// plain strings are tokenised verbatim).
+    pub chat_template: ChatTemplateUse,
     pub truncation: TruncationConfig,
     pub weak: WeakConfig,
     pub batch: BatchConfig,
@@ -57,6 +62,7 @@ impl Default for DataConfig {
             shape: ShapeKind::Auto,
             fields: FieldNames::default(),
             grouping: GroupingConfig::default(),
+            chat_template: ChatTemplateUse::Auto,
             truncation: TruncationConfig::default(),
             weak: WeakConfig::default(),
             batch: BatchConfig::default(),
@@ -91,6 +97,20 @@ pub enum Format {
     Jsonl,
     Json,
     Parquet,
+}
+
+/// Which prompts the chat template renders (`data.chat_template`, `epa score --chat-template`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatTemplateUse {
+    /// As TRL: a message-list prompt goes through the template, a plain-string prompt is tokenised
+    /// verbatim (BOS added as the tokenizer's post-processor does; responses end with EOS).
+    Auto,
+    /// Every prompt goes through the template; a plain string becomes one user message (for data
+    /// whose string prompts were meant as chat turns, e.g. sampled from the model with its template).
+    Always,
+    /// No prompt does: plain strings verbatim; a message-list prompt is a bad row.
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -231,10 +251,13 @@ pub enum Ties {
 #[serde(default, deny_unknown_fields)]
 /// Length limits, and what happens to rows beyond them.
 pub struct TruncationConfig {
-    /// Longest prompt + response, in tokens. Candidates longer than this are dropped (and counted); a
-    /// group whose positive or every strong negative is dropped is dropped.
+    /// Longest prompt + response, in tokens (TRL's `max_length`, default 1024 as there). What happens
+    /// to a longer one is `over_length`.
     pub max_length: Option<usize>,
-    /// Longest prompt, in tokens; longer prompts are cut by `prompt`.
+    /// What a prompt + response longer than `max_length` does.
+    pub over_length: OverLength,
+    /// Longest prompt, in tokens; longer prompts are cut by `prompt`. TRL has no such limit (the
+    /// default here neither).
     pub max_prompt_length: Option<usize>,
     pub prompt: PromptTruncation,
     /// Drop groups whose prompt/response ids could not be split cleanly (see `Boundary::TextSplit`)
@@ -246,11 +269,24 @@ impl Default for TruncationConfig {
     fn default() -> Self {
         Self {
             max_length: Some(1024),
-            max_prompt_length: Some(512),
+            over_length: OverLength::KeepStart,
+            max_prompt_length: None,
             prompt: PromptTruncation::KeepEnd,
             drop_boundary_mismatch: false,
         }
     }
+}
+
+/// What a prompt + response longer than `max_length` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OverLength {
+    /// TRL's `truncation_mode = "keep_start"`: the sequence is cut to its first `max_length` tokens (the
+    /// response loses its end); a group whose prompt alone has `max_length` tokens or more is dropped.
+    KeepStart,
+    /// The response is dropped (and counted); a group whose positive or every strong negative is
+    /// dropped is dropped. Nothing is trained on a cut-off answer.
+    Drop,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

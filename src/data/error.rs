@@ -63,6 +63,9 @@ pub enum Problem {
     ScoreGap,
     NoNegatives,
     PromptTooLong,
+    /// The prompt alone has `max_length` tokens or more (`over_length = "keep_start"` would cut every
+    /// response token).
+    PromptFillsMaxLength,
     TooLong,
     PositiveTooLong,
     NoStrongFits,
@@ -89,6 +92,7 @@ impl Problem {
             Problem::ScoreGap => "score gap below min_score_gap",
             Problem::NoNegatives => "no negative left after score filtering",
             Problem::PromptTooLong => "prompt longer than max_prompt_length",
+            Problem::PromptFillsMaxLength => "prompt alone fills max_length",
             Problem::TooLong => "prompt + response longer than max_length",
             Problem::PositiveTooLong => "positive longer than max_length",
             Problem::NoStrongFits => "no strong negative fits max_length",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::config::{DataConfig, OnBadRow, ShapeKind};
+use super::config::{ChatTemplateUse, DataConfig, OnBadRow, ShapeKind};
 use super::load::load_groups;
 use super::store::GroupStore;
 use crate::text::TextCodec;
@@ -30,6 +30,10 @@ pub struct InspectArgs {
     pub max_length: Option<usize>,
     #[arg(long)]
     pub max_prompt_length: Option<usize>,
+    /// Which prompts the chat template renders: auto (TRL's rule: message lists do, strings are
+    /// tokenised verbatim), always, never (default: the config's `chat_template`, else auto).
+    #[arg(long, value_enum)]
+    pub chat_template: Option<ChatTemplateUse>,
     /// How many groups to print.
     #[arg(long, default_value_t = 2)]
     pub examples: usize,
@@ -57,6 +61,9 @@ fn config(args: &InspectArgs) -> Result<DataConfig> {
     }
     if args.max_prompt_length.is_some() {
         cfg.truncation.max_prompt_length = args.max_prompt_length;
+    }
+    if let Some(t) = args.chat_template {
+        cfg.chat_template = t;
     }
     Ok(cfg)
 }

@@ -52,7 +52,7 @@ pub mod weak;
 
 pub use batch::{Batch, BatchGroup, BatchItem, Batcher, BatcherState};
 pub use config::{
-    BatchConfig, DataConfig, FieldNames, Format, GroupingConfig, OnBadRow, PromptTruncation,
+    BatchConfig, ChatTemplateUse, DataConfig, FieldNames, Format, GroupingConfig, OnBadRow, OverLength, PromptTruncation,
     ShapeKind, Strategy, Ties, TruncationConfig, WeakConfig, WeakScope, WeakSource,
 };
 pub use error::{Problem, RowError, RowLoc, RowPos};

@@ -37,6 +37,11 @@ pub struct DataReport {
     /// Single responses dropped (the row kept), by reason.
     pub dropped_candidates: BTreeMap<String, usize>,
     pub prompts_truncated: usize,
+    /// Responses cut to fit `max_length` (`truncation.over_length = "keep_start"`).
+    pub responses_truncated: usize,
+    /// Groups whose prompt went through the chat template (see `data.chat_template`); the others were
+    /// tokenised verbatim.
+    pub templated_prompts: usize,
     /// Pairs whose response had to be tokenised apart from the prompt (see `Boundary::TextSplit`).
     pub boundary_text_splits: usize,
     /// The first problems, each naming file, line/row and field.
@@ -97,6 +102,13 @@ impl DataReport {
             self.candidates,
             self.rows_dropped()
         );
+        if self.groups > 0 {
+            let _ = writeln!(
+                s,
+                "prompts through the chat template: {} of {} (the rest tokenised verbatim; see data.chat_template)",
+                self.templated_prompts, self.groups
+            );
+        }
         let strong: Vec<String> = self
             .strong_per_group
             .iter()
@@ -117,6 +129,9 @@ impl DataReport {
         }
         if self.prompts_truncated > 0 {
             let _ = writeln!(s, "prompts truncated: {}", self.prompts_truncated);
+        }
+        if self.responses_truncated > 0 {
+            let _ = writeln!(s, "responses cut to max_length (over_length = keep_start): {}", self.responses_truncated);
         }
         if self.boundary_text_splits > 0 {
             let _ = writeln!(

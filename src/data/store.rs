@@ -8,12 +8,13 @@ use anyhow::Result;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::config::{DataConfig, PromptTruncation, TruncationConfig};
+use super::config::{ChatTemplateUse, DataConfig, OverLength, PromptTruncation, TruncationConfig};
 use super::error::{Problem, RowError, RowLoc, RowPos};
 use super::group::PreferenceGroup;
+use super::shape::Prompt;
 use super::load::read_groups;
 use super::report::DataReport;
-use crate::text::{Boundary, TextCodec};
+use crate::text::{Boundary, EncodedPrompt, TextCodec};
 
 /// A candidate's part in its group's loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -80,7 +81,7 @@ impl GroupStore {
     /// line/row and field) unless `cfg.on_bad_row = "skip"`; rows removed by rules are counted in the
     /// report.
     pub fn build(cfg: &DataConfig, codec: &TextCodec) -> Result<(GroupStore, DataReport)> {
-        let mut builder = StoreBuilder::new(&cfg.truncation, codec);
+        let mut builder = StoreBuilder::new(&cfg.truncation, cfg.chat_template, codec);
         let mut report = DataReport::default();
         read_groups(cfg, &mut report, |loc, g, report| {
             builder.push(loc, g, report);
@@ -90,13 +91,14 @@ impl GroupStore {
         Ok((store, report))
     }
 
-    /// Tokenises in-memory groups (locations are their indices under the file name `<memory>`).
+    /// Tokenises in-memory groups (locations are their indices under the file name `<memory>`) with
+    /// `cfg`'s truncation and chat-template rules.
     pub fn from_groups<'g>(
         groups: impl IntoIterator<Item = &'g PreferenceGroup>,
-        trunc: &TruncationConfig,
+        cfg: &DataConfig,
         codec: &TextCodec,
     ) -> (GroupStore, DataReport) {
-        let mut builder = StoreBuilder::new(trunc, codec);
+        let mut builder = StoreBuilder::new(&cfg.truncation, cfg.chat_template, codec);
         let mut report = DataReport::default();
         let file: Arc<str> = "<memory>".into();
         for (i, g) in groups.into_iter().enumerate() {
@@ -243,6 +245,10 @@ struct Encoded {
     loc: RowLoc,
     key: String,
     prompt_truncated: bool,
+    /// Responses cut to fit `max_length` (`over_length = "keep_start"`).
+    responses_truncated: usize,
+    /// The chat template rendered the prompt.
+    templated: bool,
     text_splits: usize,
     candidate_drops: Vec<RowError>,
     outcome: Result<(Vec<u32>, Vec<KeptCandidate>), RowError>,
@@ -280,9 +286,23 @@ fn truncate_prompt(
     })
 }
 
+/// Tokenises a prompt under `data.chat_template`: TRL's rule by default (message lists through the
+/// chat template, plain strings verbatim). The outer error is the data's fault (a message list under
+/// `never`), the inner one the template's or tokenizer's.
+pub fn encode_prompt(codec: &TextCodec, prompt: &Prompt, template: ChatTemplateUse) -> Result<Result<EncodedPrompt>, String> {
+    Ok(match (prompt, template) {
+        (Prompt::Text(t), ChatTemplateUse::Auto | ChatTemplateUse::Never) => codec.encode_text_prompt(t),
+        (Prompt::Messages(_), ChatTemplateUse::Never) => {
+            return Err("the prompt is a message list, which needs the chat template, but data.chat_template = \"never\"".into());
+        }
+        (p, _) => codec.encode_prompt(&p.messages()),
+    })
+}
+
 /// Tokenises one group and applies the truncation rules.
 fn encode_group(
     trunc: &TruncationConfig,
+    template: ChatTemplateUse,
     loc: &RowLoc,
     g: &PreferenceGroup,
     codec: &TextCodec,
@@ -291,6 +311,8 @@ fn encode_group(
         loc: loc.clone(),
         key: g.prompt.key(),
         prompt_truncated: false,
+        responses_truncated: 0,
+        templated: false,
         text_splits: 0,
         candidate_drops: Vec::new(),
         outcome: Err(RowError {
@@ -304,13 +326,18 @@ fn encode_group(
         field: field.map(str::to_owned),
         problem,
     };
-    let prompt = match codec.encode_prompt(&g.prompt.messages()) {
-        Ok(p) => p,
-        Err(e) => {
+    let prompt = match encode_prompt(codec, &g.prompt, template) {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
             enc.outcome = Err(row_err(Problem::Template(format!("{e:#}")), Some("prompt")));
             return enc;
         }
+        Err(why) => {
+            enc.outcome = Err(row_err(Problem::Invalid(why), Some("prompt")));
+            return enc;
+        }
     };
+    enc.templated = prompt.templated;
     let prompt_ids = match truncate_prompt(trunc, &prompt.ids, codec.bos_token_id()) {
         None => prompt.ids.clone(),
         Some(cut) => {
@@ -329,6 +356,12 @@ fn encode_group(
         enc.outcome = Err(row_err(Problem::EmptyPrompt, Some("prompt")));
         return enc;
     }
+    let keep_start = trunc.over_length == OverLength::KeepStart;
+    if keep_start && trunc.max_length.is_some_and(|m| prompt_ids.len() >= m) {
+        // TRL drops these too: cut to max_length, no response token would be left.
+        enc.outcome = Err(row_err(Problem::PromptFillsMaxLength, Some("prompt")));
+        return enc;
+    }
     let mut kept = Vec::new();
     let all = std::iter::once((&g.positive, Role::Positive, "positive".to_owned())).chain(
         g.strong
@@ -343,11 +376,16 @@ fn encode_group(
                 enc.text_splits += usize::from(pair.boundary == Boundary::TextSplit);
                 if pair.boundary == Boundary::TextSplit && trunc.drop_boundary_mismatch {
                     Some(Problem::BoundaryMismatch)
-                } else if trunc
-                    .max_length
-                    .is_some_and(|m| prompt_ids.len() + pair.response_ids.len() > m)
-                {
-                    Some(Problem::TooLong)
+                } else if let Some(m) = trunc.max_length.filter(|&m| prompt_ids.len() + pair.response_ids.len() > m) {
+                    if keep_start {
+                        let mut ids = pair.response_ids;
+                        ids.truncate(m - prompt_ids.len());
+                        enc.responses_truncated += 1;
+                        kept.push((ids, cand.score, role));
+                        None
+                    } else {
+                        Some(Problem::TooLong)
+                    }
                 } else {
                     kept.push((pair.response_ids, cand.score, role));
                     None
@@ -377,6 +415,7 @@ fn encode_group(
 struct StoreBuilder<'c> {
     store: GroupStore,
     trunc: &'c TruncationConfig,
+    template: ChatTemplateUse,
     codec: &'c TextCodec,
     pending: Vec<(RowLoc, PreferenceGroup)>,
     keys: HashMap<String, u32>,
@@ -384,7 +423,7 @@ struct StoreBuilder<'c> {
 }
 
 impl<'c> StoreBuilder<'c> {
-    fn new(trunc: &'c TruncationConfig, codec: &'c TextCodec) -> Self {
+    fn new(trunc: &'c TruncationConfig, template: ChatTemplateUse, codec: &'c TextCodec) -> Self {
         let store = GroupStore {
             max_length: trunc.max_length,
             ..Default::default()
@@ -392,6 +431,7 @@ impl<'c> StoreBuilder<'c> {
         Self {
             store,
             trunc,
+            template,
             codec,
             pending: Vec::new(),
             keys: HashMap::new(),
@@ -412,11 +452,11 @@ impl<'c> StoreBuilder<'c> {
     }
 
     fn flush(&mut self, report: &mut DataReport) {
-        let (trunc, codec) = (self.trunc, self.codec);
+        let (trunc, template, codec) = (self.trunc, self.template, self.codec);
         let encoded: Vec<Encoded> = self
             .pending
             .par_iter()
-            .map(|(loc, g)| encode_group(trunc, loc, g, codec))
+            .map(|(loc, g)| encode_group(trunc, template, loc, g, codec))
             .collect();
         self.pending.clear();
         for enc in encoded {
@@ -426,13 +466,17 @@ impl<'c> StoreBuilder<'c> {
 
     fn apply(&mut self, enc: Encoded, report: &mut DataReport) {
         report.prompts_truncated += usize::from(enc.prompt_truncated);
+        report.responses_truncated += enc.responses_truncated;
         report.boundary_text_splits += enc.text_splits;
         for d in &enc.candidate_drops {
             report.drop_candidate(d);
         }
         match enc.outcome {
             Err(e) => report.drop_row(&e),
-            Ok((prompt, kept)) => self.append(&enc.loc, &enc.key, prompt, kept, report),
+            Ok((prompt, kept)) => {
+                report.templated_prompts += usize::from(enc.templated);
+                self.append(&enc.loc, &enc.key, prompt, kept, report)
+            }
         }
     }
 

@@ -133,6 +133,8 @@ fn train_config(cfg: &DemoConfig, m: &config::Method, seed: u64, out: &Path, dev
         format!("data.paths=[{}]", s(&out.join("data/train.jsonl"))),
         "data.shape=\"standard\"".into(),
         "data.grouping.ties=\"keep\"".into(),
+        // The prompts are plain strings that were sampled through the chat template.
+        "data.chat_template=\"always\"".into(),
         format!("data.grouping.max_strong={}", m.strong),
         format!("data.weak.k={}", m.weak),
         format!("data.batch.prompts_per_batch={}", t.prompts_per_batch),

@@ -46,6 +46,9 @@ pub struct EncodedPrompt {
     pub messages: Vec<Message>,
     pub text: String,
     pub ids: Vec<u32>,
+    /// Rendered with the chat template (responses then follow as assistant turns); otherwise the text
+    /// is verbatim and responses are appended to it, ending with EOS.
+    pub templated: bool,
 }
 
 /// One (prompt, response) pair: the model sees `prompt_ids ++ response_ids` and is scored on the response.
@@ -238,6 +241,19 @@ impl TextCodec {
             messages: prompt.to_vec(),
             text,
             ids,
+            templated: self.template.is_some(),
+        })
+    }
+
+    /// Tokenises a plain-text prompt verbatim, without the chat template (as TRL and transformers'
+    /// `tokenizer(text)` do: the post-processor's BOS is added); responses follow the text directly
+    /// and end with EOS.
+    pub fn encode_text_prompt(&self, text: &str) -> Result<EncodedPrompt> {
+        Ok(EncodedPrompt {
+            messages: vec![Message::user(text)],
+            text: text.to_owned(),
+            ids: self.encode_plain(text)?,
+            templated: false,
         })
     }
 
@@ -252,7 +268,7 @@ impl TextCodec {
         if response.is_empty() {
             bail!("empty response");
         }
-        let (full_text, mut full_ids) = match &self.template {
+        let (full_text, mut full_ids) = match self.template.as_ref().filter(|_| prompt.templated) {
             Some(_) => {
                 let mut msgs = prompt.messages.clone();
                 msgs.push(Message::assistant(response));
@@ -280,7 +296,7 @@ impl TextCodec {
             }
         } else if let Some(suffix) = full_text.strip_prefix(prompt.text.as_str()) {
             let mut response_ids = self.encode(suffix, false)?;
-            if self.template.is_none()
+            if !prompt.templated
                 && let Some(eos) = self.eos_token_id()
                 && response_ids.last() != Some(&eos)
             {

@@ -67,7 +67,7 @@ fn score_cli_prompt_response_form_equals_ids_form() {
     assert_eq!(texts.len(), seqs.len());
     let input: String = texts
         .iter()
-        .map(|(p, r)| serde_json::json!({"prompt": p, "response": r}).to_string() + "\n")
+        .map(|(p, r)| serde_json::json!({"prompt": [{"role": "user", "content": p}], "response": r}).to_string() + "\n")
         .collect();
     let (ok, stdout, stderr) = run_score(&fixture(name), &input, false);
     assert!(ok, "{stderr}");

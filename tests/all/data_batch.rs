@@ -5,12 +5,17 @@ use crate::common::fixture;
 use std::collections::HashSet;
 
 use epa::data::{
-    BatchConfig, Batcher, BatcherState, Candidate, DataConfig, GroupStore, PreferenceGroup, Prompt,
-    PromptTruncation, Role, TruncationConfig, WeakConfig, WeakScope, WeakSource,
+    BatchConfig, Batcher, BatcherState, Candidate, ChatTemplateUse, DataConfig, GroupStore, OverLength,
+    PreferenceGroup, Prompt, PromptTruncation, Role, TruncationConfig, WeakConfig, WeakScope, WeakSource,
 };
 use epa::text::{Message, TextCodec};
 use serde_json::{Value, json};
 
+
+/// `trunc` with string prompts through the chat template (these tests' expected ids are templated).
+fn cfg(trunc: &TruncationConfig) -> DataConfig {
+    DataConfig { truncation: trunc.clone(), chat_template: ChatTemplateUse::Always, ..Default::default() }
+}
 
 fn codec() -> TextCodec {
     TextCodec::from_hf_folder(&fixture("tiny-llama")).unwrap()
@@ -50,7 +55,7 @@ fn store_ids_match_transformers_golden_sequences() {
         let neg = &seqs[g["strong"][0].as_u64().unwrap() as usize];
         lines += &format!(
             "{}\n",
-            json!({"prompt": user_of(pos), "chosen": pos["response"], "rejected": neg["response"]})
+            json!({"prompt": [{"role": "user", "content": user_of(pos)}], "chosen": pos["response"], "rejected": neg["response"]})
         );
     }
     std::fs::write(&path, lines).unwrap();
@@ -117,10 +122,11 @@ fn truncation_keeps_prompt_ends_and_drops_what_cannot_fit() {
     assert!(full.len() > 30);
     let trunc = TruncationConfig {
         max_length: Some(50),
+        over_length: OverLength::Drop,
         max_prompt_length: Some(20),
         ..Default::default()
     };
-    let (store, report) = GroupStore::from_groups(&groups, &trunc, &codec);
+    let (store, report) = GroupStore::from_groups(&groups, &cfg(&trunc), &codec);
     assert_eq!(store.len(), 2);
     assert_eq!(report.prompts_truncated, 1);
     // keep_end: BOS (<|im_start|>) + the last 19 tokens.
@@ -154,13 +160,13 @@ fn truncation_keeps_prompt_ends_and_drops_what_cannot_fit() {
         prompt: PromptTruncation::KeepStart,
         ..trunc.clone()
     };
-    let (store, _) = GroupStore::from_groups(&groups[..1], &keep_start, &codec);
+    let (store, _) = GroupStore::from_groups(&groups[..1], &cfg(&keep_start), &codec);
     assert_eq!(store.group(0).prompt_ids(), &full[..20]);
     let drop = TruncationConfig {
         prompt: PromptTruncation::Drop,
         ..trunc
     };
-    let (store, report) = GroupStore::from_groups(&groups[..1], &drop, &codec);
+    let (store, report) = GroupStore::from_groups(&groups[..1], &cfg(&drop), &codec);
     assert_eq!(
         (
             store.len(),
@@ -188,7 +194,7 @@ fn corpus(n: usize) -> (GroupStore, Vec<String>) {
         ));
         texts.push(prompt);
     }
-    let (store, report) = GroupStore::from_groups(&groups, &TruncationConfig::default(), &codec());
+    let (store, report) = GroupStore::from_groups(&groups, &cfg(&TruncationConfig::default()), &codec());
     assert_eq!(store.len(), n, "{}", report.summary());
     (store, texts)
 }
@@ -282,8 +288,8 @@ fn weak_negatives_respect_max_length_under_the_new_prompt() {
     let own = groups.iter().flat_map(|g| std::iter::once(&g.positive).chain(&g.strong).map(move |c| (g, c)));
     let max_length = own.map(|(g, c)| len(g, c)).max().unwrap();
     assert!(len(&groups[0], &groups[1].positive) > max_length);
-    let trunc = TruncationConfig { max_length: Some(max_length), max_prompt_length: None, ..Default::default() };
-    let (store, report) = GroupStore::from_groups(&groups, &trunc, &codec);
+    let trunc = TruncationConfig { max_length: Some(max_length), over_length: OverLength::Drop, ..Default::default() };
+    let (store, report) = GroupStore::from_groups(&groups, &cfg(&trunc), &codec);
     assert_eq!(store.len(), 3, "{}", report.summary());
     let weak = WeakConfig { k: 10, source: WeakSource::Both, scope: WeakScope::Dataset };
     let batch = BatchConfig { prompts_per_batch: 3, ..Default::default() };

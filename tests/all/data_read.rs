@@ -762,6 +762,7 @@ fn inspect_reports_counts_drops_lengths_and_rendered_examples() {
         shape: None,
         max_length: None,
         max_prompt_length: None,
+        chat_template: Some(epa::data::ChatTemplateUse::Always),
         examples: 1,
         json,
     };
@@ -795,6 +796,12 @@ fn inspect_reports_counts_drops_lengths_and_rendered_examples() {
         out.contains("[Positive") && out.contains("Wide and calm.<|im_end|>"),
         "{out}"
     );
+    assert!(out.contains("prompts through the chat template: 2 of 2"), "{out}");
+    // The default (TRL's rule): string prompts verbatim, and the report says so.
+    let verbatim = InspectArgs { chat_template: None, ..args(Some(tok.clone()), false) };
+    let out = inspect_to_string(&verbatim).unwrap();
+    assert!(out.contains("prompts through the chat template: 0 of 2"), "{out}");
+    assert!(out.contains("tokens\nDescribe the sea.\n") && !out.contains("<|im_start|>user"), "{out}");
     let js: serde_json::Value =
         serde_json::from_str(&inspect_to_string(&args(Some(tok), true)).unwrap()).unwrap();
     assert_eq!(js["groups"], 2);
