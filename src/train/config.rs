@@ -109,8 +109,11 @@ pub struct OptimSection {
     pub beta2: f64,
     /// AdamW ε.
     pub eps: f64,
-    /// Decoupled weight decay (AdamW).
+    /// Decoupled weight decay (AdamW), on weights only: biases and norm weights are not decayed, as in
+    /// transformers' `Trainer` (set `decay_bias_and_norm` to decay them too).
     pub weight_decay: f64,
+    /// Decay biases and norm weights as well (transformers never does; epa did before this switch).
+    pub decay_bias_and_norm: bool,
     /// Linear warm-up steps, then `schedule` down to 0 at the last step.
     pub warmup_steps: usize,
     /// Learning-rate schedule after warmup.
@@ -136,6 +139,7 @@ impl Default for OptimSection {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+            decay_bias_and_norm: false,
             warmup_steps: 0,
             schedule: Schedule::Linear,
             max_grad_norm: 1.0,

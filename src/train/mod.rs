@@ -16,7 +16,7 @@ pub mod step;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -57,51 +57,52 @@ enum Reference {
 }
 
 impl Reference {
-    /// Reference sums of `pairs`; `policy` (with its rope and pad id) is read only by `LoraOff`.
-    fn sums(&self, policy: &CausalLm, rope: &Rope, pad: u32, store: &GroupStore, pairs: &[(usize, usize)], device: &Device) -> Result<Vec<f32>> {
+    /// Reference sums of `pairs`, scored exactly as the policy scores them (same layout, same device:
+    /// the training device, autodiff included, with gradients off), so identical weights give
+    /// identical numbers and the first step's rewards are exactly 0. `policy` (with its rope and pad
+    /// id) is read only by `LoraOff`.
+    fn sums(&self, policy: &CausalLm, rope: &Rope, pad: u32, store: &GroupStore, pairs: &[(usize, usize)], prefix_sharing: bool, device: &Device) -> Result<Vec<f32>> {
         match self {
-            Reference::Frozen(m) => Ok(step::reference_sums(&m.model, &m.rope, store, pairs, true, m.pad_id(), device)),
+            Reference::Frozen(m) => Ok(step::reference_sums(&m.model, &m.rope, store, pairs, prefix_sharing, m.pad_id(), device)),
             Reference::Cached(c) => c.get(pairs),
-            Reference::LoraOff => Ok(step::reference_sums(&lora_off(policy).valid(), rope, store, pairs, true, pad, device)),
+            Reference::LoraOff => Ok(step::reference_sums(&lora_off(policy).no_grad(), rope, store, pairs, prefix_sharing, pad, device)),
         }
     }
 }
 
-/// Every (group, candidate) pair the next `n` batches from `state` will score.
-fn planned_pairs(
+/// The (group, candidate) pairs of each of the next `n` batches from `state`, in scoring order.
+fn planned_batches(
     store: &GroupStore,
     batch: &crate::data::BatchConfig,
     weak: &crate::data::WeakConfig,
     seed: u64,
     state: crate::data::BatcherState,
     n: usize,
-) -> Result<Vec<(usize, usize)>> {
+) -> Result<Vec<Vec<(usize, usize)>>> {
     let mut b = Batcher::with(store, batch, weak, seed)?;
     b.restore(state)?;
-    let mut pairs = Vec::new();
-    for _ in 0..n {
-        pairs.extend(step::arrange(&b.next_batch(), store).pairs);
-    }
-    pairs.sort();
-    pairs.dedup();
-    Ok(pairs)
+    Ok((0..n).map(|_| step::arrange(&b.next_batch(), store).pairs).collect())
+}
+
+/// The reference model on `device` (the training device), gradients off.
+fn load_reference(cfg: &TrainConfig, spec: &str, device: &Device) -> Result<LoadedModel> {
+    let mut m = load_model(spec, device)?;
+    m.model = m.model.no_grad();
+    m.model.precision = cfg.model.dtype;
+    Ok(m)
 }
 
 fn build_reference(
     cfg: &TrainConfig,
     store: &GroupStore,
-    pairs: &[(usize, usize)],
+    batches: &[Vec<(usize, usize)>],
     cache_name: &str,
-    plain: &Device,
+    device: &Device,
 ) -> Result<(Reference, f64)> {
     let spec = cfg.reference.path.clone().unwrap_or_else(|| cfg.model.path.clone());
     let t0 = Instant::now();
     match cfg.reference.mode {
-        ReferenceMode::Frozen => {
-            let mut m = load_model(&spec, plain)?;
-            m.model.precision = cfg.model.dtype;
-            Ok((Reference::Frozen(m), 0.0))
-        }
+        ReferenceMode::Frozen => Ok((Reference::Frozen(load_reference(cfg, &spec, device)?), 0.0)),
         ReferenceMode::LoraOff => Ok((Reference::LoraOff, 0.0)),
         ReferenceMode::Cached => {
             // The compute dtype changes the numbers: a bf16 reference is cached apart from a float32 one.
@@ -118,10 +119,9 @@ fn build_reference(
                 cfg.output.dir.parent().unwrap_or(Path::new(".")).join(".ref-cache").join(cache_name)
             });
             let mut cache = RefCache::open(&dir, &key)?;
-            if !cache.missing(pairs).is_empty() {
-                let mut m = load_model(&spec, plain)?;
-                m.model.precision = cfg.model.dtype;
-                cache.fill(pairs, &m, store, 8, plain)?;
+            if batches.iter().any(|b| !cache.missing(b).is_empty()) {
+                let m = load_reference(cfg, &spec, device)?;
+                cache.fill(batches, &m, store, cfg.model.prefix_sharing, device)?;
             }
             Ok((Reference::Cached(cache), t0.elapsed().as_secs_f64()))
         }
@@ -144,15 +144,18 @@ pub(crate) fn progress_bar(total: u64, enabled: bool, label: &str) -> indicatif:
 }
 
 /// Evaluates on held-out groups (no gradients): loss and metrics with the `eval/` prefix.
-fn evaluate(cfg: &TrainConfig, lm: &LoadedModel, pad: u32, eval: &mut Option<(GroupStore, Reference)>, plain: &Device) -> Result<Option<BTreeMap<String, f64>>> {
+/// The policy and reference run as in training (on the training device, gradients off), so the eval
+/// rewards of an untrained policy are exactly 0 as well.
+fn evaluate(cfg: &TrainConfig, lm: &LoadedModel, pad: u32, eval: &mut Option<(GroupStore, Reference)>, device: &Device) -> Result<Option<BTreeMap<String, f64>>> {
     let Some((store, reference)) = eval.as_mut() else { return Ok(None) };
-    let model = lm.model.valid();
+    let model = lm.model.clone().no_grad();
+    let sharing = cfg.model.prefix_sharing;
     let mut batcher = Batcher::with(store, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed)?;
     let mut metrics = Metrics::default();
     for _ in 0..batcher.batches_per_epoch() {
         let batch = batcher.next_batch();
-        let mut refs = |pairs: &[(usize, usize)]| reference.sums(&lm.model, &lm.rope, pad, store, pairs, plain);
-        let (out, _) = step::batch_loss(&model, &lm.rope, store, &batch, &mut refs, &cfg.loss, cfg.model.prefix_sharing, pad, plain)?;
+        let mut refs = |pairs: &[(usize, usize)]| reference.sums(&lm.model, &lm.rope, pad, store, pairs, sharing, device);
+        let (out, _) = step::batch_loss(&model, &lm.rope, store, &batch, &mut refs, &cfg.loss, sharing, pad, device)?;
         metrics.merge(&out.metrics);
     }
     Ok(Some(metrics.mean().into_iter().map(|(k, v)| (format!("eval/{k}"), v)).collect()))
@@ -243,12 +246,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, mut hook: Option<&mut St
     };
 
     // Optimiser, and the state to resume from.
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(cfg.optim.beta1 as f32)
-        .with_beta_2(cfg.optim.beta2 as f32)
-        .with_epsilon(cfg.optim.eps as f32)
-        .with_weight_decay(cfg.optim.weight_decay as f32)
-        .init();
+    let mut optim = optim::adamw(&cfg.optim);
     if cfg.adapter.method == AdapterMethod::Lora {
         lm.model = apply_lora(lm.model, &cfg.adapter.lora, cfg.optim.seed)?;
         eprintln!("LoRA: {} trainable parameters", trainable_params(&lm.model));
@@ -268,8 +266,8 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, mut hook: Option<&mut St
     // Reference log-probs for every pair the remaining steps will see.
     let remaining = total.saturating_sub(state.step) * accum;
     let (reference, ref_seconds, ref_computed) = if cfg.loss.needs_reference() {
-        let pairs = planned_pairs(&store, &cfg.data.batch, &cfg.data.weak, cfg.data.seed, batcher.state(), remaining)?;
-        let (r, s) = build_reference(cfg, &store, &pairs, "train", &plain)?;
+        let batches = planned_batches(&store, &cfg.data.batch, &cfg.data.weak, cfg.data.seed, batcher.state(), remaining)?;
+        let (r, s) = build_reference(cfg, &store, &batches, "train", &device)?;
         let computed = if let Reference::Cached(c) = &r { c.computed } else { 0 };
         (Some(r), s, computed)
     } else {
@@ -285,8 +283,8 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, mut hook: Option<&mut St
         }
         check_lengths(&lm, &es, cfg.data.weak.k > 0, "eval data")?;
         let eb = Batcher::with(&es, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed)?;
-        let pairs = planned_pairs(&es, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed, eb.state(), eb.batches_per_epoch())?;
-        let (r, _) = build_reference(cfg, &es, &pairs, "eval", &plain)?;
+        let batches = planned_batches(&es, &eval_batch_config(cfg), &cfg.data.weak, cfg.data.seed, eb.state(), eb.batches_per_epoch())?;
+        let (r, _) = build_reference(cfg, &es, &batches, "eval", &device)?;
         Some((es, r))
     };
 
@@ -311,7 +309,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, mut hook: Option<&mut St
         for _ in 0..accum {
             let batch = batcher.next_batch();
             let mut refs = |pairs: &[(usize, usize)]| match reference.as_ref() {
-                Some(r) => r.sums(&model, &lm.rope, pad, &store, pairs, &plain),
+                Some(r) => r.sums(&model, &lm.rope, pad, &store, pairs, cfg.model.prefix_sharing, &device),
                 None => Ok(vec![0.0; pairs.len()]),
             };
             let (out, n) = step::batch_loss(&model, &lm.rope, &store, &batch, &mut refs, &cfg.loss, cfg.model.prefix_sharing, pad, &device)?;
@@ -353,10 +351,12 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, mut hook: Option<&mut St
         m.insert("learning_rate".into(), lr);
         m.insert("grad_norm".into(), grad_norm);
         m.insert("tokens_per_s".into(), tokens as f64 / t0.elapsed().as_secs_f64());
-        m.insert("epoch".into(), state.batcher.epoch as f64);
+        // Fractional progress, as transformers logs it: batches consumed / batches per epoch.
+        let epoch = state.batcher.epoch as f64 + state.batcher.next_batch as f64 / batcher.batches_per_epoch().max(1) as f64;
+        m.insert("epoch".into(), epoch);
         if cfg.eval.every_steps > 0 && state.step % cfg.eval.every_steps == 0 && state.step < total {
             lm.model = model.clone();
-            if let Some(e) = evaluate(cfg, &lm, pad, &mut eval, &plain)? {
+            if let Some(e) = evaluate(cfg, &lm, pad, &mut eval, &device)? {
                 m.extend(e);
             }
             if let Some(h) = hook.as_mut() {
@@ -397,7 +397,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, mut hook: Option<&mut St
     }
     lm.model = model;
     if eval.is_some() || hook.is_some() {
-        let mut e = evaluate(cfg, &lm, pad, &mut eval, &plain)?.unwrap_or_default();
+        let mut e = evaluate(cfg, &lm, pad, &mut eval, &device)?.unwrap_or_default();
         if let Some(h) = hook.as_mut() {
             e.extend(h(state.step, &lm)?);
         }

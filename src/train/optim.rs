@@ -1,16 +1,19 @@
 //! Learning-rate schedule and global gradient-norm clipping (over all parameters together, as
 //! torch's `clip_grad_norm_`; burn's own clipping works tensor by tensor).
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::optim::GradientsParams;
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 
 use super::config::{OptimSection, Schedule};
 
-/// Learning rate at optimiser step `step` (0-based) of `total`.
+/// Learning rate at optimiser step `step` (0-based) of `total`, as transformers' schedulers give it
+/// (`get_linear_schedule_with_warmup` and friends, stepped once per optimiser step): during warm-up
+/// `lr · step / warmup_steps`, so the first step has learning rate 0; then constant, linear decay
+/// `lr · (total − step) / (total − warmup_steps)` or cosine decay to 0.
 pub fn learning_rate(o: &OptimSection, step: usize, total: usize) -> f64 {
     if o.warmup_steps > 0 && step < o.warmup_steps {
-        return o.lr * (step + 1) as f64 / o.warmup_steps as f64;
+        return o.lr * step as f64 / o.warmup_steps as f64;
     }
     let span = total.saturating_sub(o.warmup_steps).max(1) as f64;
     let progress = ((step - o.warmup_steps.min(step)) as f64 / span).clamp(0.0, 1.0);
@@ -19,6 +22,31 @@ pub fn learning_rate(o: &OptimSection, step: usize, total: usize) -> f64 {
         Schedule::Linear => o.lr * (1.0 - progress),
         Schedule::Cosine => o.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
     }
+}
+
+/// Parameters transformers' `Trainer` does not decay (`get_decay_parameter_names`): biases and the
+/// weights of normalisation layers. In epa's module paths these end in `.bias` and `.gamma` (burn's
+/// `RmsNorm` weight).
+pub const NO_DECAY: &str = r"(^|\.)(bias|gamma)$";
+
+/// AdamW with decoupled weight decay on every trainable parameter except biases and norm weights,
+/// as transformers' `Trainer` builds its optimiser; `optim.decay_bias_and_norm = true` decays
+/// those too. Weight decay is applied before the Adam update (`p ← p·(1 − lr·wd) − lr·Δ`), as
+/// torch's `AdamW` does.
+pub fn adamw(o: &OptimSection) -> ModuleOptimizer {
+    let config = |wd: f64| {
+        AdamWConfig::new()
+            .with_beta_1(o.beta1 as f32)
+            .with_beta_2(o.beta2 as f32)
+            .with_epsilon(o.eps as f32)
+            .with_weight_decay(wd as f32)
+    };
+    let optim = config(o.weight_decay).init();
+    if o.decay_bias_and_norm || o.weight_decay == 0.0 {
+        return optim;
+    }
+    let group = ParamGroup::from_regex(NO_DECAY).expect("a valid regex");
+    optim.with_group(group, config(0.0).build(), None)
 }
 
 struct Ids(Vec<(ParamId, usize)>);

@@ -92,19 +92,25 @@ impl RefCache {
         m
     }
 
-    /// Computes the missing pairs with `reference`, `chunk` groups at a time, then saves.
-    pub fn fill(&mut self, pairs: &[(usize, usize)], reference: &LoadedModel, store: &GroupStore, chunk: usize, device: &Device) -> Result<()> {
-        let missing = self.missing(pairs);
-        if missing.is_empty() {
-            return Ok(());
-        }
-        for part in missing.chunks(chunk.max(1)) {
-            let sums = reference_sums(&reference.model, &reference.rope, store, part, true, reference.pad_id(), device);
-            for (&p, v) in part.iter().zip(sums) {
-                self.values.insert(p, v);
+    /// Computes the missing pairs with `reference`, batch by batch as training will score them (the
+    /// same pairs together, the same layout, on the training device), so a pair's cached value is
+    /// bit for bit the policy's at identical weights; then saves. A pair met again in a later batch
+    /// keeps its first value.
+    pub fn fill(&mut self, batches: &[Vec<(usize, usize)>], reference: &LoadedModel, store: &GroupStore, prefix_sharing: bool, device: &Device) -> Result<()> {
+        let before = self.values.len();
+        for batch in batches {
+            if self.missing(batch).is_empty() {
+                continue;
+            }
+            let sums = reference_sums(&reference.model, &reference.rope, store, batch, prefix_sharing, reference.pad_id(), device);
+            for (&p, v) in batch.iter().zip(sums) {
+                self.values.entry(p).or_insert(v);
             }
         }
-        self.computed += missing.len();
+        if self.values.len() == before {
+            return Ok(());
+        }
+        self.computed += self.values.len() - before;
         self.save()
     }
 

@@ -23,3 +23,4 @@ mod reliability;
 mod smollm2;
 mod text;
 mod train;
+mod trl;
