@@ -20,6 +20,7 @@ mod lora;
 mod losses;
 mod model;
 mod reliability;
+mod reward;
 mod smollm2;
 mod text;
 mod train;
