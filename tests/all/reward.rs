@@ -94,3 +94,14 @@ fn causal_lm_and_reward_model_are_told_apart() {
     let e = RewardModel::load("tests/fixtures/no-such-folder", &device()).err().unwrap();
     assert!(format!("{e:#}").contains("no such"), "{e:#}");
 }
+
+#[test]
+fn reward_model_weights_the_config_does_not_use_are_an_error() {
+    use epa::model::weights::{HostTensor, WeightMap, build_reward_model};
+    let dir = fixture("tiny-rm-llama");
+    let cfg = epa::model::ModelConfig::from_hf_file(&dir.join("config.json")).unwrap();
+    let mut w = WeightMap::from_hf_folder(&dir).unwrap();
+    w.insert("lm_head.weight".into(), HostTensor { shape: vec![cfg.vocab_size, cfg.hidden_size], data: vec![0.0; cfg.vocab_size * cfg.hidden_size] }, &dir);
+    let e = build_reward_model(&cfg, &mut w, &device()).err().expect("an unused lm_head is an error for a reward model");
+    assert!(e.to_string().contains("not used") && e.to_string().contains("lm_head.weight"), "{e}");
+}
