@@ -1,0 +1,3 @@
+//! Evaluating a policy against its reference (`epa eval`).
+
+pub mod stats;
