@@ -57,7 +57,7 @@ pub fn length_feature(len_diff: &[f64]) -> Vec<f64> {
     }
     let m = mean(len_diff);
     let sd = (len_diff.iter().map(|d| (d - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
-    if !(sd > 0.0) {
+    if sd.is_nan() || sd <= 0.0 {
         return vec![0.0; n];
     }
     len_diff.iter().map(|d| (d / sd).tanh()).collect()
@@ -104,12 +104,12 @@ pub fn logistic_fit(x: &[f64], y: &[f64], ridge: f64) -> Option<(f64, f64)> {
         }
         let (da, db) = if with_slope {
             let det = haa * hbb - hab * hab;
-            if !(det.abs() > 1e-300) {
+            if det.is_nan() || det.abs() <= 1e-300 {
                 return None;
             }
             ((hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det)
         } else {
-            if !(haa > 1e-300) {
+            if haa.is_nan() || haa <= 1e-300 {
                 return None;
             }
             (ga / haa, 0.0)
