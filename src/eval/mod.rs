@@ -54,6 +54,11 @@ fn texts(lm: &LoadedModel, ids: &[Vec<Vec<u32>>], stop: &[u32]) -> Result<Vec<Ve
     ids.iter().map(|a| a.iter().map(|s| sample::answer_text(codec, s, stop)).collect()).collect()
 }
 
+/// An f32 setting as the decimal the user typed (0.95, not 0.949999988079071).
+fn short(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
 fn lengths(ids: &[Vec<u32>]) -> Vec<f64> {
     ids.iter().map(|s| s.len() as f64).collect()
 }
@@ -152,8 +157,8 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
         ("judge".to_string(), json!(args.judge.to_string())),
         ("samples".to_string(), json!(n)),
         ("seed".to_string(), json!(args.seed)),
-        ("temperature".to_string(), json!(args.temperature)),
-        ("top_p".to_string(), json!(args.top_p)),
+        ("temperature".to_string(), json!(short(args.temperature))),
+        ("top_p".to_string(), json!(short(args.top_p))),
         ("max_new_tokens".to_string(), json!(args.max_new_tokens)),
         ("bootstrap".to_string(), json!(args.bootstrap)),
         ("device".to_string(), json!(args.device.device.to_string())),
