@@ -11,6 +11,7 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod demo;
+pub mod eval;
 pub mod gold;
 pub mod lab;
 pub mod losses;

@@ -25,6 +25,9 @@ enum Command {
     },
     /// Score (prompt, response) pairs: summed and per-token log-probs of the response.
     Score(epa::cli::score::ScoreArgs),
+    /// Judge a policy against its reference: sampled answers scored by a reward model (or the gold
+    /// reward), win rate, length-controlled win rate, KL, length, with bootstrap intervals.
+    Eval(epa::cli::eval::EvalArgs),
     /// Greedy or sampled generation from a model.
     Generate(epa::cli::generate::GenerateArgs),
     /// Preference data tools.
@@ -108,6 +111,11 @@ fn main() -> Result<()> {
         }
         Command::Score(a) => epa::cli::score::run(&a),
         Command::Generate(a) => epa::cli::generate::run(&a),
+        Command::Eval(a) => {
+            let r = epa::eval::run(&a)?;
+            print!("{}", epa::eval::report::markdown(&r));
+            Ok(())
+        }
         Command::Data(DataCommand::Inspect(a)) => epa::data::inspect::inspect(&a),
         Command::Lab(LabCommand::Bandit(a)) => {
             let t = std::time::Instant::now();

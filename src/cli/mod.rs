@@ -1,5 +1,6 @@
 //! Subcommands of the `epa` binary that are thin wrappers over the library.
 
+pub mod eval;
 pub mod generate;
 pub mod score;
 

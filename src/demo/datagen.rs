@@ -17,10 +17,10 @@ use std::path::Path;
 use super::config::DataGenConfig;
 use super::topics;
 use crate::gold::GoldReward;
-use crate::model::generate::{Generated, SampleConfig, generate_scored};
+pub use crate::eval::sample::{answer_text, sample_answers};
+use crate::model::generate::SampleConfig;
 use crate::model::load::LoadedModel;
-use crate::model::{CausalLm, Rope};
-use crate::text::{Message, TextCodec};
+use crate::text::Message;
 
 /// One prompt of the dataset (the project's standard shape plus the experiment's fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,40 +35,6 @@ pub struct Row {
     /// The answers in sampling order with their gold reward R (sample j is the reference's j-th draw).
     pub samples: Vec<String>,
     pub gold: Vec<f64>,
-}
-
-/// `n` sampled answers (token ids with the stop token kept, and their log-prob) for each prompt,
-/// generated `batch` sequences at a time (a prompt's samples share one prefill). The seed of a batch
-/// is derived from `cfg.seed` and the batch's index.
-#[allow(clippy::too_many_arguments)]
-pub fn sample_answers(
-    model: &CausalLm,
-    rope: &Rope,
-    pad: u32,
-    prompts: &[Vec<u32>],
-    n: usize,
-    cfg: &SampleConfig,
-    batch: usize,
-    mut progress: impl FnMut(usize),
-) -> Vec<Vec<Generated>> {
-    let device = model.device();
-    let jobs: Vec<usize> = (0..prompts.len()).flat_map(|p| std::iter::repeat_n(p, n)).collect();
-    let mut out: Vec<Vec<Generated>> = vec![Vec::new(); prompts.len()];
-    for (b, chunk) in jobs.chunks(batch.max(1)).enumerate() {
-        let rows: Vec<Vec<u32>> = chunk.iter().map(|&p| prompts[p].clone()).collect();
-        let c = SampleConfig { seed: cfg.seed.wrapping_mul(1_000_003).wrapping_add(b as u64), ..cfg.clone() };
-        for (&p, ids) in chunk.iter().zip(generate_scored(model, rope, &rows, &c, pad, &device)) {
-            out[p].push(ids);
-        }
-        progress(chunk.len());
-    }
-    out
-}
-
-/// Answer text: the generated ids without the stop token, decoded, trimmed.
-pub fn answer_text(codec: &TextCodec, ids: &[u32], stop: &[u32]) -> Result<String> {
-    let end = ids.iter().position(|t| stop.contains(t)).unwrap_or(ids.len());
-    Ok(codec.decode(&ids[..end], true)?.trim().to_string())
 }
 
 /// The prompt ids of a topic, rendered with the model's chat template.

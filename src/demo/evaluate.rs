@@ -9,17 +9,22 @@
 //!   against r* = R/τ: Pearson and ε̂ = Var_k(r_k − r*_k).
 //!
 //! Sampling uses one seed for every policy, so methods are compared on common random numbers.
+//!
+//! Sampling, the gold judge, the win rate and the KL estimate are `epa eval`'s own code
+//! ([`crate::eval`]); the slope-1 metrics on held-out candidates are the demo's.
 
 use anyhow::Result;
-use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::datagen::{Row, answer_text, sample_answers};
+use super::datagen::Row;
+use crate::eval::judge::Judge as Judged;
+use crate::eval::prompts::EvalPrompt;
+use crate::eval::sample::{answer_text, group_sums, groups, sample_scored};
+use crate::eval::stats::win_rate;
 use crate::gold::GoldReward;
 use crate::losses::metrics::slope1_stats;
 use crate::model::generate::SampleConfig;
-use crate::model::{CausalLm, Layout, Rope};
-use crate::scores::{Targets, host_f32, score};
+use crate::model::{CausalLm, Rope};
 use crate::text::{Message, TextCodec};
 
 /// JSON writes NaN as `null`; read it back as NaN.
@@ -49,21 +54,6 @@ pub struct PointEval {
     pub length: Vec<f64>,
     /// The first sample of the first two prompts, for the report.
     pub examples: Vec<(String, String)>,
-}
-
-/// Log-prob sums of each `(prompt, responses)` group's responses, in order, `chunk` groups per pass.
-pub fn group_sums(model: &CausalLm, rope: &Rope, pad: u32, groups: &[(&[u32], Vec<&[u32]>)], chunk: usize, device: &Device) -> Vec<Vec<f64>> {
-    let mut out = Vec::with_capacity(groups.len());
-    for part in groups.chunks(chunk.max(1)) {
-        let layout = Layout::shared_prefix(part, pad);
-        let targets = Targets::shared_prefix(&layout, part);
-        let sums = host_f32(score(model, rope, &layout, &targets, device).sums);
-        let mut it = sums.into_iter();
-        for (_, rs) in part {
-            out.push(it.by_ref().take(rs.len()).map(f64::from).collect());
-        }
-    }
-    out
 }
 
 /// Everything about the held-out prompts that does not depend on the policy, computed once.
@@ -113,8 +103,7 @@ impl<'a> Judge<'a> {
             candidates.push(ids);
             truth.push(std::iter::once(r.score_chosen).chain(r.score_rejected.iter().copied()).collect());
         }
-        let groups = Self::groups(&prompts, &candidates);
-        let ref_candidate_sums = group_sums(reference, rope, pad, &groups, 8, &device);
+        let ref_candidate_sums = group_sums(reference, rope, pad, &groups(&prompts, &candidates), 8, &device);
         let stop = codec.eos_token_id().into_iter().collect();
         Ok(Judge {
             reference,
@@ -133,10 +122,6 @@ impl<'a> Judge<'a> {
             beta,
             stop,
         })
-    }
-
-    fn groups<'g>(prompts: &'g [Vec<u32>], responses: &'g [Vec<Vec<u32>>]) -> Vec<(&'g [u32], Vec<&'g [u32]>)> {
-        prompts.iter().zip(responses).map(|(p, rs)| (p.as_slice(), rs.iter().map(|r| r.as_slice()).collect())).collect()
     }
 
     /// The reference itself, from the data's own samples (KL 0, win rate ½, learned reward 0).
@@ -173,12 +158,9 @@ impl<'a> Judge<'a> {
     pub fn evaluate(&self, policy: &CausalLm, step: usize) -> Result<PointEval> {
         let device = policy.device();
         let n = self.samples_per_prompt;
-        let generated = sample_answers(policy, self.rope, self.pad, &self.prompts, n, &self.sample, self.batch, |_| {});
-        let samples: Vec<Vec<Vec<u32>>> = generated.iter().map(|g| g.iter().map(|s| s.ids.clone()).collect()).collect();
-        // The policy's log-probs come with the samples; the reference scores them.
-        let pol: Vec<Vec<f64>> = generated.iter().map(|g| g.iter().map(|s| s.logp).collect()).collect();
-        let groups = Self::groups(&self.prompts, &samples);
-        let refs = group_sums(self.reference, self.rope, self.pad, &groups, 8, &device);
+        // The policy's samples with their log-probs under the policy and the reference.
+        let scored = sample_scored((policy, self.rope), (self.reference, self.rope), self.pad, &self.prompts, n, &self.sample, self.batch, |_| {});
+        let gold = Judged::Gold(self.gold);
         let mut e = PointEval {
             step,
             gold: vec![],
@@ -190,27 +172,21 @@ impl<'a> Judge<'a> {
             length: vec![],
             examples: vec![],
         };
-        for (i, row) in self.held.iter().enumerate() {
-            let texts = samples[i].iter().map(|s| answer_text(self.codec, s, &self.stop)).collect::<Result<Vec<_>>>()?;
-            let g: Vec<f64> = texts.iter().map(|t| self.gold.score(&row.topic, t)).collect();
-            let lr: Vec<f64> = pol[i].iter().zip(&refs[i]).map(|(a, b)| a - b).collect();
-            let tokens: usize = samples[i].iter().map(Vec::len).sum();
+        for (i, (row, s)) in self.held.iter().zip(&scored).enumerate() {
+            let texts = s.ids.iter().map(|a| answer_text(self.codec, a, &self.stop)).collect::<Result<Vec<_>>>()?;
+            let prompt = EvalPrompt::text(format!("held-out prompt {i}"), row.prompt.clone(), Some(row.topic.clone()));
+            let g = gold.score(&prompt, &texts)?;
             e.gold.push(g.iter().sum::<f64>() / n as f64);
-            e.kl.push(lr.iter().sum::<f64>() / n as f64);
-            e.kl_per_token.push(lr.iter().sum::<f64>() / tokens.max(1) as f64);
-            e.length.push(tokens as f64 / n as f64);
-            let wins: f64 = g
-                .iter()
-                .zip(&row.gold)
-                .map(|(p, r)| if p > r { 1.0 } else if p == r { 0.5 } else { 0.0 })
-                .sum();
-            e.win.push(wins / n as f64);
+            e.kl.push(s.kl());
+            e.kl_per_token.push(s.kl_per_token());
+            e.length.push(s.lengths().iter().sum::<f64>() / n as f64);
+            // Sample j against the reference's j-th draw in the data.
+            e.win.push(win_rate(&g, &row.gold));
             if i < 2 {
                 e.examples.push((row.prompt.clone(), texts[0].clone()));
             }
         }
-        let groups = Self::groups(&self.prompts, &self.candidates);
-        let pol = group_sums(policy, self.rope, self.pad, &groups, 8, &device);
+        let pol = group_sums(policy, self.rope, self.pad, &groups(&self.prompts, &self.candidates), 8, &device);
         let r: Vec<Vec<f64>> = pol
             .iter()
             .zip(&self.ref_candidate_sums)

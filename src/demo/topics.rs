@@ -38,6 +38,12 @@ pub fn prompt(topic: &str) -> String {
     format!("Write one sentence about {topic}.")
 }
 
+/// The topic of a prompt made by [`prompt`] ("Write one sentence about {topic}." → topic), if it is one.
+pub fn topic_of(prompt: &str) -> Option<String> {
+    let t = prompt.trim().strip_prefix("Write one sentence about ")?.strip_suffix('.')?.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
 /// `(train, held_out)` topics: a seeded shuffle of [`TOPICS`], the first `n_train` for training and
 /// the next `n_held_out` held out. Errors when the list is too short.
 pub fn split(n_train: usize, n_held_out: usize, seed: u64) -> anyhow::Result<(Vec<String>, Vec<String>)> {
@@ -67,5 +73,14 @@ mod tests {
         assert!(a.iter().all(|t| !b.contains(t)));
         assert_eq!(split(100, 50, 3).unwrap(), (a, b));
         assert!(split(TOPICS.len(), 1, 0).is_err());
+    }
+
+    #[test]
+    fn topic_of_inverts_prompt() {
+        for t in ["the moon", "science fiction", "cats"] {
+            assert_eq!(topic_of(&prompt(t)).as_deref(), Some(t));
+        }
+        assert_eq!(topic_of("Write a poem about cats."), None);
+        assert_eq!(topic_of("Write one sentence about ."), None);
     }
 }

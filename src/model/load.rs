@@ -88,7 +88,8 @@ pub fn load_model(spec: &str, device: &Device) -> Result<LoadedModel> {
     bail!("model `{spec}`: no such file or folder (and not a hub id of the form org/name)")
 }
 
-fn looks_like_hub_id(spec: &str) -> bool {
+/// `org/name`: what the hub client is asked for when no such file or folder exists.
+pub(crate) fn looks_like_hub_id(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
     parts.len() == 2
         && parts.iter().all(|p| {

@@ -7,6 +7,7 @@
 //! - [`weights`]: named tensors → model; [`save`]: model → HF folder; [`gguf`]: GGUF files.
 //! - [`load`]: one entry point for folders, GGUF files, hub ids and the built-in `smollm2`.
 //! - [`generate`]: batched sampling with a KV cache.
+//! - [`reward`]: sequence-classification reward models (decoder + `score` head).
 
 pub mod config;
 pub mod generate;
@@ -15,6 +16,7 @@ pub mod layout;
 pub mod llama;
 pub mod load;
 pub mod lora;
+pub mod reward;
 pub mod rope;
 pub mod save;
 pub mod weights;

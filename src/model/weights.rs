@@ -127,6 +127,11 @@ impl WeightMap {
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
+
+    /// A tensor's shape, without taking it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|(t, _)| t.shape.as_slice())
+    }
 }
 
 /// `[out, in]` row-major (PyTorch) → `[in, out]` row-major (burn's Linear).
@@ -150,9 +155,16 @@ fn rms_norm(w: &mut WeightMap, name: &str, h: usize, eps: f64, device: &Device) 
     Ok(RmsNorm { gamma: param(w.take(name, &[h])?, [h], device), epsilon: eps })
 }
 
-/// Builds the model from a weight map. Unused tensors (e.g. rotary caches) are ignored;
-/// a tied model's `lm_head.weight`, if present, must equal the embedding and is dropped.
-pub fn build_model(cfg: &ModelConfig, w: &mut WeightMap, device: &Device) -> Result<CausalLm> {
+/// The decoder body every head sits on: token embedding, layers, final norm (no head).
+pub struct DecoderBody {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+}
+
+/// Takes the decoder body's tensors (`model.embed_tokens`, `model.layers.*`, `model.norm`) from a
+/// weight map; the head's tensors are left for the caller.
+pub fn build_body(cfg: &ModelConfig, w: &mut WeightMap, device: &Device) -> Result<DecoderBody> {
     cfg.validate()?;
     let h = cfg.hidden_size;
     let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
@@ -185,31 +197,86 @@ pub fn build_model(cfg: &ModelConfig, w: &mut WeightMap, device: &Device) -> Res
         });
     }
     let embed = w.take("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+    let norm = rms_norm(w, "model.norm.weight", h, cfg.rms_norm_eps, device)?;
+    Ok(DecoderBody { embed_tokens: Embedding { weight: param(embed, [cfg.vocab_size, h], device) }, layers, norm })
+}
+
+impl DecoderBody {
+    /// The body as a [`CausalLm`] with the given head (`None`: tied to the embedding).
+    pub fn with_lm_head(self, lm_head: Option<Linear>) -> CausalLm {
+        CausalLm {
+            embed_tokens: self.embed_tokens,
+            layers: self.layers,
+            norm: self.norm,
+            lm_head,
+            precision: crate::device::Precision::Float32,
+        }
+    }
+}
+
+/// The head a set of weights was saved with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// `*ForCausalLM`: `lm_head.weight` `[vocab, hidden]` (absent when tied to the embedding).
+    Lm,
+    /// `*ForSequenceClassification`: `score.weight` `[num_labels, hidden]`, no bias.
+    Score,
+}
+
+/// Builds the model from a weight map. Unused tensors (e.g. rotary caches) are ignored;
+/// a tied model's `lm_head.weight`, if present, must equal the embedding and is dropped.
+/// A reward model's weights (a `score` head) are refused with a message saying so.
+pub fn build_model(cfg: &ModelConfig, w: &mut WeightMap, device: &Device) -> Result<CausalLm> {
+    if w.contains("score.weight") && !w.contains("lm_head.weight") {
+        bail!(
+            "these weights have a `score` head and no `lm_head`: a sequence-classification (reward) model, \
+             not a causal LM; use it as a judge (`epa eval --judge rm:PATH`)"
+        );
+    }
+    let body = build_body(cfg, w, device)?;
     let lm_head = if cfg.tie_word_embeddings {
         None
     } else {
-        Some(linear(w, "lm_head", h, cfg.vocab_size, false, device)?)
+        Some(linear(w, "lm_head", cfg.hidden_size, cfg.vocab_size, false, device)?)
     };
-    let norm = rms_norm(w, "model.norm.weight", h, cfg.rms_norm_eps, device)?;
-    check_all_used(cfg, w)?;
-    Ok(CausalLm {
-        embed_tokens: Embedding { weight: param(embed, [cfg.vocab_size, h], device) },
-        layers,
-        norm,
-        lm_head,
-        precision: crate::device::Precision::Float32,
-    })
+    check_all_used(cfg, w, Head::Lm)?;
+    Ok(body.with_lm_head(lm_head))
+}
+
+/// Builds a reward model's body and its `score` head (`[1, hidden]` in HF layout, one label), from a
+/// `*ForSequenceClassification` checkpoint. Causal-LM weights (no `score.weight`) are refused with a
+/// message saying so; every tensor must be used, as for [`build_model`].
+pub fn build_reward_model(cfg: &ModelConfig, w: &mut WeightMap, device: &Device) -> Result<(DecoderBody, Linear)> {
+    let Some(shape) = w.shape("score.weight").map(<[usize]>::to_vec) else {
+        let what = if w.contains("lm_head.weight") || cfg.tie_word_embeddings { "a causal LM (an `lm_head`)" } else { "no reward head" };
+        bail!(
+            "tensor `score.weight` is missing: these weights are {what}, not a sequence-classification reward model \
+             (LlamaForSequenceClassification, Qwen2ForSequenceClassification, MistralForSequenceClassification)"
+        );
+    };
+    if shape.len() != 2 || shape[1] != cfg.hidden_size || shape[0] != 1 {
+        bail!(
+            "tensor `score.weight` has shape {shape:?}; a reward model's head is [1, {}] (num_labels = 1): \
+             a classifier with several labels is not a reward model",
+            cfg.hidden_size
+        );
+    }
+    let body = build_body(cfg, w, device)?;
+    let score = linear(w, "score", cfg.hidden_size, 1, false, device)?;
+    check_all_used(cfg, w, Head::Score)?;
+    Ok((body, score))
 }
 
 /// Tensors left after the model took its own mean the config does not describe the weights (fewer
 /// layers than were saved, a missing bias flag): an error, as a missing tensor is. Two leftovers
 /// are normal and ignored, as transformers ignores them: a saved `lm_head.weight` under tied
-/// embeddings, and the rotary `inv_freq` buffers older checkpoints carry.
-fn check_all_used(cfg: &ModelConfig, w: &WeightMap) -> Result<()> {
+/// embeddings (causal LMs only), and the rotary `inv_freq` buffers older checkpoints carry.
+fn check_all_used(cfg: &ModelConfig, w: &WeightMap, head: Head) -> Result<()> {
+    let tied_copy = |n: &str| head == Head::Lm && cfg.tie_word_embeddings && n == "lm_head.weight";
     let mut unused: Vec<(&String, &PathBuf)> = w
         .tensors
         .iter()
-        .filter(|(n, _)| !(n.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && *n == "lm_head.weight")))
+        .filter(|(n, _)| !(n.ends_with("rotary_emb.inv_freq") || tied_copy(n)))
         .map(|(n, (_, origin))| (n, origin))
         .collect();
     if unused.is_empty() {

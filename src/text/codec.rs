@@ -316,6 +316,17 @@ impl TextCodec {
         Ok(pair)
     }
 
+    /// A whole conversation rendered with the chat template (no generation prompt) and tokenised, as a
+    /// reward model reads it (transformers: `apply_chat_template(messages, tokenize=True)`). Without a
+    /// template the contents are concatenated and the post-processor's leading ids added.
+    pub fn encode_conversation(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let text = self.render_chat(messages, false)?;
+        match self.template {
+            Some(_) => self.encode_rendered(&text),
+            None => self.encode_plain(&text),
+        }
+    }
+
     /// Encodes one (prompt, response) pair; see [`TextCodec::encode_response`].
     pub fn encode_pair(&self, prompt: &[Message], response: &str) -> Result<EncodedPair> {
         let p = self.encode_prompt(prompt)?;
