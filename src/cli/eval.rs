@@ -44,6 +44,10 @@ pub struct EvalArgs {
     /// Bootstrap resamples of the prompts for the 95% intervals (0: no intervals).
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
+    /// Which prompts go through the chat template: `always` (string prompts become a user turn, as
+    /// AlpacaEval and the demo sample), `auto` (TRL's training rule: strings verbatim), `never`.
+    #[arg(long, value_enum, default_value = "always")]
+    pub chat_template: crate::data::ChatTemplateUse,
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }

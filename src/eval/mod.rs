@@ -32,6 +32,8 @@ use std::time::Instant;
 
 use crate::cli::eval::EvalArgs;
 use crate::gold::{GoldReward, GoldRewardConfig};
+use crate::data::ChatTemplateUse;
+use crate::data::store::encode_prompt;
 use crate::model::generate::SampleConfig;
 use crate::model::load::{LoadedModel, load_model};
 use crate::model::reward::RewardModel;
@@ -39,12 +41,17 @@ use judge::{Judge, JudgeSpec};
 use prompts::EvalPrompt;
 use report::{EvalReport, PromptResult, Side};
 
-/// Prompt ids of every prompt under a model's own chat template.
-fn encode_prompts(lm: &LoadedModel, prompts: &[EvalPrompt]) -> Result<Vec<Vec<u32>>> {
+/// Prompt ids of every prompt under a model's own tokenizer, through its chat template as `template`
+/// says (`always`, the default, renders string prompts as a user turn, as AlpacaEval does; `auto`
+/// keeps them verbatim, as training with TRL's rule saw them).
+fn encode_prompts(lm: &LoadedModel, prompts: &[EvalPrompt], template: ChatTemplateUse) -> Result<Vec<Vec<u32>>> {
     let codec = lm.codec()?;
     prompts
         .iter()
-        .map(|p| Ok(codec.encode_prompt(&p.messages()).with_context(|| format!("{}: rendering the prompt for {}", p.loc, lm.source.display()))?.ids))
+        .map(|p| {
+            let encoded = encode_prompt(codec, &p.prompt, template).map_err(|why| anyhow::anyhow!("{}: field `prompt`: {why}", p.loc))?;
+            Ok(encoded.with_context(|| format!("{}: rendering the prompt for {}", p.loc, lm.source.display()))?.ids)
+        })
         .collect()
 }
 
@@ -96,8 +103,8 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
     };
     let policy = load(&args.policy, "policy")?;
     let reference = load(&args.reference, "reference")?;
-    let prompt_ids = encode_prompts(&policy, &prompts)?;
-    if encode_prompts(&reference, &prompts)? != prompt_ids {
+    let prompt_ids = encode_prompts(&policy, &prompts, args.chat_template)?;
+    if encode_prompts(&reference, &prompts, args.chat_template)? != prompt_ids {
         bail!(
             "--policy {} and --reference {} tokenise the prompts differently: the KL estimate and a fair \
              comparison need one tokenizer and chat template",
@@ -160,6 +167,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
         ("temperature".to_string(), json!(short(args.temperature))),
         ("top_p".to_string(), json!(short(args.top_p))),
         ("max_new_tokens".to_string(), json!(args.max_new_tokens)),
+        ("chat_template".to_string(), json!(args.chat_template)),
         ("bootstrap".to_string(), json!(args.bootstrap)),
         ("device".to_string(), json!(args.device.device.to_string())),
         ("dtype".to_string(), json!(args.device.dtype.to_string())),

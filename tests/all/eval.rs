@@ -50,7 +50,7 @@ fn eval_writes_a_complete_report_and_is_deterministic() {
     let png = std::fs::read(out1.join("rewards.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 3_000, "rewards.png is not a drawn PNG");
     let v = read_json(&out1.join("eval.json"));
-    for k in ["policy", "reference", "prompts", "judge", "samples", "seed", "temperature", "top_p", "max_new_tokens", "bootstrap", "device", "lc_ridge", "num_prompts"] {
+    for k in ["policy", "reference", "prompts", "judge", "samples", "seed", "temperature", "top_p", "max_new_tokens", "chat_template", "bootstrap", "device", "lc_ridge", "num_prompts"] {
         assert!(!v["settings"][k].is_null(), "settings.{k} missing");
     }
     let keys = [
