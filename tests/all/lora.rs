@@ -381,16 +381,26 @@ fn lora_off_shares_the_base_weights() {
     let policy = apply_lora(base, &LoraConfig::default(), 0).unwrap();
     let attn_bytes = 4 * 4 * 1024 * 1024 * cfg.num_hidden_layers; // q, k, v, o: 1024², f32, 4 layers
 
-    let before = rss_bytes();
-    let reference = lora_off(&policy);
-    let off_growth = rss_bytes().saturating_sub(before);
-    let before = rss_bytes();
-    let dense = merged(&policy);
-    let merged_growth = rss_bytes().saturating_sub(before);
-    eprintln!("adapted weights {} MiB; lora_off +{} KiB; merged +{} KiB", attn_bytes >> 20, off_growth >> 10, merged_growth >> 10);
-    assert!(off_growth < attn_bytes / 8, "lora_off grew RSS by {off_growth} bytes");
-    assert!(merged_growth > attn_bytes / 2, "control: merged should allocate ~{attn_bytes} bytes, grew {merged_growth}");
-    drop((reference, dense));
+    // RSS is the whole process's: tests running beside this one allocate and free too (and the
+    // allocator may reuse freed pages for `merged`), so a measurement can be disturbed. Three tries;
+    // one clean one is the evidence.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let before = rss_bytes();
+        let reference = lora_off(&policy);
+        let off_growth = rss_bytes().saturating_sub(before);
+        let before = rss_bytes();
+        let dense = merged(&policy);
+        let merged_growth = rss_bytes().saturating_sub(before);
+        eprintln!("adapted weights {} MiB; lora_off +{} KiB; merged +{} KiB", attn_bytes >> 20, off_growth >> 10, merged_growth >> 10);
+        // Kept alive until both are measured, so `merged` cannot reuse lora_off's pages.
+        drop((reference, dense));
+        if off_growth < attn_bytes / 8 && merged_growth > attn_bytes / 2 {
+            return;
+        }
+        seen.push((off_growth, merged_growth));
+    }
+    panic!("lora_off should not copy the base weights (< {} bytes) while merged allocates them (> {}): (lora_off, merged) growth {seen:?}", attn_bytes / 8, attn_bytes / 2);
 }
 
 /// Broken or unsupported PEFT folders: one clear error each, naming the file or tensor.
