@@ -61,6 +61,7 @@ impl Reference {
     /// the training device, autodiff included, with gradients off), so identical weights give
     /// identical numbers and the first step's rewards are exactly 0. `policy` (with its rope and pad
     /// id) is read only by `LoraOff`.
+    #[allow(clippy::too_many_arguments)] // issue 12's `Scorer` will carry rope, pad id and layout choice
     fn sums(&self, policy: &CausalLm, rope: &Rope, pad: u32, store: &GroupStore, pairs: &[(usize, usize)], prefix_sharing: bool, device: &Device) -> Result<Vec<f32>> {
         match self {
             Reference::Frozen(m) => Ok(step::reference_sums(&m.model, &m.rope, store, pairs, prefix_sharing, m.pad_id(), device)),
