@@ -12,6 +12,9 @@ def main(epa_path, torch_path):
     keys = ("prompts", "prompt_len", "response_len")
     if any(epa["shape"][k] != torch["shape"][k] for k in keys):
         print("warning: the two runs used different shapes", file=sys.stderr)
+    for name, r in (("epa", epa), ("pytorch", torch)):
+        m = r.get("machine", {})
+        print(f"{name}: {m.get('cpu', '?')}; {m.get('matmul') or ('BLAS ' + str(m.get('blas')) + ', ' + str(m.get('cpu_capability')))}; {r.get('threads')} threads")
     print(f"{'row':<8} {'epa layout':>10} {'epa step s':>10} {'torch step s':>12} {'speed-up':>8} "
           f"{'CPU-s ratio':>11} {'ref speed-up':>12} {'epa MiB':>8} {'torch MiB':>9}")
     for r in epa["rows"]:

@@ -26,6 +26,7 @@ Output: a table on stdout and JSON with the same field names as `epa bench --jso
 
 import argparse
 import json
+import re
 import os
 import resource
 import statistics
@@ -57,6 +58,24 @@ def parse_args(argv=None):
     p.add_argument("--layouts", help="accepted for `epa bench` compatibility; PyTorch always runs separate sequences")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one row in this process
     return p.parse_args(argv)
+
+
+def machine():
+    """CPU model, and the kernels PyTorch runs on it (its CPU capability and BLAS, from torch.__config__)."""
+    import torch
+    model = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    show = torch.__config__.show()
+    found = re.search(r"BLAS_INFO=([^,\s]+)", show)
+    blas = found.group(1) if found else "unknown"
+    return dict(cpu=model, cpu_capability=torch.backends.cpu.get_cpu_capability(), blas=blas,
+                mkldnn=torch.backends.mkldnn.is_available())
 
 
 def config(args):
@@ -274,6 +293,8 @@ def main():
     for n in names:
         if n not in ROWS:
             sys.exit(f"--rows: unknown row '{n}'; expected one of {', '.join(ROWS)} or all")
+    m = machine()
+    print(f"machine: {m['cpu']}; torch CPU capability {m['cpu_capability']}, BLAS {m['blas']}")
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads; "
           f"{args.prompts} prompts x {args.prompt_len} tokens, responses of {args.response_len} tokens")
     rows = []
@@ -293,7 +314,7 @@ def main():
         print(f"generation: first token {generation['first_token_s']:.3f} s, "
               f"{generation['decode_tokens_per_s']:.1f} new tokens/s after it")
     report = dict(
-        tool="pytorch", torch=torch.__version__, transformers=transformers.__version__,
+        tool="pytorch", torch=torch.__version__, transformers=transformers.__version__, machine=machine(),
         threads=args.threads, device=args.device, dtype=args.dtype, attn=args.attn,
         model=dict(shape="tiny" if args.tiny else args.shape),
         shape=dict(prompts=args.prompts, prompt_len=args.prompt_len, response_len=args.response_len, reps=args.reps),

@@ -156,6 +156,9 @@ pub struct BenchReport {
     pub model: serde_json::Value,
     pub shape: serde_json::Value,
     pub threads: usize,
+    /// What makes numbers from two machines (or two programs) comparable: CPU model, its SIMD flags,
+    /// and the matrix-multiply kernels this binary runs on it.
+    pub machine: serde_json::Value,
     pub rows: Vec<BenchRow>,
     pub generation: Option<GenerationRow>,
 }
@@ -200,6 +203,37 @@ pub fn peak_rss_mib() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// The CPU model (`/proc/cpuinfo`), the SIMD features that decide gemm's kernels, and those kernels:
+/// burn is built with `x86-v4`, so gemm runs AVX-512 kernels where the CPU has AVX-512 and its AVX2 +
+/// FMA ones otherwise (chosen at run time).
+pub fn machine() -> serde_json::Value {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1))).map(str::trim).unwrap_or("unknown");
+    #[cfg(target_arch = "x86_64")]
+    let (flags, gemm) = {
+        let f = [
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            ("avx512bw", std::arch::is_x86_feature_detected!("avx512bw")),
+            ("avx512dq", std::arch::is_x86_feature_detected!("avx512dq")),
+            ("avx512vl", std::arch::is_x86_feature_detected!("avx512vl")),
+        ];
+        let has = |n: &str| f.iter().any(|&(k, v)| k == n && v);
+        let gemm = if has("avx512f") {
+            "gemm AVX-512 (x86-v4)"
+        } else if has("avx2") && has("fma") {
+            "gemm AVX2 + FMA"
+        } else {
+            "gemm SSE / scalar"
+        };
+        (f.iter().filter(|(_, v)| *v).map(|(k, _)| *k).collect::<Vec<_>>(), gemm)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (flags, gemm): (Vec<&str>, &str) = (vec![], "gemm (this architecture's kernels)");
+    json!({ "cpu": model, "simd": flags, "matmul": gemm, "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) })
 }
 
 /// CPU time (user + system, all threads) of this process so far, seconds (Linux; NaN elsewhere).
@@ -478,19 +512,20 @@ fn selected_layouts(layouts: &str) -> Result<Vec<bool>> {
 
 fn print_table(r: &BenchReport) {
     println!(
-        "{:<8} {:>5} {:>8} {:>7} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}",
-        "row", "cands", "layout", "tokens", "computed", "step s", "tok/s", "GFLOP/s", "ref s", "ref GF/s", "peak MiB"
+        "{:<8} {:>5} {:>8} {:>7} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>9}",
+        "row", "cands", "layout", "tokens", "computed", "step s", "CPU s", "cores", "GFLOP/s", "ref s", "ref GF/s", "peak MiB"
     );
     for x in &r.rows {
         println!(
-            "{:<8} {:>5} {:>8} {:>7} {:>8} {:>9.3} {:>9.1} {:>8.1} {:>8.3} {:>8.1} {:>9.0}",
+            "{:<8} {:>5} {:>8} {:>7} {:>8} {:>9.3} {:>9.3} {:>6.2} {:>8.1} {:>8.3} {:>8.1} {:>9.0}",
             x.name,
             x.candidates,
             if x.prefix_sharing { "shared" } else { "separate" },
             x.useful_tokens,
             x.computed_tokens,
             x.step_s,
-            x.step_tokens_per_s,
+            x.step_cpu_s,
+            x.step_cpu_s / x.step_s,
             x.step_gflops,
             x.reference_s,
             x.reference_gflops,
@@ -539,6 +574,8 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
         args.response_len,
         threads
     );
+    let machine = machine();
+    println!("machine: {}; {}; matmul: {}", machine["cpu"].as_str().unwrap_or("?"), machine["simd"], machine["matmul"].as_str().unwrap_or("?"));
     // One untimed step of one prompt first (thread pool and allocator warm-up).
     let warm = BenchArgs { prompts: 1, reps: 1, warmup: 0, no_reference: true, ..args.clone() };
     run_row(kinds[0], layouts[0], &Setup { args: &warm, ..s }, &cfg)?;
@@ -567,6 +604,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
         model: json!({ "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size, "params": cfg.num_params(), "shape": shape, "tiny": shape == BenchShape::Tiny }),
         shape: json!({ "prompts": args.prompts, "prompt_len": args.prompt_len, "response_len": args.response_len, "reps": args.reps }),
         threads,
+        machine,
         rows,
         generation,
     };
