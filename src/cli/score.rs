@@ -52,7 +52,6 @@ pub struct ScoreItem {
 
 fn messages(v: &Value, what: &str) -> Result<Vec<Message>> {
     match v {
-        Value::String(s) => Ok(vec![Message { role: "user".into(), content: s.clone() }]),
         Value::Array(_) => serde_json::from_value(v.clone())
             .with_context(|| format!("field `{what}` must be a string or a list of {{role, content}} messages")),
         _ => bail!("field `{what}` must be a string or a list of {{role, content}} messages"),

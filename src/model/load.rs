@@ -38,21 +38,12 @@ impl LoadedModel {
         Ok(())
     }
 
-    /// Refuses a tokenizer whose ids run past the model's vocabulary (a tokenizer from another model):
-    /// the embedding lookup would fail on the first such id.
+    /// Refuses a tokenizer whose ids run past the model's vocabulary (see [`check_vocab`]).
     fn check_vocab(&self) -> Result<()> {
-        let Some(codec) = &self.codec else { return Ok(()) };
-        if let Some((token, id)) = codec.max_token_id()
-            && id as usize >= self.config.vocab_size
-        {
-            bail!(
-                "{}: the tokenizer has ids up to {id} (token {token:?}), but the model's vocabulary is {} \
-                 (vocab_size, the embedding's rows): the tokenizer belongs to another model",
-                self.source.display(),
-                self.config.vocab_size
-            );
+        match &self.codec {
+            Some(codec) => check_vocab(codec, self.config.vocab_size, &self.source),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The id used to pad batches: the config's pad id, else the tokenizer's, else eos, else 0.
@@ -63,6 +54,21 @@ impl LoadedModel {
             .or(self.config.eos_token_id)
             .unwrap_or(0)
     }
+}
+
+/// Refuses a tokenizer whose ids run past the model's vocabulary `vocab_size` (a tokenizer from another
+/// model): the embedding lookup would fail on the first such id.
+pub(crate) fn check_vocab(codec: &TextCodec, vocab_size: usize, source: &Path) -> Result<()> {
+    if let Some((token, id)) = codec.max_token_id()
+        && id as usize >= vocab_size
+    {
+        bail!(
+            "{}: the tokenizer has ids up to {id} (token {token:?}), but the model's vocabulary is {vocab_size} \
+             (vocab_size, the embedding's rows): the tokenizer belongs to another model",
+            source.display(),
+        );
+    }
+    Ok(())
 }
 
 /// Loads `spec`: a folder, a `.gguf` file, `smollm2`, or a hub id like `org/name`.

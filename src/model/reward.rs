@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use super::config::ModelConfig;
 use super::layout::Layout;
 use super::llama::{CausalLm, ForwardInputs};
-use super::load::{download_from_hub, looks_like_hub_id};
+use super::load::{check_vocab, download_from_hub, looks_like_hub_id};
 use super::rope::Rope;
 use super::weights::{WeightMap, build_reward_model};
 use crate::text::{Message, TextCodec};
@@ -69,15 +69,7 @@ impl RewardModel {
             bail!("{}: no tokenizer.json beside the reward model (it must read text as it was trained to)", dir.display());
         }
         let codec = TextCodec::from_hf_folder(dir)?;
-        if let Some((token, id)) = codec.max_token_id()
-            && id as usize >= config.vocab_size
-        {
-            bail!(
-                "{}: the tokenizer has ids up to {id} (token {token:?}) but the model's vocabulary is {}",
-                dir.display(),
-                config.vocab_size
-            );
-        }
+        check_vocab(&codec, config.vocab_size, dir)?;
         Ok(RewardModel {
             decoder: body.with_lm_head(None),
             score,

@@ -221,6 +221,15 @@ impl TextCodec {
         Ok(ids)
     }
 
+    /// Tokenises what [`TextCodec::render_chat`] produced: as template output when there is a
+    /// template, else as plain text.
+    fn encode_chat_text(&self, text: &str) -> Result<Vec<u32>> {
+        match self.template {
+            Some(_) => self.encode_rendered(text),
+            None => self.encode_plain(text),
+        }
+    }
+
     /// Plain (template-less) text: the post-processor's leading ids (BOS), unless the text already has them.
     fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
         let ids = self.encode(text, false)?;
@@ -233,10 +242,7 @@ impl TextCodec {
     /// Renders the prompt with the generation prompt and tokenises it.
     pub fn encode_prompt(&self, prompt: &[Message]) -> Result<EncodedPrompt> {
         let text = self.render_chat(prompt, true)?;
-        let ids = match self.template {
-            Some(_) => self.encode_rendered(&text)?,
-            None => self.encode_plain(&text)?,
-        };
+        let ids = self.encode_chat_text(&text)?;
         Ok(EncodedPrompt {
             messages: prompt.to_vec(),
             text,
@@ -320,11 +326,7 @@ impl TextCodec {
     /// reward model reads it (transformers: `apply_chat_template(messages, tokenize=True)`). Without a
     /// template the contents are concatenated and the post-processor's leading ids added.
     pub fn encode_conversation(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let text = self.render_chat(messages, false)?;
-        match self.template {
-            Some(_) => self.encode_rendered(&text),
-            None => self.encode_plain(&text),
-        }
+        self.encode_chat_text(&self.render_chat(messages, false)?)
     }
 
     /// Encodes one (prompt, response) pair; see [`TextCodec::encode_response`].

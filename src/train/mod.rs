@@ -120,7 +120,7 @@ fn build_reference(
                 cfg.output.dir.parent().unwrap_or(Path::new(".")).join(".ref-cache").join(cache_name)
             });
             let mut cache = RefCache::open(&dir, &key)?;
-            if batches.iter().any(|b| !cache.missing(b).is_empty()) {
+            if !batches.iter().all(|b| cache.has_all(b)) {
                 let m = load_reference(cfg, &spec, device)?;
                 cache.fill(batches, &m, store, cfg.model.prefix_sharing, device)?;
             }

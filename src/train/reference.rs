@@ -85,11 +85,9 @@ impl RefCache {
         Ok(RefCache { values, path: Some(path), computed: 0 })
     }
 
-    pub fn missing(&self, pairs: &[(usize, usize)]) -> Vec<(usize, usize)> {
-        let mut m: Vec<(usize, usize)> = pairs.iter().filter(|p| !self.values.contains_key(p)).cloned().collect();
-        m.sort();
-        m.dedup();
-        m
+    /// Whether every pair of `pairs` has its value.
+    pub fn has_all(&self, pairs: &[(usize, usize)]) -> bool {
+        pairs.iter().all(|p| self.values.contains_key(p))
     }
 
     /// Computes the missing pairs with `reference`, batch by batch as training will score them (the
@@ -99,7 +97,7 @@ impl RefCache {
     pub fn fill(&mut self, batches: &[Vec<(usize, usize)>], reference: &LoadedModel, store: &GroupStore, prefix_sharing: bool, device: &Device) -> Result<()> {
         let before = self.values.len();
         for batch in batches {
-            if self.missing(batch).is_empty() {
+            if self.has_all(batch) {
                 continue;
             }
             let sums = reference_sums(&reference.model, &reference.rope, store, batch, prefix_sharing, reference.pad_id(), device);
