@@ -7,7 +7,7 @@
 //! per prompt: `[prompt | response₁ | …]`) and without (every candidate a padded sequence
 //! `prompt ⊕ response`). Every row goes through the trainer's own code path:
 //! [`crate::train::step::batch_loss`] (layout, scoring, `[P × C]` arrangement, the configured loss
-//! of [`crate::losses`]) → backward → AdamW, and [`crate::train::step::reference_sums`] for the
+//! of [`crate::losses`]) → backward → AdamW, and [`crate::scores::Scorer::pairs`] for the
 //! reference pass (no autodiff).
 //!
 //! Useful work is counted as in the literature: 6·params·tokens per training step and
@@ -37,7 +37,8 @@ use crate::losses::LossConfig;
 use crate::model::generate::{SampleConfig, generate};
 use crate::model::llama::init_random;
 use crate::model::{CausalLm, ModelConfig, Rope};
-use crate::train::step::{arrange, batch_loss, reference_sums};
+use crate::scores::{Attention, Scorer};
+use crate::train::step::{arrange, batch_loss};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -340,6 +341,14 @@ struct Setup<'a> {
     args: &'a BenchArgs,
 }
 
+impl Setup<'_> {
+    /// The bench's scorer for `model` (pad id 0; `--dense-attention` switches off block attention).
+    fn scorer<'m>(&'m self, model: &'m CausalLm, device: &Device) -> Scorer<'m> {
+        let attention = if self.args.dense_attention { Attention::Dense } else { Attention::Block };
+        Scorer::new(model, self.rope, 0, device).attention(attention)
+    }
+}
+
 /// Seconds of one training step: policy forward + loss, backward, optimiser step.
 #[derive(Debug, Clone, Copy)]
 struct StepTimes {
@@ -375,7 +384,8 @@ fn train_step(
         }
         Ok(reference.to_vec())
     };
-    let (out, _) = batch_loss(&model, s.rope, s.store, batch, &mut refs, loss, sharing, 0, device)?;
+    let scorer = s.scorer(&model, device).prefix_sharing(sharing);
+    let (out, _) = batch_loss(&scorer, s.store, batch, &mut refs, loss)?;
     let _ = out.loss.clone().into_data();
     let t1 = Instant::now();
     *device_peak = device_reserved_mib(device).map(|m| m.max(device_peak.unwrap_or(0.0)));
@@ -419,7 +429,7 @@ fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result
     let ref_reps = if args.no_reference { 1 } else { args.reps };
     for _ in 0..ref_reps {
         let t0 = Instant::now();
-        reference = reference_sums(&frozen, s.rope, s.store, &arrangement.pairs, sharing, 0, &plain);
+        reference = s.scorer(&frozen, &plain).prefix_sharing(sharing).pairs_host(s.store, &arrangement.pairs);
         ref_times.push(t0.elapsed().as_secs_f64());
     }
     drop(frozen);
@@ -553,7 +563,6 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
     if args.purge_freed_memory {
         purge_freed_memory();
     }
-    crate::scores::set_block_attention(!args.dense_attention);
     let kinds = selected_kinds(&args.rows)?;
     let layouts = selected_layouts(&args.layouts)?;
     let shape = if args.tiny { BenchShape::Tiny } else { args.shape };

@@ -11,6 +11,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 pub use crate::model::host_f32;
+use crate::data::GroupStore;
+use crate::model::load::LoadedModel;
 use crate::model::{CausalLm, ForwardInputs, Layout, Rope};
 
 /// Which tokens to score in a laid-out batch.
@@ -91,24 +93,126 @@ pub struct Scored {
     pub sums: Tensor<1>,
 }
 
-static BLOCK_ATTENTION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// Whether [`score`] uses block-sparse attention for prefix-shared layouts (default) or the dense
-/// `[T × T]` mask (same numbers, more work; for benchmarks: `epa bench --dense-attention`).
-pub fn set_block_attention(on: bool) {
-    BLOCK_ATTENTION.store(on, std::sync::atomic::Ordering::Relaxed);
+/// How a prefix-shared row attends: block-sparse (each response sees the prompt and itself; the
+/// default) or through the dense `[T × T]` mask (same numbers, more work; for benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Attention {
+    #[default]
+    Block,
+    Dense,
 }
 
-/// Runs the model on `layout` and scores `targets`. Differentiable when the model is on an
-/// autodiff device.
-pub fn score(model: &CausalLm, rope: &Rope, layout: &Layout, targets: &Targets, device: &Device) -> Scored {
-    let (inputs, blocks) = if BLOCK_ATTENTION.load(std::sync::atomic::Ordering::Relaxed) {
-        ForwardInputs::blocked(layout, rope, device)
-    } else {
-        (ForwardInputs::from_layout(layout, rope, device), None)
-    };
-    let hidden = model.hidden_with(&inputs, blocks.as_ref(), None);
-    score_hidden(model, hidden, targets, device)
+/// Scores candidates under one model: the model with its rope, pad id and device, and how
+/// candidates are laid out. Every stage that needs log-probs (the training step, the reference
+/// pass and cache, evaluation, `epa score`, the bench) goes through one.
+///
+/// ```no_run
+/// # use epa::scores::Scorer;
+/// # fn demo(lm: &epa::model::load::LoadedModel, store: &epa::data::GroupStore) {
+/// let scorer = Scorer::of(lm).prefix_sharing(true);
+/// let sums = scorer.pairs_host(store, &[(0, 0), (0, 1)]); // Σ log π(response | prompt) per pair
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Scorer<'m> {
+    pub model: &'m CausalLm,
+    pub rope: &'m Rope,
+    pub pad_id: u32,
+    /// Where input tensors are made: the model's device (autodiff included when training).
+    pub device: Device,
+    /// Score a group's candidates in one row after their prompt, which runs once (else one
+    /// padded row per candidate).
+    pub prefix_sharing: bool,
+    pub attention: Attention,
+}
+
+impl<'m> Scorer<'m> {
+    /// A scorer with prefix sharing and block attention, on `device`.
+    pub fn new(model: &'m CausalLm, rope: &'m Rope, pad_id: u32, device: &Device) -> Self {
+        Scorer { model, rope, pad_id, device: device.clone(), prefix_sharing: true, attention: Attention::Block }
+    }
+
+    /// [`Scorer::new`] for a loaded model, on the model's device.
+    pub fn of(lm: &'m LoadedModel) -> Self {
+        Self::new(&lm.model, &lm.rope, lm.pad_id(), &lm.model.device())
+    }
+
+    /// The same settings for another model (a reference, a LoRA-off view) with `rope` and `pad_id`.
+    pub fn with_model<'n>(&self, model: &'n CausalLm, rope: &'n Rope, pad_id: u32) -> Scorer<'n> {
+        Scorer { model, rope, pad_id, device: self.device.clone(), prefix_sharing: self.prefix_sharing, attention: self.attention }
+    }
+
+    pub fn prefix_sharing(mut self, on: bool) -> Self {
+        self.prefix_sharing = on;
+        self
+    }
+
+    pub fn attention(mut self, attention: Attention) -> Self {
+        self.attention = attention;
+        self
+    }
+
+    /// Runs the model on `layout` and scores `targets`. Differentiable when the model is on an
+    /// autodiff device.
+    pub fn score(&self, layout: &Layout, targets: &Targets) -> Scored {
+        let device = &self.device;
+        let (inputs, blocks) = match self.attention {
+            Attention::Block => ForwardInputs::blocked(layout, self.rope, device),
+            Attention::Dense => (ForwardInputs::from_layout(layout, self.rope, device), None),
+        };
+        let hidden = self.model.hidden_with(&inputs, blocks.as_ref(), None);
+        score_hidden(self.model, hidden, targets, device)
+    }
+
+    /// Independent sequences, one padded row each: the tokens where `masks[b][t] != 0` (all next
+    /// tokens with `all = true`).
+    pub fn sequences(&self, seqs: &[&[u32]], masks: &[&[u8]], all: bool) -> Scored {
+        let layout = Layout::padded(seqs, self.pad_id);
+        let targets = Targets::padded(&layout, seqs, masks, all);
+        self.score(&layout, &targets)
+    }
+
+    /// Summed log-probs `[Σ responses]` of `(prompt, responses)` groups, group by group, response
+    /// by response; laid out as [`Self::prefix_sharing`] says.
+    pub fn groups(&self, groups: &[(&[u32], Vec<&[u32]>)]) -> Tensor<1> {
+        if self.prefix_sharing {
+            let layout = Layout::shared_prefix(groups, self.pad_id);
+            let targets = Targets::shared_prefix(&layout, groups);
+            return self.score(&layout, &targets).sums;
+        }
+        let mut full = Vec::new();
+        let mut masks = Vec::new();
+        for (prompt, responses) in groups {
+            for r in responses {
+                full.push([*prompt, *r].concat());
+                masks.push([vec![0u8; prompt.len()], vec![1u8; r.len()]].concat());
+            }
+        }
+        let seqs: Vec<&[u32]> = full.iter().map(Vec::as_slice).collect();
+        let ms: Vec<&[u8]> = masks.iter().map(Vec::as_slice).collect();
+        self.sequences(&seqs, &ms, false).sums
+    }
+
+    /// Summed log-probs `[N]` of `pairs` from a store: the prompt of `group` ⊕ response `candidate`
+    /// (a weak negative is another group's candidate). Consecutive pairs of one group share a row
+    /// when prefix sharing is on.
+    pub fn pairs(&self, store: &GroupStore, pairs: &[(usize, usize)]) -> Tensor<1> {
+        let mut groups: Vec<(&[u32], Vec<&[u32]>)> = Vec::new();
+        let mut last = usize::MAX;
+        for &(g, c) in pairs {
+            if g != last {
+                groups.push((store.group(g).prompt_ids(), Vec::new()));
+                last = g;
+            }
+            groups.last_mut().expect("pushed above").1.push(store.candidate(c).ids());
+        }
+        self.groups(&groups)
+    }
+
+    /// [`Self::pairs`] copied to the host.
+    pub fn pairs_host(&self, store: &GroupStore, pairs: &[(usize, usize)]) -> Vec<f32> {
+        host_f32(self.pairs(store, pairs))
+    }
 }
 
 /// Scores targets from final hidden states `[B, T, H]`.

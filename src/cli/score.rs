@@ -13,8 +13,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use crate::model::load::{LoadedModel, load_model};
-use crate::model::Layout;
-use crate::scores::{Targets, score};
+use crate::scores::Scorer;
 use crate::data::store::encode_prompt;
 use crate::data::{ChatTemplateUse, Prompt};
 use crate::text::Message;
@@ -111,9 +110,7 @@ pub fn score_items(lm: &LoadedModel, items: &[ScoreItem], batch_size: usize, per
     for chunk in items.chunks(batch_size.max(1)) {
         let seqs: Vec<&[u32]> = chunk.iter().map(|i| i.ids.as_slice()).collect();
         let masks: Vec<&[u8]> = chunk.iter().map(|i| i.mask.as_slice()).collect();
-        let layout = Layout::padded(&seqs, lm.pad_id());
-        let targets = Targets::padded(&layout, &seqs, &masks, per_token);
-        let s = score(&lm.model, &lm.rope, &layout, &targets, device);
+        let s = Scorer::new(&lm.model, &lm.rope, lm.pad_id(), device).sequences(&seqs, &masks, per_token);
         let toks: Vec<f32> = crate::scores::host_f32(s.token_logps);
         let mut k = 0;
         for item in chunk {

@@ -225,9 +225,9 @@ pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
             eprintln!("{} seed {seed}: training {} steps ({} strong + {} weak negatives)", m.name, cfg.train.steps, m.strong, m.weak);
             let t0 = Instant::now();
             let mut points: Vec<PointEval> = Vec::new();
-            let mut hook = |step: usize, lm: &LoadedModel| -> Result<BTreeMap<String, f64>> {
+            let mut hook = |step: usize, policy: &crate::model::CausalLm| -> Result<BTreeMap<String, f64>> {
                 let te = Instant::now();
-                let p = judge.evaluate(&lm.model.valid(), step)?;
+                let p = judge.evaluate(&policy.valid(), step)?;
                 let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
                 let row = BTreeMap::from([("demo/gold".to_string(), mean(&p.gold)), ("demo/kl".to_string(), mean(&p.kl))]);
                 eprintln!(

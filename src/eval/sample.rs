@@ -17,8 +17,8 @@ use anyhow::Result;
 use burn::tensor::Device;
 
 use crate::model::generate::{Generated, SampleConfig, generate_scored};
-use crate::model::{CausalLm, Layout, Rope};
-use crate::scores::{Targets, host_f32, score};
+use crate::model::{CausalLm, Rope};
+use crate::scores::Scorer;
 use crate::text::TextCodec;
 
 /// `n` sampled answers (token ids with the stop token kept, and their log-prob) for each prompt,
@@ -58,10 +58,9 @@ pub fn answer_text(codec: &TextCodec, ids: &[u32], stop: &[u32]) -> Result<Strin
 /// Log-prob sums of each `(prompt, responses)` group's responses, in order, `chunk` groups per pass.
 pub fn group_sums(model: &CausalLm, rope: &Rope, pad: u32, groups: &[(&[u32], Vec<&[u32]>)], chunk: usize, device: &Device) -> Vec<Vec<f64>> {
     let mut out = Vec::with_capacity(groups.len());
+    let scorer = Scorer::new(model, rope, pad, device);
     for part in groups.chunks(chunk.max(1)) {
-        let layout = Layout::shared_prefix(part, pad);
-        let targets = Targets::shared_prefix(&layout, part);
-        let sums = host_f32(score(model, rope, &layout, &targets, device).sums);
+        let sums = crate::model::host_f32(scorer.groups(part));
         let mut it = sums.into_iter();
         for (_, rs) in part {
             out.push(it.by_ref().take(rs.len()).map(f64::from).collect());

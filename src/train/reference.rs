@@ -4,16 +4,102 @@
 //! runs and loss types.
 
 use anyhow::{Context, Result};
-use burn::tensor::Device;
+use burn::module::Module;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::data::GroupStore;
-use crate::model::load::LoadedModel;
+use crate::data::{Batcher, BatcherState, GroupStore};
+use crate::model::load::{LoadedModel, load_model};
+use crate::model::lora::lora_off;
 use crate::model::save::write_atomic;
+use crate::scores::Scorer;
 
-use super::step::reference_sums;
+use super::config::{ReferenceMode, TrainConfig};
+use super::step;
+
+/// The reference log-probs of a run.
+pub enum Reference {
+    /// A frozen copy of the reference model, run beside the policy.
+    Frozen(LoadedModel),
+    /// Sums computed once (before training) and read from disk.
+    Cached(RefCache),
+    /// The policy itself with its adapters off.
+    LoraOff,
+}
+
+impl Reference {
+    /// Builds the run's reference for `batches` (the `(group, candidate)` pairs of every batch the
+    /// run will score, in order: the cache is filled batch by batch as training will score them).
+    /// `scorer` is the policy's; `cache_name` separates the train and eval caches. Returns the
+    /// reference and the seconds spent filling the cache.
+    pub fn build(cfg: &TrainConfig, scorer: &Scorer, store: &GroupStore, batches: &[Vec<(usize, usize)>], cache_name: &str) -> Result<(Reference, f64)> {
+        let spec = cfg.reference.path.clone().unwrap_or_else(|| cfg.model.path.clone());
+        let t0 = std::time::Instant::now();
+        match cfg.reference.mode {
+            ReferenceMode::Frozen => Ok((Reference::Frozen(load_reference(cfg, &spec, &scorer.device)?), 0.0)),
+            ReferenceMode::LoraOff => Ok((Reference::LoraOff, 0.0)),
+            ReferenceMode::Cached => {
+                // The compute dtype changes the numbers: a bf16 reference is cached apart from a float32 one.
+                let precision = match cfg.model.dtype {
+                    crate::device::Precision::Float32 => "",
+                    crate::device::Precision::Bfloat16 => "-bf16",
+                };
+                let key = format!("{}-{}{precision}", &model_fingerprint(&spec)?[..16], &store_fingerprint(store)[..16]);
+                let dir = cfg.reference.cache_dir.clone().unwrap_or_else(|| {
+                    cfg.output.dir.parent().unwrap_or(Path::new(".")).join(".ref-cache").join(cache_name)
+                });
+                let mut cache = RefCache::open(&dir, &key)?;
+                if !batches.iter().all(|b| cache.has_all(b)) {
+                    let m = load_reference(cfg, &spec, &scorer.device)?;
+                    cache.fill(batches, &scorer.with_model(&m.model, &m.rope, m.pad_id()), store)?;
+                }
+                Ok((Reference::Cached(cache), t0.elapsed().as_secs_f64()))
+            }
+        }
+    }
+
+    /// Reference sums of `pairs`, scored exactly as the policy scores them (same layout, same device:
+    /// the training device, autodiff included, with gradients off), so identical weights give
+    /// identical numbers and the first step's rewards are exactly 0. `policy` is read only by `LoraOff`.
+    pub fn sums(&self, policy: &Scorer, store: &GroupStore, pairs: &[(usize, usize)]) -> Result<Vec<f32>> {
+        match self {
+            Reference::Frozen(m) => Ok(policy.with_model(&m.model, &m.rope, m.pad_id()).pairs_host(store, pairs)),
+            Reference::Cached(c) => c.get(pairs),
+            Reference::LoraOff => {
+                let off = lora_off(policy.model).no_grad();
+                Ok(policy.with_model(&off, policy.rope, policy.pad_id).pairs_host(store, pairs))
+            }
+        }
+    }
+
+    /// Pairs computed into the cache by this run (0 for the other modes).
+    pub fn computed(&self) -> usize {
+        if let Reference::Cached(c) = self { c.computed } else { 0 }
+    }
+}
+
+/// The (group, candidate) pairs of each of the next `n` batches from `state`, in scoring order.
+pub fn planned_batches(
+    store: &GroupStore,
+    batch: &crate::data::BatchConfig,
+    weak: &crate::data::WeakConfig,
+    seed: u64,
+    state: BatcherState,
+    n: usize,
+) -> Result<Vec<Vec<(usize, usize)>>> {
+    let mut b = Batcher::with(store, batch, weak, seed)?;
+    b.restore(state)?;
+    Ok((0..n).map(|_| step::arrange(&b.next_batch(), store).pairs).collect())
+}
+
+/// The reference model on `device` (the training device), gradients off.
+fn load_reference(cfg: &TrainConfig, spec: &str, device: &burn::tensor::Device) -> Result<LoadedModel> {
+    let mut m = load_model(spec, device)?;
+    m.model = m.model.no_grad();
+    m.model.precision = cfg.model.dtype;
+    Ok(m)
+}
 
 /// Hash of the files a model spec points at (weights, config), without loading it.
 pub fn model_fingerprint(spec: &str) -> Result<String> {
@@ -94,13 +180,13 @@ impl RefCache {
     /// same pairs together, the same layout, on the training device), so a pair's cached value is
     /// bit for bit the policy's at identical weights; then saves. A pair met again in a later batch
     /// keeps its first value.
-    pub fn fill(&mut self, batches: &[Vec<(usize, usize)>], reference: &LoadedModel, store: &GroupStore, prefix_sharing: bool, device: &Device) -> Result<()> {
+    pub fn fill(&mut self, batches: &[Vec<(usize, usize)>], reference: &Scorer, store: &GroupStore) -> Result<()> {
         let before = self.values.len();
         for batch in batches {
             if self.has_all(batch) {
                 continue;
             }
-            let sums = reference_sums(&reference.model, &reference.rope, store, batch, prefix_sharing, reference.pad_id(), device);
+            let sums = reference.pairs_host(store, batch);
             for (&p, v) in batch.iter().zip(sums) {
                 self.values.entry(p).or_insert(v);
             }

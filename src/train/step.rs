@@ -6,8 +6,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::{Batch, GroupStore};
 use crate::losses::{LossConfig, LossOutput, Role, ScoreBatch};
-use crate::model::{CausalLm, Layout, Rope};
-use crate::scores::{Targets, host_f32, score};
+use crate::scores::Scorer;
 
 /// Where each candidate of a batch sits in the score matrix.
 pub struct Arrangement {
@@ -49,50 +48,6 @@ pub fn arrange(batch: &Batch, store: &GroupStore) -> Arrangement {
     a
 }
 
-/// Scores `pairs` (prompt of `group` ⊕ response `candidate`): summed log-probs `[N]`.
-pub fn score_pairs(
-    model: &CausalLm,
-    rope: &Rope,
-    store: &GroupStore,
-    pairs: &[(usize, usize)],
-    prefix_sharing: bool,
-    pad_id: u32,
-    device: &Device,
-) -> Tensor<1> {
-    if prefix_sharing {
-        // Consecutive pairs of the same group share one row.
-        let mut groups: Vec<(&[u32], Vec<&[u32]>)> = Vec::new();
-        let mut last = usize::MAX;
-        for &(g, c) in pairs {
-            if g != last {
-                groups.push((store.group(g).prompt_ids(), Vec::new()));
-                last = g;
-            }
-            groups.last_mut().unwrap().1.push(store.candidate(c).ids());
-        }
-        let layout = Layout::shared_prefix(&groups, pad_id);
-        let targets = Targets::shared_prefix(&layout, &groups);
-        score(model, rope, &layout, &targets, device).sums
-    } else {
-        let full: Vec<Vec<u32>> = pairs
-            .iter()
-            .map(|&(g, c)| [store.group(g).prompt_ids(), store.candidate(c).ids()].concat())
-            .collect();
-        let masks: Vec<Vec<u8>> = pairs
-            .iter()
-            .map(|&(g, c)| {
-                let (p, r) = (store.group(g).prompt_ids().len(), store.candidate(c).ids().len());
-                [vec![0u8; p], vec![1u8; r]].concat()
-            })
-            .collect();
-        let seqs: Vec<&[u32]> = full.iter().map(|s| s.as_slice()).collect();
-        let ms: Vec<&[u8]> = masks.iter().map(|s| s.as_slice()).collect();
-        let layout = Layout::padded(&seqs, pad_id);
-        let targets = Targets::padded(&layout, &seqs, &ms, false);
-        score(model, rope, &layout, &targets, device).sums
-    }
-}
-
 fn matrix(values: Vec<f32>, a: &Arrangement, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values, [a.prompts, a.columns]), device)
 }
@@ -132,18 +87,14 @@ pub fn score_batch(
     })
 }
 
-/// Loss and metrics of one micro-batch.
-#[allow(clippy::too_many_arguments)]
+/// Loss and metrics of one micro-batch, and the tokens it ran: `scorer` scores the policy
+/// (differentiable), `reference` returns the reference sums of the batch's pairs.
 pub fn batch_loss(
-    model: &CausalLm,
-    rope: &Rope,
+    scorer: &Scorer,
     store: &GroupStore,
     batch: &Batch,
     reference: &mut dyn FnMut(&[(usize, usize)]) -> Result<Vec<f32>>,
     loss: &LossConfig,
-    prefix_sharing: bool,
-    pad_id: u32,
-    device: &Device,
 ) -> Result<(LossOutput, usize)> {
     let a = arrange(batch, store);
     if loss.needs_true_scores() && a.roles.contains(&Role::Weak) {
@@ -151,26 +102,13 @@ pub fn batch_loss(
             "a loss term needs the true score of every candidate, but weak negatives have none (their score was given for another prompt): set data.weak.k = 0"
         );
     }
-    let policy = score_pairs(model, rope, store, &a.pairs, prefix_sharing, pad_id, device);
+    let policy = scorer.pairs(store, &a.pairs);
     let ref_sums = if loss.needs_reference() { Some(reference(&a.pairs)?) } else { None };
-    let sb = score_batch(&a, policy, ref_sums.as_deref(), store, device)?;
+    let sb = score_batch(&a, policy, ref_sums.as_deref(), store, &scorer.device)?;
     let tokens: usize = a
         .pairs
         .iter()
         .map(|&(g, c)| store.group(g).prompt_ids().len() + store.candidate(c).ids().len())
         .sum();
     Ok((loss.compute(&sb)?, tokens))
-}
-
-/// Reference sums of `pairs` from a frozen model (no autodiff).
-pub fn reference_sums(
-    model: &CausalLm,
-    rope: &Rope,
-    store: &GroupStore,
-    pairs: &[(usize, usize)],
-    prefix_sharing: bool,
-    pad_id: u32,
-    device: &Device,
-) -> Vec<f32> {
-    host_f32(score_pairs(model, rope, store, pairs, prefix_sharing, pad_id, device))
 }

@@ -4,7 +4,7 @@
 use epa::model::generate::{SampleConfig, generate, generate_scored};
 use epa::model::load::load_model;
 use epa::model::{Layout, Rope};
-use epa::scores::{Targets, host_f32, score};
+use epa::scores::{Scorer, Targets, host_f32};
 
 fn tiny() -> epa::model::load::LoadedModel {
     load_model(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-llama"), &crate::common::device()).unwrap()
@@ -24,7 +24,7 @@ fn sample_log_probs_equal_a_scoring_pass() {
     let mrefs: Vec<&[u8]> = masks.iter().map(|m| m.as_slice()).collect();
     let layout = Layout::padded(&refs, 0);
     let targets = Targets::padded(&layout, &refs, &mrefs, false);
-    let sums = host_f32(score(&lm.model, rope, &layout, &targets, &device).sums);
+    let sums = host_f32(Scorer::new(&lm.model, rope, 0, &device).score(&layout, &targets).sums);
     for (g, s) in out.iter().zip(&sums) {
         assert!(!g.ids.is_empty());
         assert!((g.logp - *s as f64).abs() < 1e-4 * (1.0 + s.abs() as f64), "sampled {} vs scored {s}", g.logp);

@@ -7,7 +7,7 @@ use epa::device::Precision;
 use epa::model::save::named_params;
 use epa::model::weights::{WeightMap, build_model};
 use epa::model::{Layout, ModelConfig, Rope};
-use epa::scores::{Targets, host_f32, score};
+use epa::scores::{Scorer, Targets, host_f32};
 use serde_json::Value;
 
 
@@ -103,7 +103,7 @@ fn check_token_logps(name: &str, precision: Precision) {
     let layout = Layout::padded(&seqs, cfg.pad_token_id.unwrap_or(0));
     let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
     let targets = Targets::padded(&layout, &seqs, &masks, true);
-    let out = score(&model, &rope, &layout, &targets, &device);
+    let out = Scorer::new(&model, &rope, 0, &device).score(&layout, &targets);
     let got: Vec<f32> = host_f32(out.token_logps);
     let mut k = 0;
     let mut max_err = 0f64;
@@ -121,7 +121,7 @@ fn check_token_logps(name: &str, precision: Precision) {
 
     // Completion sums (the loss input) from the completion-only targets.
     let targets = Targets::padded(&layout, &seqs, &masks, false);
-    let sums: Vec<f32> = host_f32(score(&model, &rope, &layout, &targets, &device).sums);
+    let sums: Vec<f32> = host_f32(Scorer::new(&model, &rope, 0, &device).score(&layout, &targets).sums);
     for (s, want) in g.sums.iter().enumerate() {
         let e = (sums[s] as f64 - want).abs();
         assert!(e < 10.0 * tol * want.abs().max(1.0), "{name} {precision}: seq {s} sum {} want {want}", sums[s]);
@@ -187,7 +187,7 @@ fn check_grads(name: &str, epa: bool, precision: Precision) {
     let layout = Layout::padded(&seqs, cfg.pad_token_id.unwrap_or(0));
     let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
     let targets = Targets::padded(&layout, &seqs, &masks, false);
-    let sums = score(&model, &rope, &layout, &targets, &device).sums;
+    let sums = Scorer::new(&model, &rope, 0, &device).score(&layout, &targets).sums;
     let l = loss(&g, sums, epa, &device);
     let lv: f32 = host_f32(l.clone())[0];
     let want_loss = if epa { g.epa_loss } else { g.dpo_loss };

@@ -13,7 +13,7 @@ use epa::model::lora::{
 use epa::model::save::hf_tensors;
 use epa::model::weights::{WeightMap, build_model};
 use epa::model::{CausalLm, Layout, ModelConfig, Rope};
-use epa::scores::{Targets, host_f32, score};
+use epa::scores::{Scorer, Targets, host_f32};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -57,7 +57,7 @@ fn batch(name: &str, cfg: &ModelConfig) -> Batch {
 
 /// Per-token log-probs of every next token.
 fn logps(model: &CausalLm, b: &Batch, device: &Device) -> Vec<f32> {
-    host_f32(score(model, &b.rope, &b.layout, &b.all, device).token_logps)
+    host_f32(Scorer::new(model, &b.rope, 0, device).score(&b.layout, &b.all).token_logps)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -207,7 +207,7 @@ fn check_training_and_export(name: &str, lora: &LoraConfig) {
     let mut optim = AdamWConfig::new().with_weight_decay(0.1).init();
     let mut losses = Vec::new();
     for _ in 0..4 {
-        let sums = score(&policy, &b.rope, &b.layout, &b.completions, &device).sums;
+        let sums = Scorer::new(&policy, &b.rope, 0, &device).score(&b.layout, &b.completions).sums;
         let loss = sums.mean().neg();
         losses.push(host_f32(loss.clone())[0]);
         let grads = loss.backward();
@@ -475,8 +475,8 @@ fn smollm2_lora_training_step_memory() {
     let mut optim = AdamWConfig::new().init();
     for step in 0..2 {
         let t0 = std::time::Instant::now();
-        let ref_sums = score(&reference, &lm.rope, &layout, &targets, &device).sums.detach();
-        let sums = score(&policy, &lm.rope, &layout, &targets, &device).sums;
+        let ref_sums = Scorer::new(&reference, &lm.rope, 0, &device).score(&layout, &targets).sums.detach();
+        let sums = Scorer::new(&policy, &lm.rope, 0, &device).score(&layout, &targets).sums;
         let loss = (sums - ref_sums).mean().neg();
         let grads = GradientsParams::from_grads(loss.backward(), &policy);
         policy = optim.step(1e-4, policy, grads);

@@ -7,7 +7,7 @@ use epa::model::generate::{SampleConfig, generate};
 use epa::model::save::{named_params, save_weights};
 use epa::model::weights::{WeightMap, build_model};
 use epa::model::{CausalLm, Layout, ModelConfig, Rope};
-use epa::scores::{Targets, host_f32, score};
+use epa::scores::{Scorer, Targets, host_f32};
 use std::path::Path;
 
 
@@ -51,7 +51,7 @@ fn shared_prefix_equals_separate_sequences_logps_and_grads() {
         ];
         let shared = Layout::shared_prefix(&groups, 0);
         let st = Targets::shared_prefix(&shared, &groups);
-        let s_sums = score(&model, &rope, &shared, &st, &device).sums;
+        let s_sums = Scorer::new(&model, &rope, 0, &device).score(&shared, &st).sums;
 
         let full: Vec<Vec<u32>> = groups
             .iter()
@@ -65,7 +65,7 @@ fn shared_prefix_equals_separate_sequences_logps_and_grads() {
         let ms: Vec<&[u8]> = masks.iter().map(|s| s.as_slice()).collect();
         let plain = Layout::padded(&seqs, 0);
         let pt = Targets::padded(&plain, &seqs, &ms, false);
-        let p_sums = score(&model, &rope, &plain, &pt, &device).sums;
+        let p_sums = Scorer::new(&model, &rope, 0, &device).score(&plain, &pt).sums;
 
         let a = host_f32(s_sums.clone());
         let b = host_f32(p_sums.clone());
@@ -102,8 +102,8 @@ fn save_then_load_gives_identical_logps() {
         let layout = Layout::padded(&refs, 0);
         let t = Targets::padded(&layout, &refs, &ms, true);
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
-        let a = host_f32(score(&model, &rope, &layout, &t, &device).token_logps);
-        let b = host_f32(score(&again, &rope, &layout, &t, &device).token_logps);
+        let a = host_f32(Scorer::new(&model, &rope, 0, &device).score(&layout, &t).token_logps);
+        let b = host_f32(Scorer::new(&again, &rope, 0, &device).score(&layout, &t).token_logps);
         assert_eq!(a, b, "{name}: log-probs changed after save → load");
     }
 }

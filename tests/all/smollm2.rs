@@ -38,7 +38,7 @@ fn smollm2_gguf_greedy_sentence_about_the_sea() {
 #[test]
 fn smollm2_token_logps_match_float64_reference() {
     use epa::model::Layout;
-    use epa::scores::{Targets, host_f32, score};
+    use epa::scores::{Scorer, Targets, host_f32};
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/smollm2_reference.json");
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let ids: Vec<u32> = r["prompt_ids"]
@@ -55,7 +55,7 @@ fn smollm2_token_logps_match_float64_reference() {
     let mask = vec![1u8; ids.len()];
     let layout = Layout::padded(&[&ids], lm.pad_id());
     let targets = Targets::padded(&layout, &[&ids], &[&mask], true);
-    let got = host_f32(score(&lm.model, &lm.rope, &layout, &targets, &device).token_logps);
+    let got = host_f32(Scorer::new(&lm.model, &lm.rope, 0, &device).score(&layout, &targets).token_logps);
     let max_err = got.iter().zip(&want).fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
     eprintln!("SmolLM2 vs float64 reference: max |Δ token_logp| = {max_err:.2e}");
     assert!(max_err < 1e-4, "max error {max_err}");
