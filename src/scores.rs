@@ -69,10 +69,12 @@ impl Targets {
         t
     }
 
+    /// Number of scored tokens.
     pub fn len(&self) -> usize {
         self.from.len()
     }
 
+    /// Whether no token is scored.
     pub fn is_empty(&self) -> bool {
         self.from.is_empty()
     }
@@ -89,7 +91,9 @@ impl Targets {
 
 /// Log-probabilities of the targets: per token `[N]` and summed per owner `[n_owners]`.
 pub struct Scored {
+    /// `[N]` log-prob of each target token.
     pub token_logps: Tensor<1>,
+    /// `[n_owners]` summed log-probs per candidate.
     pub sums: Tensor<1>,
 }
 
@@ -98,7 +102,9 @@ pub struct Scored {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Attention {
     #[default]
+    /// Each response attends to the prompt and itself only (block-sparse).
     Block,
+    /// The dense `[T × T]` causal mask with blocks zeroed.
     Dense,
 }
 
@@ -115,14 +121,18 @@ pub enum Attention {
 /// ```
 #[derive(Clone)]
 pub struct Scorer<'m> {
+    /// The model that scores.
     pub model: &'m CausalLm,
+    /// Its rotary tables.
     pub rope: &'m Rope,
+    /// The id that fills padded positions.
     pub pad_id: u32,
     /// Where input tensors are made: the model's device (autodiff included when training).
     pub device: Device,
     /// Score a group's candidates in one row after their prompt, which runs once (else one
     /// padded row per candidate).
     pub prefix_sharing: bool,
+    /// How prefix-shared rows attend.
     pub attention: Attention,
 }
 
@@ -142,11 +152,13 @@ impl<'m> Scorer<'m> {
         Scorer { model, rope, pad_id, device: self.device.clone(), prefix_sharing: self.prefix_sharing, attention: self.attention }
     }
 
+    /// Sets [`Self::prefix_sharing`].
     pub fn prefix_sharing(mut self, on: bool) -> Self {
         self.prefix_sharing = on;
         self
     }
 
+    /// Sets [`Self::attention`].
     pub fn attention(mut self, attention: Attention) -> Self {
         self.attention = attention;
         self

@@ -16,9 +16,11 @@ use crate::model::save::write_atomic;
 use super::faults;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// What a checkpoint records beside the model and optimiser: where the run is.
 pub struct TrainerState {
     /// Optimiser steps done.
     pub step: usize,
+    /// Data position (epoch, next batch, seed).
     pub batcher: BatcherState,
     /// Batches skipped for a non-finite loss so far.
     pub skipped: usize,
@@ -118,6 +120,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Loads a checkpoint into `model` and `optim` (built as the run builds them); returns them with the trainer state.
 pub fn load(ckpt: &Path, model: CausalLm, optim: ModuleOptimizer) -> Result<(CausalLm, ModuleOptimizer, TrainerState)> {
     let state: TrainerState = serde_json::from_str(
         &std::fs::read_to_string(ckpt.join("state.json")).with_context(|| format!("cannot read {}", ckpt.join("state.json").display()))?,

@@ -30,6 +30,7 @@ use crate::losses::LossConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Default)]
 #[serde(default, deny_unknown_fields)]
+/// The configuration of a training run (`epa train --config`, `epa config --print-default`).
 pub struct TrainConfig {
     /// The policy to train (and, unless `reference.path` says otherwise, the reference).
     pub model: ModelSection,
@@ -51,6 +52,7 @@ pub struct TrainConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+/// `[model]`: the policy and where it runs.
 pub struct ModelSection {
     /// A Hugging Face folder, a `.gguf` file, a hub id (`org/name`) or `smollm2`.
     pub path: String,
@@ -83,14 +85,19 @@ impl Default for ModelSection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+/// Learning-rate schedule after warm-up.
 pub enum Schedule {
+    /// Constant learning rate.
     Constant,
+    /// Linear decay to 0.
     Linear,
+    /// Cosine decay to 0.
     Cosine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+/// What a non-finite loss does.
 pub enum OnNonFinite {
     /// Stop with an error naming the step.
     Stop,
@@ -100,6 +107,7 @@ pub enum OnNonFinite {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+/// `[optim]`: AdamW, schedule, steps.
 pub struct OptimSection {
     /// Peak learning rate (AdamW).
     pub lr: f64,
@@ -128,6 +136,7 @@ pub struct OptimSection {
     pub epochs: usize,
     /// Seed for initialisation (LoRA) and everything random outside the data pipeline.
     pub seed: u64,
+    /// What a non-finite loss does: stop with an error, or skip the step.
     pub on_non_finite: OnNonFinite,
 }
 
@@ -154,6 +163,7 @@ impl Default for OptimSection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+/// Which parameters train.
 pub enum AdapterMethod {
     /// Train every (unfrozen) weight.
     Full,
@@ -163,7 +173,9 @@ pub enum AdapterMethod {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+/// `[adapter]`: full fine-tuning or LoRA.
 pub struct AdapterSection {
+    /// `full` or `lora`.
     pub method: AdapterMethod,
     /// rank, alpha, dropout (0 only), target_modules (q_proj … down_proj, or "all-linear").
     pub lora: crate::model::lora::LoraConfig,
@@ -177,6 +189,7 @@ impl Default for AdapterSection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+/// Where reference log-probs come from.
 pub enum ReferenceMode {
     /// A frozen copy of the initial policy in memory.
     Frozen,
@@ -190,7 +203,9 @@ pub enum ReferenceMode {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+/// `[reference]`: the reference model π_ref.
 pub struct ReferenceSection {
+    /// `frozen`, `cached` or `lora_off`.
     pub mode: ReferenceMode,
     /// Reference model (default: the same as `model.path`).
     pub path: Option<String>,
@@ -206,6 +221,7 @@ impl Default for ReferenceSection {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Default)]
 #[serde(default, deny_unknown_fields)]
+/// `[eval]`: held-out preference data.
 pub struct EvalSection {
     /// Held-out preference files (same format options as `data`); empty = no evaluation.
     pub paths: Vec<PathBuf>,
@@ -217,6 +233,7 @@ pub struct EvalSection {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+/// `[output]`: checkpoints, metrics, export.
 pub struct OutputSection {
     /// Output folder: config.toml, metrics.jsonl, checkpoints, the exported model.
     pub dir: PathBuf,
@@ -261,6 +278,7 @@ impl TrainConfig {
         Ok(cfg)
     }
 
+    /// Checks every value (ranges, files exist, loss terms, LoRA) and names the key at fault.
     pub fn validate(&self) -> Result<()> {
         let o = &self.optim;
         ensure!(o.lr.is_finite() && o.lr > 0.0, "optim.lr must be > 0 (got {})", o.lr);

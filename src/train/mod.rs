@@ -31,14 +31,21 @@ pub use trainer::{Trainer, training_device};
 /// What a run did.
 #[derive(Debug, Serialize)]
 pub struct TrainSummary {
+    /// Optimiser steps done (skipped ones included).
     pub steps: usize,
     /// The step a resumed run started from.
     pub resumed_from: Option<usize>,
+    /// Metrics of the first step of this run.
     pub first: BTreeMap<String, f64>,
+    /// Metrics of the last step.
     pub last: BTreeMap<String, f64>,
+    /// The final evaluation (with the hook's metrics), when there was one.
     pub eval: Option<BTreeMap<String, f64>>,
+    /// The output folder.
     pub output: PathBuf,
+    /// Reference pairs computed into the cache by this run.
     pub reference_pairs_computed: usize,
+    /// Seconds spent filling the reference cache.
     pub reference_seconds: f64,
 }
 

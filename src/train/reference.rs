@@ -152,13 +152,16 @@ pub fn store_fingerprint(store: &GroupStore) -> String {
 /// Reference sums by (group, candidate).
 #[derive(Debug, Default)]
 pub struct RefCache {
+    /// Summed reference log-prob by (group, candidate).
     pub values: HashMap<(usize, usize), f32>,
+    /// The JSON file backing the cache (`None`: in memory only).
     pub path: Option<PathBuf>,
     /// Pairs computed in this run (0 when everything came from disk).
     pub computed: usize,
 }
 
 impl RefCache {
+    /// Opens the cache file `<dir>/<key>.json` (empty if it does not exist yet).
     pub fn open(dir: &Path, key: &str) -> Result<Self> {
         let path = dir.join(format!("{key}.json"));
         let mut values = HashMap::new();
@@ -198,6 +201,7 @@ impl RefCache {
         self.save()
     }
 
+    /// Writes the cache atomically (sorted rows of `[group, candidate, sum]`).
     pub fn save(&self) -> Result<()> {
         if let Some(path) = &self.path {
             if let Some(dir) = path.parent() {
@@ -210,6 +214,7 @@ impl RefCache {
         Ok(())
     }
 
+    /// The cached sums of `pairs`, in order; an error names a missing pair.
     pub fn get(&self, pairs: &[(usize, usize)]) -> Result<Vec<f32>> {
         pairs
             .iter()

@@ -14,9 +14,13 @@ pub struct Arrangement {
     pub pairs: Vec<(usize, usize)>,
     /// `[P·C]` index into `pairs` for each slot (0 for padded slots, masked out).
     pub slot: Vec<i64>,
+    /// `[P·C]` 1.0 for a real candidate, 0.0 for a padded slot.
     pub mask: Vec<f32>,
+    /// `[C]` role of each column.
     pub roles: Vec<Role>,
+    /// P: prompts (rows).
     pub prompts: usize,
+    /// C: columns (1 + strong + weak).
     pub columns: usize,
 }
 

@@ -44,7 +44,8 @@ pub fn training_device(cfg: &TrainConfig) -> Result<Device> {
 /// ```no_run
 /// use epa::train::{Trainer, TrainConfig, training_device};
 /// # fn main() -> anyhow::Result<()> {
-/// let cfg = TrainConfig::load(None, &["model.path=\"tests/fixtures/tiny-llama\"".into()])?;
+/// let sets = ["model.path=\"tests/fixtures/tiny-llama\"".into(), "data.paths=[\"prefs.jsonl\"]".into()];
+/// let cfg = TrainConfig::load(None, &sets)?;
 /// let lm = epa::model::load::load_model(&cfg.model.path, &training_device(&cfg)?)?;
 /// let (data, _report) = epa::data::GroupStore::build(&cfg.data, lm.codec()?)?;
 /// let mut trainer = Trainer::new(cfg, lm, &data)?;
@@ -101,6 +102,7 @@ impl<'d> Trainer<'d> {
         eval: Option<&'d GroupStore>,
         opts: &RunOptions,
     ) -> Result<Self> {
+        cfg.validate()?;
         let device = lm.model.device();
         let start = match (&opts.resume, cfg.output.overwrite) {
             (Some(_), _) => run_dir::Start::Resume,
@@ -351,6 +353,7 @@ impl<'d> Trainer<'d> {
         self.policy.as_ref().expect("the policy is back after every step")
     }
 
+    /// The run's configuration.
     pub fn config(&self) -> &TrainConfig {
         &self.cfg
     }
@@ -365,6 +368,7 @@ impl<'d> Trainer<'d> {
         self.total
     }
 
+    /// Whether every step of the run is done.
     pub fn is_done(&self) -> bool {
         self.state.step >= self.total
     }
