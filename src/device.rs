@@ -106,7 +106,7 @@ impl DeviceSpec {
             t.sum().into_scalar::<f32>()
         });
         match started {
-            Ok(v) if v == 3.0 => Ok(device),
+            Ok(3.0) => Ok(device),
             Ok(v) => bail!("device {self}: a test sum gave {v} instead of 3"),
             Err(e) => {
                 let why = e

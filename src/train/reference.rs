@@ -21,7 +21,7 @@ use super::step;
 /// The reference log-probs of a run.
 pub enum Reference {
     /// A frozen copy of the reference model, run beside the policy.
-    Frozen(LoadedModel),
+    Frozen(Box<LoadedModel>),
     /// Sums computed once (before training) and read from disk.
     Cached(RefCache),
     /// The policy itself with its adapters off.
@@ -37,7 +37,7 @@ impl Reference {
         let spec = cfg.reference.path.clone().unwrap_or_else(|| cfg.model.path.clone());
         let t0 = std::time::Instant::now();
         match cfg.reference.mode {
-            ReferenceMode::Frozen => Ok((Reference::Frozen(load_reference(cfg, &spec, &scorer.device)?), 0.0)),
+            ReferenceMode::Frozen => Ok((Reference::Frozen(Box::new(load_reference(cfg, &spec, &scorer.device)?)), 0.0)),
             ReferenceMode::LoraOff => Ok((Reference::LoraOff, 0.0)),
             ReferenceMode::Cached => {
                 // The compute dtype changes the numbers: a bf16 reference is cached apart from a float32 one.
@@ -208,7 +208,7 @@ impl RefCache {
                 std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
             }
             let mut rows: Vec<(usize, usize, f32)> = self.values.iter().map(|(&(g, c), &v)| (g, c, v)).collect();
-            rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            rows.sort_by_key(|r| (r.0, r.1));
             write_atomic(path, serde_json::to_string(&rows)?.as_bytes())?;
         }
         Ok(())

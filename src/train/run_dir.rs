@@ -109,10 +109,9 @@ impl RunDir {
                 }
                 remove(&path)?;
                 cleaned.push(path.display().to_string());
-            } else if name.starts_with("checkpoint-") && path.is_dir() && !path.join("state.json").exists() {
-                remove(&path)?;
-                cleaned.push(path.display().to_string());
-            } else if name.starts_with('.') && name.ends_with(".tmp") {
+            } else if (name.starts_with("checkpoint-") && path.is_dir() && !path.join("state.json").exists())
+                || (name.starts_with('.') && name.ends_with(".tmp"))
+            {
                 remove(&path)?;
                 cleaned.push(path.display().to_string());
             }

@@ -91,13 +91,16 @@ pub fn score_batch(
     })
 }
 
+/// Returns the reference sums of a batch's `(group, candidate)` pairs, in order.
+pub type ReferenceFn<'a> = dyn FnMut(&[(usize, usize)]) -> Result<Vec<f32>> + 'a;
+
 /// Loss and metrics of one micro-batch, and the tokens it ran: `scorer` scores the policy
 /// (differentiable), `reference` returns the reference sums of the batch's pairs.
 pub fn batch_loss(
     scorer: &Scorer,
     store: &GroupStore,
     batch: &Batch,
-    reference: &mut dyn FnMut(&[(usize, usize)]) -> Result<Vec<f32>>,
+    reference: &mut ReferenceFn,
     loss: &LossConfig,
 ) -> Result<(LossOutput, usize)> {
     let a = arrange(batch, store);

@@ -345,7 +345,7 @@ impl<'d> Trainer<'d> {
 
     /// Whether the current step is a multiple of `every` (0 = never) before the last step.
     pub fn at(&self, every: usize) -> bool {
-        every > 0 && self.state.step % every == 0 && self.state.step < self.total
+        every > 0 && self.state.step.is_multiple_of(every) && self.state.step < self.total
     }
 
     /// The policy (on the training device: `.valid()` for inference).

@@ -85,9 +85,9 @@ fn score_cli_bad_input_names_the_line_and_field() {
     for (input, needle) in [
         (format!("{good}\n{{oops\n"), ":2"),
         (format!("{good}\n{good}\n{{\"input_ids\": [1, 2]}}\n"), "completion_mask"),
-        (format!("{{\"input_ids\": [1, 2, 9999], \"completion_mask\": [0, 1, 1]}}\n"), "vocabulary"),
-        (format!("{{\"prompt\": \"hi\"}}\n"), "response"),
-        (format!("{{\"input_ids\": [1, 2], \"completion_mask\": [0]}}\n"), "completion_mask"),
+        ("{\"input_ids\": [1, 2, 9999], \"completion_mask\": [0, 1, 1]}\n".to_string(), "vocabulary"),
+        ("{\"prompt\": \"hi\"}\n".to_string(), "response"),
+        ("{\"input_ids\": [1, 2], \"completion_mask\": [0]}\n".to_string(), "completion_mask"),
     ] {
         let (ok, _, stderr) = run_score(&model, &input, false);
         assert!(!ok, "should fail on {input}");

@@ -347,8 +347,11 @@ fn tokenizer_meta(pre: &str) -> Vec<(&'static str, Meta)> {
     ]
 }
 
+/// A Hugging Face tensor: name, shape, values.
+type HfTensor = (String, Vec<usize>, Vec<f32>);
+
 /// Writes a tiny model; returns its path and the Hugging Face tensors it must load as.
-fn tiny_model(dir: &Path, spec: &TinySpec) -> (PathBuf, Vec<(String, Vec<usize>, Vec<f32>)>) {
+fn tiny_model(dir: &Path, spec: &TinySpec) -> (PathBuf, Vec<HfTensor>) {
     let vocab = fixture_tokenizer_json()["model"]["vocab"].as_object().unwrap().len();
     let a = spec.arch;
     let mut meta: Vec<(&str, Meta)> = vec![

@@ -154,7 +154,7 @@ fn loss(g: &Golden, sums: Tensor<1>, epa: bool, device: &Device) -> Tensor<1> {
     let n = g.ref_sums.len();
     let ref_sums = Tensor::<1>::from_data(TensorData::new(g.ref_sums.iter().map(|&x| x as f32).collect(), [n]), device);
     let r = (sums - ref_sums).mul_scalar(g.beta);
-    let pick = |i: usize| r.clone().slice([i..i + 1]);
+    let pick = |i: usize| r.clone().slice(i..i + 1);
     let mut terms = Vec::new();
     for (pos, strong, weak) in &g.groups {
         if epa {

@@ -420,6 +420,6 @@ fn a_huge_weak_k_is_bounded_by_the_data() {
     let d = tempfile::tempdir().unwrap();
     let s = train(&config(d.path(), 1, &["data.weak.k=100000000000", "data.weak.scope=\"dataset\"", "output.export=false"]), None).unwrap();
     // 12 prompts × 2 answers: every prompt gets the 22 answers written for the others.
-    assert_eq!(s.first["logps/weak"].is_finite(), true);
+    assert!(s.first["logps/weak"].is_finite());
     assert_eq!(s.steps, 1);
 }
