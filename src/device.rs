@@ -106,7 +106,7 @@ impl DeviceSpec {
             t.sum().into_scalar::<f32>()
         });
         match started {
-            Ok(v) if v == 3.0 => Ok(device),
+            Ok(3.0) => Ok(device),
             Ok(v) => bail!("device {self}: a test sum gave {v} instead of 3"),
             Err(e) => {
                 let why = e
@@ -211,6 +211,25 @@ impl FromStr for Precision {
             "bfloat16" | "bf16" => Ok(Precision::Bfloat16),
             _ => bail!("unknown dtype {s:?}: expected \"float32\" or \"bfloat16\""),
         }
+    }
+}
+
+/// Where a command's model runs and in which dtype (what `--device` and `--dtype` give a library
+/// entry point such as [`crate::bench::run`] or [`crate::demo::run`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct DeviceOptions {
+    /// Where the model runs: `cpu`, `cuda`, `cuda:N` or `wgpu`.
+    pub device: DeviceSpec,
+    /// Compute dtype: `float32` or `bfloat16` (bf16 compute, float32 weights; meant for GPUs).
+    pub dtype: Precision,
+}
+
+impl DeviceOptions {
+    /// The burn device, checked to compute in `dtype`.
+    pub fn device(&self) -> Result<Device> {
+        let d = self.device.device()?;
+        self.dtype.check(self.device, &d)?;
+        Ok(d)
     }
 }
 

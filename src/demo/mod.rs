@@ -28,36 +28,31 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use config::DemoConfig;
+pub use config::{DemoConfig, Preset};
 use datagen::Row;
 use evaluate::{Judge, PointEval};
 use report::{Results, RunEval};
 
+use crate::device::DeviceOptions;
 use crate::gold::GoldReward;
 use crate::model::generate::SampleConfig;
 use crate::model::load::{LoadedModel, load_model};
 use crate::train::{TrainConfig, train_with};
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct DemoArgs {
-    /// `tiny` (the fixture model, seconds; what CI runs), `demo` (SmolLM2, ~10 min on 2 cores, one
-    /// seed) or `full` (3 seeds, more prompts: the verdict).
-    #[arg(long, default_value = "demo")]
-    pub preset: String,
+/// What `epa demo` runs ([`run`]'s options; the command line's `DemoArgs` converts into it).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The configuration to start from.
+    pub preset: Preset,
     /// Output folder (data, runs, report).
-    #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
-    /// Override a setting: `--set train.steps=32 --set 'seeds=[1,2]'` (see `--print-config`).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    /// `key=value` overrides of the configuration (TOML values, dotted keys).
     pub set: Vec<String>,
     /// Print the configuration (TOML) and exit.
-    #[arg(long)]
     pub print_config: bool,
     /// Redo every stage even when the output folder holds results for the same settings.
-    #[arg(long)]
     pub fresh: bool,
-    #[command(flatten)]
-    pub device: crate::cli::DeviceArgs,
+    pub device: DeviceOptions,
 }
 
 /// A short hash of settings (a JSON value), naming the stage output they produce.
@@ -79,13 +74,23 @@ fn save_cached<T: serde::Serialize>(path: &Path, key: &str, value: &T) -> Result
     crate::model::save::write_atomic(path, serde_json::to_string_pretty(&v)?.as_bytes())
 }
 
+/// The data stage's output: training rows, held-out rows, statistics.
+type DataStage = (Vec<Row>, Vec<Row>, BTreeMap<String, f64>);
+
 /// Data stage: generated once per (model, data settings, gold settings).
-fn data_stage(cfg: &DemoConfig, key: &str, lm: &LoadedModel, gold: &GoldReward, out: &Path, fresh: bool) -> Result<(Vec<Row>, Vec<Row>, BTreeMap<String, f64>)> {
+fn data_stage(
+    cfg: &DemoConfig,
+    key: &str,
+    lm: &LoadedModel,
+    gold: &GoldReward,
+    out: &Path,
+    fresh: bool,
+) -> Result<DataStage> {
     let dir = out.join("data");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let meta = dir.join("meta.json");
     let (train_path, held_path) = (dir.join("train.jsonl"), dir.join("held_out.jsonl"));
-    if let Some(stats) = cached::<BTreeMap<String, f64>>(&meta, &key, fresh)
+    if let Some(stats) = cached::<BTreeMap<String, f64>>(&meta, key, fresh)
         && let (Ok(t), Ok(h)) = (datagen::read_rows(&train_path), datagen::read_rows(&held_path))
     {
         eprintln!("data: reusing {} ({} + {} prompts)", dir.display(), t.len(), h.len());
@@ -117,13 +122,19 @@ fn data_stage(cfg: &DemoConfig, key: &str, lm: &LoadedModel, gold: &GoldReward, 
         ("chosen_is_gold_best_fraction".to_string(), agree as f64 / all.len() as f64),
         ("seconds".to_string(), t0.elapsed().as_secs_f64()),
     ]);
-    save_cached(&meta, &key, &stats)?;
+    save_cached(&meta, key, &stats)?;
     eprintln!("data: {} + {} prompts × {} answers in {:.0}s", train.len(), held.len(), d.samples_per_prompt, stats["seconds"]);
     Ok((train, held, stats))
 }
 
 /// The `epa train` configuration of one run.
-fn train_config(cfg: &DemoConfig, m: &config::Method, seed: u64, out: &Path, dev: crate::cli::DeviceArgs) -> Result<TrainConfig> {
+fn train_config(
+    cfg: &DemoConfig,
+    m: &config::Method,
+    seed: u64,
+    out: &Path,
+    dev: DeviceOptions,
+) -> Result<TrainConfig> {
     let t = &cfg.train;
     let s = |p: &Path| format!("{:?}", p.display().to_string());
     let every = (t.steps / cfg.eval.points).max(1);
@@ -176,8 +187,8 @@ fn curve(dir: &Path) -> Vec<(usize, f64, f64)> {
 }
 
 /// Runs the experiment end to end and writes the report into `args.out`.
-pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
-    let cfg = DemoConfig::preset(&args.preset)?.with_overrides(&args.set)?;
+pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
+    let cfg = DemoConfig::preset(args.preset).with_overrides(&args.set)?;
     cfg.validate()?;
     if args.print_config {
         print!("{}", toml::to_string_pretty(&cfg)?);
