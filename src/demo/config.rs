@@ -157,7 +157,7 @@ impl DemoConfig {
             },
             Preset::Demo => DemoConfig {
                 preset: name.into(),
-                model: "smollm2".into(),
+                model: crate::model::load::SMOLLM2.into(),
                 data: DataGenConfig {
                     train_prompts: 64,
                     held_out_prompts: 32,
