@@ -33,6 +33,7 @@ use serde_json::json;
 use std::time::Instant;
 
 use crate::data::{Batch, BatchGroup, GroupStore};
+use crate::device::DeviceOptions;
 use crate::losses::LossConfig;
 use crate::model::generate::{SampleConfig, generate};
 use crate::model::llama::init_random;
@@ -40,55 +41,75 @@ use crate::model::{CausalLm, ModelConfig, Rope};
 use crate::scores::{Attention, Scorer};
 use crate::train::step::{arrange, batch_loss};
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct BenchArgs {
+/// What `epa bench` times ([`run`]'s options; the command line's `BenchArgs` converts into it).
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
     /// Prompts per batch.
-    #[arg(long, default_value_t = 4)]
     pub prompts: usize,
     /// Tokens per prompt.
-    #[arg(long, default_value_t = 128)]
     pub prompt_len: usize,
     /// Tokens per response (candidate).
-    #[arg(long, default_value_t = 128)]
     pub response_len: usize,
-    /// Which losses to run, comma-separated: `dpo` (2 candidates), `epa1+2` (1 strong + 2 weak
-    /// negatives, 4 candidates), `epa1+6` (1 + 6, 8 candidates), or `all`.
-    #[arg(long, default_value = "dpo,epa1+2")]
-    pub rows: String,
-    /// Layouts, comma-separated: `shared` (prefix sharing), `separate` (padded sequences).
-    #[arg(long, default_value = "shared,separate")]
-    pub layouts: String,
+    /// The losses to run, in order.
+    pub rows: Vec<BenchLoss>,
+    /// The layouts each loss runs in, in order.
+    pub layouts: Vec<BenchLayout>,
     /// Timed repetitions per row (the median is reported).
-    #[arg(long, default_value_t = 1)]
     pub reps: usize,
     /// Untimed warm-up steps per row (one global warm-up step always runs first).
-    #[arg(long, default_value_t = 0)]
     pub warmup: usize,
     /// New tokens per prompt in the generation benchmark (0 = skip it).
-    #[arg(long, default_value_t = 32)]
     pub gen_tokens: usize,
     /// Skip the reference-pass timing.
-    #[arg(long)]
     pub no_reference: bool,
     /// Let mimalloc return freed memory to the OS after its default delay (the behaviour before
     /// `epa` turned [`keep_freed_memory`] on for every command): measures what keeping it buys.
-    #[arg(long)]
     pub purge_freed_memory: bool,
     /// Dense `[T × T]` attention masks for prefix-shared rows instead of block-sparse attention
     /// (the layout before the block path existed; for before/after comparisons).
-    #[arg(long)]
     pub dense_attention: bool,
-    /// Model shape (random weights): SmolLM2-135M, Qwen2.5-0.5B, or a 2-layer toy.
-    #[arg(long, value_enum, default_value_t = BenchShape::Smollm2_135m)]
+    /// Model shape (random weights).
     pub shape: BenchShape,
-    /// Shorthand for `--shape tiny` (a quick check of the plumbing).
-    #[arg(long)]
-    pub tiny: bool,
     /// Write the results as JSON here.
-    #[arg(long)]
     pub json: Option<std::path::PathBuf>,
-    #[command(flatten)]
-    pub device: crate::cli::DeviceArgs,
+    pub device: DeviceOptions,
+}
+
+/// A loss of the benchmark and its candidates per prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchLoss {
+    /// DPO: 2 candidates.
+    Dpo,
+    /// EPA with 1 strong + 2 weak negatives: 4 candidates.
+    Epa1Plus2,
+    /// EPA with 1 strong + 6 weak negatives: 8 candidates.
+    Epa1Plus6,
+}
+
+impl BenchLoss {
+    pub const ALL: [BenchLoss; 3] = [BenchLoss::Dpo, BenchLoss::Epa1Plus2, BenchLoss::Epa1Plus6];
+
+    /// The row's name in the table and the JSON (`dpo`, `epa1+2`, `epa1+6`).
+    pub fn name(self) -> &'static str {
+        self.kind().name
+    }
+
+    fn kind(self) -> RowKind {
+        match self {
+            BenchLoss::Dpo => RowKind { name: "dpo", loss: "dpo", weak: 0 },
+            BenchLoss::Epa1Plus2 => RowKind { name: "epa1+2", loss: "epa", weak: 2 },
+            BenchLoss::Epa1Plus6 => RowKind { name: "epa1+6", loss: "epa", weak: 6 },
+        }
+    }
+}
+
+/// How a row lays out a prompt's candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchLayout {
+    /// Prefix sharing: one row per prompt, `[prompt | response₁ | …]`.
+    Shared,
+    /// Every candidate a padded sequence `prompt ⊕ response`.
+    Separate,
 }
 
 /// A loss and its candidate count.
@@ -98,12 +119,6 @@ struct RowKind {
     loss: &'static str,
     weak: usize,
 }
-
-const KINDS: [RowKind; 3] = [
-    RowKind { name: "dpo", loss: "dpo", weak: 0 },
-    RowKind { name: "epa1+2", loss: "epa", weak: 2 },
-    RowKind { name: "epa1+6", loss: "epa", weak: 6 },
-];
 
 #[derive(Serialize, Debug, Clone)]
 pub struct BenchRow {
@@ -338,7 +353,7 @@ struct Setup<'a> {
     store: &'a GroupStore,
     rope: &'a Rope,
     params: f64,
-    args: &'a BenchArgs,
+    args: &'a BenchOptions,
 }
 
 impl Setup<'_> {
@@ -496,30 +511,6 @@ fn run_generation(s: &Setup, cfg: &ModelConfig) -> Result<GenerationRow> {
     })
 }
 
-fn selected_kinds(rows: &str) -> Result<Vec<RowKind>> {
-    if rows == "all" {
-        return Ok(KINDS.to_vec());
-    }
-    rows.split(',')
-        .map(|r| {
-            KINDS.iter().copied().find(|k| k.name == r.trim()).with_context(|| {
-                format!("--rows: unknown row '{r}'; expected dpo, epa1+2, epa1+6 or all")
-            })
-        })
-        .collect()
-}
-
-fn selected_layouts(layouts: &str) -> Result<Vec<bool>> {
-    layouts
-        .split(',')
-        .map(|l| match l.trim() {
-            "shared" => Ok(true),
-            "separate" => Ok(false),
-            other => bail!("--layouts: unknown layout '{other}'; expected shared or separate"),
-        })
-        .collect()
-}
-
 fn print_table(r: &BenchReport) {
     println!(
         "{:<8} {:>5} {:>8} {:>7} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>9}",
@@ -556,16 +547,19 @@ fn print_table(r: &BenchReport) {
     }
 }
 
-pub fn run(args: &BenchArgs) -> Result<BenchReport> {
+pub fn run(args: &BenchOptions) -> Result<BenchReport> {
     if args.prompts == 0 || args.prompt_len == 0 || args.response_len == 0 || args.reps == 0 {
         bail!("--prompts, --prompt-len, --response-len and --reps must be > 0");
     }
     if args.purge_freed_memory {
         purge_freed_memory();
     }
-    let kinds = selected_kinds(&args.rows)?;
-    let layouts = selected_layouts(&args.layouts)?;
-    let shape = if args.tiny { BenchShape::Tiny } else { args.shape };
+    if args.rows.is_empty() || args.layouts.is_empty() {
+        bail!("--rows and --layouts must name at least one row and layout");
+    }
+    let kinds: Vec<RowKind> = args.rows.iter().map(|r| r.kind()).collect();
+    let layouts: Vec<bool> = args.layouts.iter().map(|&l| l == BenchLayout::Shared).collect();
+    let shape = args.shape;
     let cfg = model_config(shape);
     let params = cfg.num_params() as f64;
     // Enough groups that every prompt can draw 6 weak negatives from the others.
@@ -586,7 +580,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
     let machine = machine();
     println!("machine: {}; {}; matmul: {}", machine["cpu"].as_str().unwrap_or("?"), machine["simd"], machine["matmul"].as_str().unwrap_or("?"));
     // One untimed step of one prompt first (thread pool and allocator warm-up).
-    let warm = BenchArgs { prompts: 1, reps: 1, warmup: 0, no_reference: true, ..args.clone() };
+    let warm = BenchOptions { prompts: 1, reps: 1, warmup: 0, no_reference: true, ..args.clone() };
     run_row(kinds[0], layouts[0], &Setup { args: &warm, ..s }, &cfg)?;
 
     let mut rows = Vec::new();

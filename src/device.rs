@@ -214,6 +214,25 @@ impl FromStr for Precision {
     }
 }
 
+/// Where a command's model runs and in which dtype (what `--device` and `--dtype` give a library
+/// entry point such as [`crate::bench::run`] or [`crate::demo::run`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct DeviceOptions {
+    /// Where the model runs: `cpu`, `cuda`, `cuda:N` or `wgpu`.
+    pub device: DeviceSpec,
+    /// Compute dtype: `float32` or `bfloat16` (bf16 compute, float32 weights; meant for GPUs).
+    pub dtype: Precision,
+}
+
+impl DeviceOptions {
+    /// The burn device, checked to compute in `dtype`.
+    pub fn device(&self) -> Result<Device> {
+        let d = self.device.device()?;
+        self.dtype.check(self.device, &d)?;
+        Ok(d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

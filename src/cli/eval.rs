@@ -1,5 +1,5 @@
 //! `epa eval --policy M --reference M --prompts FILE --judge rm:MODEL|gold [...]`: the arguments of
-//! [`crate::eval::run`].
+//! [`crate::eval::run`] (as [`crate::eval::EvalOptions`]).
 
 use std::path::PathBuf;
 
@@ -50,4 +50,31 @@ pub struct EvalArgs {
     pub chat_template: crate::data::ChatTemplateUse,
     #[command(flatten)]
     pub device: super::DeviceArgs,
+}
+
+impl From<EvalArgs> for crate::eval::EvalOptions {
+    fn from(a: EvalArgs) -> Self {
+        crate::eval::EvalOptions {
+            policy: a.policy,
+            reference: a.reference,
+            prompts: a.prompts,
+            judge: a.judge,
+            samples: a.samples,
+            seed: a.seed,
+            temperature: a.temperature,
+            top_p: a.top_p,
+            max_new_tokens: a.max_new_tokens,
+            batch: a.batch,
+            out: a.out,
+            bootstrap: a.bootstrap,
+            chat_template: a.chat_template,
+            device: a.device.into(),
+        }
+    }
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let r = crate::eval::run(&args.into())?;
+    print!("{}", crate::eval::report::markdown(&r));
+    Ok(())
 }

@@ -9,7 +9,7 @@ use crate::text::Message;
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
     /// Model: a Hugging Face folder, a .gguf file, `smollm2`, or a hub id.
-    #[arg(long, default_value = "smollm2")]
+    #[arg(long, default_value = crate::model::load::SMOLLM2)]
     pub model: String,
     /// User message(s); each is rendered with the chat template and answered.
     #[arg(long, required = true)]

@@ -121,8 +121,10 @@ pub enum OnBadRow {
 }
 
 /// The dataset shapes (see [`crate::data::shape`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum ShapeKind {
     /// Detected from the first row's fields (or the Parquet schema); a later row whose fields give
     /// another shape is a bad row.

@@ -11,38 +11,31 @@ use super::load::load_groups;
 use super::store::GroupStore;
 use crate::text::TextCodec;
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct InspectArgs {
+/// What `epa data inspect` reads and how ([`inspect`]'s options; the command line's `InspectArgs`
+/// converts into it).
+#[derive(Debug, Clone)]
+pub struct InspectOptions {
     /// Data files (.jsonl, .json, .parquet).
-    #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// A TOML data config (field names, grouping, truncation); FILES replace its `paths`.
-    #[arg(long)]
     pub config: Option<PathBuf>,
     /// A Hugging Face model or tokenizer folder (tokenizer.json, tokenizer_config.json): lengths are then
     /// in tokens, truncation rules apply and examples are rendered with the chat template.
-    #[arg(long, alias = "model")]
     pub tokenizer: Option<PathBuf>,
     /// Force a shape: standard, implicit, multi_response (default: detected).
-    #[arg(long)]
-    pub shape: Option<String>,
-    #[arg(long)]
+    pub shape: Option<ShapeKind>,
     pub max_length: Option<usize>,
-    #[arg(long)]
     pub max_prompt_length: Option<usize>,
     /// Which prompts the chat template renders: auto (TRL's rule: message lists do, strings are
     /// tokenised verbatim), always, never (default: the config's `chat_template`, else auto).
-    #[arg(long, value_enum)]
     pub chat_template: Option<ChatTemplateUse>,
     /// How many groups to print.
-    #[arg(long, default_value_t = 2)]
     pub examples: usize,
     /// Print the report as JSON instead of text.
-    #[arg(long)]
     pub json: bool,
 }
 
-fn config(args: &InspectArgs) -> Result<DataConfig> {
+fn config(args: &InspectOptions) -> Result<DataConfig> {
     let mut cfg = match &args.config {
         Some(p) => DataConfig::from_toml(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -52,9 +45,8 @@ fn config(args: &InspectArgs) -> Result<DataConfig> {
     };
     cfg.paths = args.files.clone();
     cfg.on_bad_row = OnBadRow::Skip;
-    if let Some(s) = &args.shape {
-        cfg.shape = serde_json::from_value::<ShapeKind>(serde_json::Value::from(s.as_str()))
-            .with_context(|| format!("unknown shape {s:?} (standard, implicit, multi_response)"))?;
+    if let Some(s) = args.shape {
+        cfg.shape = s;
     }
     if args.max_length.is_some() {
         cfg.truncation.max_length = args.max_length;
@@ -69,13 +61,13 @@ fn config(args: &InspectArgs) -> Result<DataConfig> {
 }
 
 /// Runs the inspection and prints it to stdout.
-pub fn inspect(args: &InspectArgs) -> Result<()> {
+pub fn inspect(args: &InspectOptions) -> Result<()> {
     print!("{}", inspect_to_string(args)?);
     Ok(())
 }
 
 /// The inspection as text (or JSON with `--json`).
-pub fn inspect_to_string(args: &InspectArgs) -> Result<String> {
+pub fn inspect_to_string(args: &InspectOptions) -> Result<String> {
     let cfg = config(args)?;
     let mut out = String::new();
     let (report, examples, unit) = match &args.tokenizer {

@@ -1,7 +1,7 @@
 //! The experiment's configuration and its presets (`tiny`, `demo`, `full`). Serialised into the
 //! report, so every number can be traced to the settings that produced it.
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::gold::GoldRewardConfig;
@@ -91,10 +91,33 @@ pub struct EvalSpec {
     pub bootstrap: usize,
 }
 
+/// The starting configurations of `epa demo --preset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// CI: the tiny fixture model, seconds.
+    Tiny,
+    /// SmolLM2, about ten minutes on two cores, one seed.
+    Demo,
+    /// The demo with three seeds and more bootstrap resamples: the verdict.
+    Full,
+}
+
+impl Preset {
+    /// The preset's name (`tiny`, `demo`, `full`), as recorded in [`DemoConfig::preset`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Tiny => "tiny",
+            Preset::Demo => "demo",
+            Preset::Full => "full",
+        }
+    }
+}
+
 impl DemoConfig {
-    /// A preset by name: `tiny` (CI: the tiny fixture model, seconds), `demo` (SmolLM2, about ten
+    /// A preset: `tiny` (CI: the tiny fixture model, seconds), `demo` (SmolLM2, about ten
     /// minutes on two cores, one seed), `full` (three seeds, more prompts: the verdict).
-    pub fn preset(name: &str) -> Result<Self> {
+    pub fn preset(preset: Preset) -> Self {
+        let name = preset.name();
         let methods = |strong: usize, weak: usize| {
             vec![
                 Method { name: "dpo".into(), loss: "dpo".into(), strong: 1, weak: 0, set: vec![] },
@@ -102,8 +125,8 @@ impl DemoConfig {
                 Method { name: "epa-weak".into(), loss: "epa".into(), strong, weak, set: vec![] },
             ]
         };
-        let cfg = match name {
-            "tiny" => DemoConfig {
+        match preset {
+            Preset::Tiny => DemoConfig {
                 preset: name.into(),
                 model: concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-llama").into(),
                 data: DataGenConfig {
@@ -132,9 +155,9 @@ impl DemoConfig {
                 seeds: vec![1, 2],
                 eval: EvalSpec { samples_per_prompt: 2, points: 2, bootstrap: 200 },
             },
-            "demo" => DemoConfig {
+            Preset::Demo => DemoConfig {
                 preset: name.into(),
-                model: "smollm2".into(),
+                model: crate::model::load::SMOLLM2.into(),
                 data: DataGenConfig {
                     train_prompts: 64,
                     held_out_prompts: 32,
@@ -163,16 +186,14 @@ impl DemoConfig {
             },
             // The demo's data and runs with two more seeds: `--preset full` into the demo's output
             // folder reuses what the demo computed and adds the other seeds.
-            "full" => {
-                let mut c = Self::preset("demo")?;
+            Preset::Full => {
+                let mut c = Self::preset(Preset::Demo);
                 c.preset = name.into();
                 c.seeds = vec![1, 2, 3];
                 c.eval.bootstrap = 2000;
                 c
             }
-            other => bail!("unknown preset {other:?}: use tiny, demo or full"),
-        };
-        Ok(cfg)
+        }
     }
 
     /// Applies `key=value` overrides (TOML values, dotted keys) as `epa train --set` does; the caller

@@ -28,36 +28,34 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use config::DemoConfig;
+pub use config::{DemoConfig, Preset};
 use datagen::Row;
 use evaluate::{Judge, PointEval};
 use report::{Results, RunEval};
 
+use crate::device::DeviceOptions;
 use crate::gold::GoldReward;
 use crate::model::generate::SampleConfig;
 use crate::model::load::{LoadedModel, load_model};
+use crate::data::{ChatTemplateUse, ShapeKind, Ties};
+use crate::losses::{LossConfig, LossTerm};
+use crate::train::config::{AdapterMethod, ReferenceMode};
 use crate::train::{TrainConfig, train_with};
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct DemoArgs {
-    /// `tiny` (the fixture model, seconds; what CI runs), `demo` (SmolLM2, ~10 min on 2 cores, one
-    /// seed) or `full` (3 seeds, more prompts: the verdict).
-    #[arg(long, default_value = "demo")]
-    pub preset: String,
+/// What `epa demo` runs ([`run`]'s options; the command line's `DemoArgs` converts into it).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The configuration to start from.
+    pub preset: Preset,
     /// Output folder (data, runs, report).
-    #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
-    /// Override a setting: `--set train.steps=32 --set 'seeds=[1,2]'` (see `--print-config`).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    /// `key=value` overrides of the configuration (TOML values, dotted keys).
     pub set: Vec<String>,
     /// Print the configuration (TOML) and exit.
-    #[arg(long)]
     pub print_config: bool,
     /// Redo every stage even when the output folder holds results for the same settings.
-    #[arg(long)]
     pub fresh: bool,
-    #[command(flatten)]
-    pub device: crate::cli::DeviceArgs,
+    pub device: DeviceOptions,
 }
 
 /// A short hash of settings (a JSON value), naming the stage output they produce.
@@ -79,13 +77,23 @@ fn save_cached<T: serde::Serialize>(path: &Path, key: &str, value: &T) -> Result
     crate::model::save::write_atomic(path, serde_json::to_string_pretty(&v)?.as_bytes())
 }
 
+/// The data stage's output: training rows, held-out rows, statistics.
+type DataStage = (Vec<Row>, Vec<Row>, BTreeMap<String, f64>);
+
 /// Data stage: generated once per (model, data settings, gold settings).
-fn data_stage(cfg: &DemoConfig, key: &str, lm: &LoadedModel, gold: &GoldReward, out: &Path, fresh: bool) -> Result<(Vec<Row>, Vec<Row>, BTreeMap<String, f64>)> {
+fn data_stage(
+    cfg: &DemoConfig,
+    key: &str,
+    lm: &LoadedModel,
+    gold: &GoldReward,
+    out: &Path,
+    fresh: bool,
+) -> Result<DataStage> {
     let dir = out.join("data");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let meta = dir.join("meta.json");
     let (train_path, held_path) = (dir.join("train.jsonl"), dir.join("held_out.jsonl"));
-    if let Some(stats) = cached::<BTreeMap<String, f64>>(&meta, &key, fresh)
+    if let Some(stats) = cached::<BTreeMap<String, f64>>(&meta, key, fresh)
         && let (Ok(t), Ok(h)) = (datagen::read_rows(&train_path), datagen::read_rows(&held_path))
     {
         eprintln!("data: reusing {} ({} + {} prompts)", dir.display(), t.len(), h.len());
@@ -117,49 +125,55 @@ fn data_stage(cfg: &DemoConfig, key: &str, lm: &LoadedModel, gold: &GoldReward, 
         ("chosen_is_gold_best_fraction".to_string(), agree as f64 / all.len() as f64),
         ("seconds".to_string(), t0.elapsed().as_secs_f64()),
     ]);
-    save_cached(&meta, &key, &stats)?;
+    save_cached(&meta, key, &stats)?;
     eprintln!("data: {} + {} prompts × {} answers in {:.0}s", train.len(), held.len(), d.samples_per_prompt, stats["seconds"]);
     Ok((train, held, stats))
 }
 
-/// The `epa train` configuration of one run.
-fn train_config(cfg: &DemoConfig, m: &config::Method, seed: u64, out: &Path, dev: crate::cli::DeviceArgs) -> Result<TrainConfig> {
+/// The `epa train` configuration of one run: the defaults with the demo's settings, then the demo
+/// configuration's own `--set` overrides (`train.set`, then the method's `set`).
+fn train_config(
+    cfg: &DemoConfig,
+    m: &config::Method,
+    seed: u64,
+    out: &Path,
+    dev: DeviceOptions,
+) -> Result<TrainConfig> {
     let t = &cfg.train;
-    let s = |p: &Path| format!("{:?}", p.display().to_string());
-    let every = (t.steps / cfg.eval.points).max(1);
-    let mut sets = vec![
-        format!("model.path={:?}", cfg.model),
-        format!("model.train_last_layers={}", if t.lora_rank > 0 { 0 } else { t.train_last_layers }),
-        format!("data.paths=[{}]", s(&out.join("data/train.jsonl"))),
-        "data.shape=\"standard\"".into(),
-        "data.grouping.ties=\"keep\"".into(),
-        // The prompts are plain strings that were sampled through the chat template.
-        "data.chat_template=\"always\"".into(),
-        format!("data.grouping.max_strong={}", m.strong),
-        format!("data.weak.k={}", m.weak),
-        format!("data.batch.prompts_per_batch={}", t.prompts_per_batch),
-        format!("data.seed={seed}"),
-        format!("loss.terms=[{{name={:?}, beta={}}}]", m.loss, t.beta),
-        format!("loss.metrics_beta={}", t.beta),
-        format!("optim.lr={}", t.lr),
-        format!("optim.warmup_steps={}", t.warmup_steps),
-        format!("optim.max_steps={}", t.steps),
-        format!("optim.seed={seed}"),
-        "reference.mode=\"cached\"".into(),
-        format!("reference.cache_dir={}", s(&out.join("ref-cache"))),
-        format!("eval.every_steps={every}"),
-        format!("output.dir={}", s(&out.join("runs").join(format!("{}-s{seed}", m.name)))),
-        "output.export=false".into(),
-        "output.final_checkpoint=false".into(),
-    ];
+    let mut tc = TrainConfig::default();
+    tc.model.path = cfg.model.clone();
+    tc.model.train_last_layers = if t.lora_rank > 0 { 0 } else { t.train_last_layers };
+    let d = &mut tc.data;
+    d.paths = vec![out.join("data/train.jsonl")];
+    d.shape = ShapeKind::Standard;
+    d.grouping.ties = Ties::Keep;
+    // The prompts are plain strings that were sampled through the chat template.
+    d.chat_template = ChatTemplateUse::Always;
+    d.grouping.max_strong = Some(m.strong);
+    d.weak.k = m.weak;
+    d.batch.prompts_per_batch = t.prompts_per_batch;
+    d.seed = seed;
+    // The method names its loss as `epa train` does; every term takes the shared β.
+    let term = serde_json::json!({ "name": m.loss, "beta": t.beta });
+    let term: LossTerm = serde_json::from_value(term).with_context(|| format!("method {}: loss {:?}", m.name, m.loss))?;
+    tc.loss = LossConfig { terms: vec![term], metrics_beta: Some(t.beta) };
+    tc.optim.lr = t.lr;
+    tc.optim.warmup_steps = t.warmup_steps;
+    tc.optim.max_steps = t.steps;
+    tc.optim.seed = seed;
+    tc.reference.mode = ReferenceMode::Cached;
+    tc.reference.cache_dir = Some(out.join("ref-cache"));
+    tc.eval.every_steps = (t.steps / cfg.eval.points).max(1);
+    tc.output.dir = out.join("runs").join(format!("{}-s{seed}", m.name));
+    tc.output.export = false;
+    tc.output.final_checkpoint = false;
     if t.lora_rank > 0 {
-        sets.push("adapter.method=\"lora\"".into());
-        sets.push(format!("adapter.lora.rank={}", t.lora_rank));
-        sets.push(format!("adapter.lora.alpha={}", 2 * t.lora_rank));
+        tc.adapter.method = AdapterMethod::Lora;
+        tc.adapter.lora.rank = t.lora_rank;
+        tc.adapter.lora.alpha = (2 * t.lora_rank) as f64;
     }
-    sets.extend(t.set.iter().cloned());
-    sets.extend(m.set.iter().cloned());
-    let mut tc = TrainConfig::load(None, &sets).with_context(|| format!("method {}", m.name))?;
+    let sets: Vec<String> = t.set.iter().chain(&m.set).cloned().collect();
+    let mut tc = tc.with_overrides(&sets).with_context(|| format!("method {}", m.name))?;
     tc.model.device = dev.device;
     tc.model.dtype = dev.dtype;
     Ok(tc)
@@ -176,8 +190,8 @@ fn curve(dir: &Path) -> Vec<(usize, f64, f64)> {
 }
 
 /// Runs the experiment end to end and writes the report into `args.out`.
-pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
-    let cfg = DemoConfig::preset(&args.preset)?.with_overrides(&args.set)?;
+pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
+    let cfg = DemoConfig::preset(args.preset).with_overrides(&args.set)?;
     cfg.validate()?;
     if args.print_config {
         print!("{}", toml::to_string_pretty(&cfg)?);
@@ -254,4 +268,106 @@ pub fn run(args: &DemoArgs) -> Result<Option<Results>> {
     report::plots(out, &results, &runs)?;
     eprintln!("wrote {} in {:.0}s", out.join("report.md").display(), t_all.elapsed().as_secs_f64());
     Ok(Some(results))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration as the demo used to write it: `epa train --set` strings on an empty config.
+    fn from_set_strings(
+        cfg: &DemoConfig,
+        m: &config::Method,
+        seed: u64,
+        out: &Path,
+        dev: DeviceOptions,
+    ) -> TrainConfig {
+        let t = &cfg.train;
+        let s = |p: &Path| format!("{:?}", p.display().to_string());
+        let every = (t.steps / cfg.eval.points).max(1);
+        let mut sets = vec![
+            format!("model.path={:?}", cfg.model),
+            format!("model.train_last_layers={}", if t.lora_rank > 0 { 0 } else { t.train_last_layers }),
+            format!("data.paths=[{}]", s(&out.join("data/train.jsonl"))),
+            "data.shape=\"standard\"".into(),
+            "data.grouping.ties=\"keep\"".into(),
+            "data.chat_template=\"always\"".into(),
+            format!("data.grouping.max_strong={}", m.strong),
+            format!("data.weak.k={}", m.weak),
+            format!("data.batch.prompts_per_batch={}", t.prompts_per_batch),
+            format!("data.seed={seed}"),
+            format!("loss.terms=[{{name={:?}, beta={}}}]", m.loss, t.beta),
+            format!("loss.metrics_beta={}", t.beta),
+            format!("optim.lr={}", t.lr),
+            format!("optim.warmup_steps={}", t.warmup_steps),
+            format!("optim.max_steps={}", t.steps),
+            format!("optim.seed={seed}"),
+            "reference.mode=\"cached\"".into(),
+            format!("reference.cache_dir={}", s(&out.join("ref-cache"))),
+            format!("eval.every_steps={every}"),
+            format!("output.dir={}", s(&out.join("runs").join(format!("{}-s{seed}", m.name)))),
+            "output.export=false".into(),
+            "output.final_checkpoint=false".into(),
+        ];
+        if t.lora_rank > 0 {
+            sets.push("adapter.method=\"lora\"".into());
+            sets.push(format!("adapter.lora.rank={}", t.lora_rank));
+            sets.push(format!("adapter.lora.alpha={}", 2 * t.lora_rank));
+        }
+        sets.extend(t.set.iter().cloned());
+        sets.extend(m.set.iter().cloned());
+        let mut tc = TrainConfig::load(None, &sets).unwrap();
+        tc.model.device = dev.device;
+        tc.model.dtype = dev.dtype;
+        tc
+    }
+
+    /// The typed construction gives exactly the configuration the `--set` strings gave: every
+    /// preset and method, with and without LoRA, with weak negatives, and with the demo config's own
+    /// overrides on top.
+    #[test]
+    fn train_config_equals_the_set_strings_it_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path();
+        std::fs::create_dir_all(out.join("data")).unwrap();
+        std::fs::write(out.join("data/train.jsonl"), "").unwrap();
+        let mut cfgs: Vec<DemoConfig> = [Preset::Tiny, Preset::Demo, Preset::Full].map(DemoConfig::preset).to_vec();
+        let mut lora = DemoConfig::preset(Preset::Demo);
+        lora.train.lora_rank = 8;
+        lora.train.lr = 1e-4;
+        cfgs.push(lora);
+        let mut overridden = DemoConfig::preset(Preset::Tiny);
+        overridden.train.set =
+            vec!["optim.lr=3e-5".into(), "data.weak.k=1".into(), "model.prefix_sharing=false".into()];
+        overridden.methods.push(config::Method {
+            name: "ipo".into(),
+            loss: "ipo".into(),
+            strong: 1,
+            weak: 0,
+            set: vec!["loss.terms=[{name=\"ipo\", beta=0.5}]".into(), "optim.warmup_steps=1".into()],
+        });
+        let sigmoid = config::Method { name: "c".into(), loss: "sigmoid".into(), strong: 1, weak: 3, set: vec![] };
+        overridden.methods.push(sigmoid);
+        cfgs.push(overridden);
+        let dev = DeviceOptions { device: crate::device::DeviceSpec::Cpu, dtype: crate::device::Precision::Bfloat16 };
+        let mut compared = 0;
+        for cfg in &cfgs {
+            for m in &cfg.methods {
+                for &seed in &cfg.seeds {
+                    let typed = train_config(cfg, m, seed, out, dev).unwrap();
+                    let strings = from_set_strings(cfg, m, seed, out, dev);
+                    let toml = |c: &TrainConfig| toml::to_string(c).unwrap();
+                    assert_eq!(toml(&typed), toml(&strings), "{} {}", cfg.preset, m.name);
+                    assert_eq!(typed, strings, "{} {}", cfg.preset, m.name);
+                    compared += 1;
+                }
+            }
+        }
+        assert_eq!(compared, 3 * 2 + 3 + 3 * 3 + 3 + 5 * 2);
+        // A bad override still names the method.
+        let mut bad = DemoConfig::preset(Preset::Tiny);
+        bad.methods[0].set = vec!["optim.nonsense=1".into()];
+        let e = format!("{:#}", train_config(&bad, &bad.methods[0], 1, out, dev).unwrap_err());
+        assert!(e.contains("method dpo") && e.contains("nonsense"), "{e}");
+    }
 }

@@ -28,12 +28,13 @@ use anyhow::{Context, Result, bail, ensure};
 use burn::module::Module;
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::cli::eval::EvalArgs;
 use crate::gold::{GoldReward, GoldRewardConfig};
 use crate::data::ChatTemplateUse;
 use crate::data::store::encode_prompt;
+use crate::device::DeviceOptions;
 use crate::model::generate::SampleConfig;
 use crate::model::load::{LoadedModel, load_model};
 use crate::model::reward::RewardModel;
@@ -70,8 +71,40 @@ fn lengths(ids: &[Vec<u32>]) -> Vec<f64> {
     ids.iter().map(|s| s.len() as f64).collect()
 }
 
+/// What `epa eval` compares and how ([`run`]'s options; the command line's `EvalArgs` converts into it).
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// The model judged: a Hugging Face folder, a .gguf file, `smollm2`, or a hub id.
+    pub policy: String,
+    /// The model it is compared with (same tokenizer): KL is measured against it, wins are counted
+    /// against its answers.
+    pub reference: String,
+    /// Prompts: JSONL, JSON or Parquet rows with a `prompt` (string or messages); preference files work.
+    pub prompts: PathBuf,
+    /// A sequence-classification reward model, or the demo's gold reward (needs a topic per prompt).
+    pub judge: JudgeSpec,
+    /// Answers sampled per prompt from each model.
+    pub samples: usize,
+    /// Sampling seed (both models draw with it: common random numbers) and bootstrap seed.
+    pub seed: u64,
+    /// Sampling temperature (0 = greedy).
+    pub temperature: f32,
+    /// Nucleus sampling mass (1 = off).
+    pub top_p: f32,
+    pub max_new_tokens: usize,
+    /// Sequences per generation batch (and conversations per reward-model pass).
+    pub batch: usize,
+    /// Output folder: eval.json, eval.md, rewards.png.
+    pub out: PathBuf,
+    /// Bootstrap resamples of the prompts for the 95% intervals (0: no intervals).
+    pub bootstrap: usize,
+    /// Which prompts go through the chat template (`always`: string prompts become a user turn).
+    pub chat_template: ChatTemplateUse,
+    pub device: DeviceOptions,
+}
+
 /// Runs the evaluation and writes its report into `args.out`.
-pub fn run(args: &EvalArgs) -> Result<EvalReport> {
+pub fn run(args: &EvalOptions) -> Result<EvalReport> {
     ensure!(args.samples >= 1, "--samples must be ≥ 1");
     ensure!(args.max_new_tokens >= 1, "--max-new-tokens must be ≥ 1");
     ensure!(args.batch >= 1, "--batch must be ≥ 1");

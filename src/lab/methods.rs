@@ -6,8 +6,9 @@ use super::data::PrefData;
 use super::loss_api::Role;
 
 /// A training objective of the lab.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum MethodKind {
     /// Bradley-Terry: one row per pair the round's ranking implies (k(k−1)/2 rows; the
     /// better-ranked answer is the row's positive). All pairs, not just best-vs-rest, so that a
@@ -26,6 +27,19 @@ pub enum MethodKind {
     EpaWeak,
     /// EPA with the strong negatives and n weak negatives.
     Epa,
+}
+
+impl MethodKind {
+    /// Every method, in report order (the default of `--methods`).
+    pub const ALL: [MethodKind; 7] = [
+        MethodKind::Dpo,
+        MethodKind::Ipo,
+        MethodKind::PlackettLuce,
+        MethodKind::Infonca,
+        MethodKind::EpaStrong,
+        MethodKind::EpaWeak,
+        MethodKind::Epa,
+    ];
 }
 
 /// A method and its number of weak negatives (0 unless it uses them).

@@ -6,11 +6,8 @@
 //! slope-1 diagnostics on ALL responses, including the never-compared ones.
 //!
 //! ```no_run
-//! use clap::Parser;
-//! #[derive(Parser)]
-//! struct Cli { #[command(flatten)] bandit: epa::lab::BanditArgs }
-//! let cli = Cli::parse_from(["lab", "--n-prompts", "10", "--out", "/tmp/lab"]);
-//! let results = epa::lab::run_bandit(&cli.bandit).unwrap();
+//! let opts = epa::lab::BanditOptions { n_prompts: 10, out: "/tmp/lab".into(), ..Default::default() };
+//! let results = epa::lab::run_bandit(&opts).unwrap();
 //! println!("{}", results.methods[0].label);
 //! ```
 //!
@@ -49,78 +46,86 @@ use metrics::{PolicyMetrics, evaluate};
 use train::{TrainSpec, init_logits, train};
 use world::{RefPolicy, World};
 
-/// Options of `epa lab bandit`. Defaults run in well under a minute on 2 cores (release build).
-#[derive(clap::Args, Clone, Debug, Serialize)]
-pub struct BanditArgs {
+/// Options of `epa lab bandit` (the command line's `BanditArgs` converts into it; its defaults,
+/// [`BanditOptions::default`], run in well under a minute on 2 cores, release build).
+#[derive(Clone, Debug, Serialize)]
+pub struct BanditOptions {
     /// Seed of every random draw (world, data, weak negatives, inits). Same seed → same bytes.
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Number of prompts N.
-    #[arg(long, default_value_t = 50)]
     pub n_prompts: usize,
     /// Number of responses M (one response space shared by all prompts).
-    #[arg(long, default_value_t = 100)]
     pub n_responses: usize,
     /// Reference policy.
-    #[arg(long, value_enum, default_value_t = RefPolicy::Uniform)]
     pub ref_policy: RefPolicy,
     /// Spread of the random reference policy's logits.
-    #[arg(long, default_value_t = 1.0)]
     pub ref_sd: f64,
     /// r*(x,y) ~ N(0, reward_sd²).
-    #[arg(long, default_value_t = 1.0)]
     pub reward_sd: f64,
     /// Responses per prompt the annotators ever compare (drawn from π_ref); 0 = all M.
-    #[arg(long, default_value_t = 8)]
     pub pool: usize,
     /// Annotated comparisons (rounds) per prompt.
-    #[arg(long, default_value_t = 40)]
     pub rounds: usize,
     /// Candidates ranked per round (4 like UltraFeedback; 2 = pairs).
-    #[arg(long, default_value_t = 4)]
     pub k: usize,
     /// Weak negatives of `epa_weak` (EPA weak-only).
-    #[arg(long, default_value_t = 16)]
     pub weak: usize,
     /// Numbers of weak negatives swept for EPA strong+weak.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 2, 4, 8, 16, 32])]
     pub weak_sweep: Vec<usize>,
     /// Methods to train (default all): dpo, ipo, plackett_luce, infonca, epa_strong, epa_weak, epa
     /// (EPA strong+weak, once per --weak-sweep value).
-    #[arg(long, value_delimiter = ',', default_values_t = ALL_METHODS.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
-    pub methods: Vec<String>,
+    pub methods: Vec<MethodKind>,
     /// Random initialisations per method.
-    #[arg(long, default_value_t = 4)]
     pub inits: usize,
     /// Initial logits = log π_ref + init_sd · N(0, 1).
-    #[arg(long, default_value_t = 1.0)]
     pub init_sd: f64,
     /// β of every method (IPO's τ).
-    #[arg(long, default_value_t = 1.0)]
     pub beta: f64,
     /// EPA's w.
-    #[arg(long, default_value_t = 1.0)]
     pub w: f64,
     /// EPA's weight on weak negatives.
-    #[arg(long, default_value_t = 1.0)]
     pub lambda_weak: f64,
     /// InfoNCA's label temperature α (labels: softmax of rank scores / α).
-    #[arg(long, default_value_t = 1.0)]
     pub infonca_alpha: f64,
     /// Full-batch Adam steps per method.
-    #[arg(long, default_value_t = 700)]
     pub steps: usize,
     /// Peak learning rate (cosine decay to 0).
-    #[arg(long, default_value_t = 0.05)]
     pub lr: f64,
     /// Output directory.
-    #[arg(long, default_value = "lab-bandit")]
     #[serde(skip)]
     pub out: PathBuf,
     /// Skip the PNG plots.
-    #[arg(long)]
     #[serde(skip)]
     pub no_plots: bool,
+}
+
+impl Default for BanditOptions {
+    fn default() -> Self {
+        BanditOptions {
+            seed: 0,
+            n_prompts: 50,
+            n_responses: 100,
+            ref_policy: RefPolicy::Uniform,
+            ref_sd: 1.0,
+            reward_sd: 1.0,
+            pool: 8,
+            rounds: 40,
+            k: 4,
+            weak: 16,
+            weak_sweep: vec![1, 2, 4, 8, 16, 32],
+            methods: MethodKind::ALL.to_vec(),
+            inits: 4,
+            init_sd: 1.0,
+            beta: 1.0,
+            w: 1.0,
+            lambda_weak: 1.0,
+            infonca_alpha: 1.0,
+            steps: 700,
+            lr: 0.05,
+            out: "lab-bandit".into(),
+            no_plots: false,
+        }
+    }
 }
 
 /// Mean, sample sd, min and max over inits.
@@ -201,7 +206,7 @@ pub struct WorldSummary {
 /// Everything `epa lab bandit` measured (this is `results.json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct BanditResults {
-    pub config: BanditArgs,
+    pub config: BanditOptions,
     pub world: WorldSummary,
     pub methods: Vec<MethodResult>,
 }
@@ -212,44 +217,26 @@ impl BanditResults {
     }
 }
 
-/// Names accepted by `--methods`, in report order.
-pub const ALL_METHODS: [&str; 7] = [
-    "dpo",
-    "ipo",
-    "plackett_luce",
-    "infonca",
-    "epa_strong",
-    "epa_weak",
-    "epa",
-];
-
 /// The methods of a run, in report order.
-pub fn method_list(args: &BanditArgs) -> anyhow::Result<Vec<Method>> {
-    for name in &args.methods {
-        anyhow::ensure!(
-            ALL_METHODS.contains(&name.as_str()),
-            "--methods: unknown method {name:?}; expected some of {}",
-            ALL_METHODS.join(", ")
-        );
-    }
-    let want = |name: &str| args.methods.iter().any(|m| m == name);
+pub fn method_list(args: &BanditOptions) -> anyhow::Result<Vec<Method>> {
+    let want = |kind: MethodKind| args.methods.contains(&kind);
     let fixed = [
-        ("dpo", MethodKind::Dpo),
-        ("ipo", MethodKind::Ipo),
-        ("plackett_luce", MethodKind::PlackettLuce),
-        ("infonca", MethodKind::Infonca),
-        ("epa_strong", MethodKind::EpaStrong),
+        MethodKind::Dpo,
+        MethodKind::Ipo,
+        MethodKind::PlackettLuce,
+        MethodKind::Infonca,
+        MethodKind::EpaStrong,
     ];
     let mut v: Vec<Method> = fixed
-        .iter()
-        .filter(|(n, _)| want(n))
-        .map(|&(_, k)| Method::new(k, 0))
+        .into_iter()
+        .filter(|&k| want(k))
+        .map(|k| Method::new(k, 0))
         .collect();
-    if want("epa_weak") {
+    if want(MethodKind::EpaWeak) {
         anyhow::ensure!(args.weak > 0, "--weak must be > 0 for epa_weak");
         v.push(Method::new(MethodKind::EpaWeak, args.weak));
     }
-    if want("epa") {
+    if want(MethodKind::Epa) {
         let mut sweep = args.weak_sweep.clone();
         sweep.sort_unstable();
         sweep.dedup();
@@ -264,7 +251,7 @@ pub fn method_list(args: &BanditArgs) -> anyhow::Result<Vec<Method>> {
     Ok(v)
 }
 
-fn validate(a: &BanditArgs) -> anyhow::Result<()> {
+fn validate(a: &BanditOptions) -> anyhow::Result<()> {
     anyhow::ensure!(a.inits >= 1, "--inits must be at least 1");
     anyhow::ensure!(a.steps >= 1, "--steps must be at least 1");
     anyhow::ensure!(
@@ -290,7 +277,7 @@ fn validate(a: &BanditArgs) -> anyhow::Result<()> {
 }
 
 /// Runs the whole lab and writes results.json, report.md and the plots into `args.out`.
-pub fn run_bandit(args: &BanditArgs) -> anyhow::Result<BanditResults> {
+pub fn run_bandit(args: &BanditOptions) -> anyhow::Result<BanditResults> {
     let (results, policies) = simulate(args)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -317,7 +304,7 @@ pub struct PolicySample {
 }
 
 /// Trains every method; returns the results and the policies the scatter plot shows.
-pub fn simulate(args: &BanditArgs) -> anyhow::Result<(BanditResults, Vec<PolicySample>)> {
+pub fn simulate(args: &BanditOptions) -> anyhow::Result<(BanditResults, Vec<PolicySample>)> {
     validate(args)?;
     let world = World::generate(
         args.n_prompts,

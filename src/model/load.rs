@@ -71,10 +71,18 @@ pub(crate) fn check_vocab(codec: &TextCodec, vocab_size: usize, source: &Path) -
     Ok(())
 }
 
+/// The model spec of the built-in model, SmolLM2-135M-Instruct ([`crate::artifacts::smollm2_gguf`]).
+pub const SMOLLM2: &str = "smollm2";
+
+/// Whether `spec` names the built-in SmolLM2: [`SMOLLM2`] or its long name `smollm2-135m-instruct`.
+pub fn is_smollm2(spec: &str) -> bool {
+    spec == SMOLLM2 || spec == "smollm2-135m-instruct"
+}
+
 /// Loads `spec`: a folder, a `.gguf` file, `smollm2`, or a hub id like `org/name`.
 pub fn load_model(spec: &str, device: &Device) -> Result<LoadedModel> {
     let path = Path::new(spec);
-    if spec == "smollm2" || spec == "smollm2-135m-instruct" {
+    if is_smollm2(spec) {
         let p = crate::artifacts::smollm2_gguf()?;
         return load_gguf_model(&p, device);
     }

@@ -73,7 +73,7 @@ pub struct ModelSection {
 impl Default for ModelSection {
     fn default() -> Self {
         Self {
-            path: "smollm2".into(),
+            path: crate::model::load::SMOLLM2.into(),
             device: DeviceSpec::Cpu,
             dtype: Precision::Float32,
             train_last_layers: 0,
@@ -275,6 +275,18 @@ impl TrainConfig {
         let where_ = path.map(|p| p.display().to_string()).unwrap_or_else(|| "--set".into());
         let cfg: TrainConfig = value.try_into().with_context(|| format!("in config {where_}"))?;
         cfg.validate().with_context(|| format!("in config {where_}"))?;
+        Ok(cfg)
+    }
+
+    /// This configuration with `key=value` overrides applied as `--set` applies them (to its TOML
+    /// form), then validated, as [`TrainConfig::load`] validates.
+    pub fn with_overrides(self, overrides: &[String]) -> Result<Self> {
+        let mut value = toml::Value::try_from(&self).context("serialising the configuration")?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let cfg: TrainConfig = value.try_into().context("in config --set")?;
+        cfg.validate().context("in config --set")?;
         Ok(cfg)
     }
 

@@ -105,7 +105,7 @@ fn load_reference(cfg: &TrainConfig, spec: &str, device: &burn::tensor::Device) 
 pub fn model_fingerprint(spec: &str) -> Result<String> {
     let mut h = Sha256::new();
     let path = Path::new(spec);
-    let files: Vec<PathBuf> = if spec == "smollm2" || spec == "smollm2-135m-instruct" {
+    let files: Vec<PathBuf> = if crate::model::load::is_smollm2(spec) {
         vec![crate::artifacts::smollm2_gguf()?]
     } else if path.is_file() {
         vec![path.to_path_buf()]

@@ -742,7 +742,7 @@ fn random_bytes_never_panic() {
 
 #[test]
 fn inspect_reports_counts_drops_lengths_and_rendered_examples() {
-    use epa::data::inspect::{InspectArgs, inspect_to_string};
+    use epa::data::inspect::{InspectOptions, inspect_to_string};
     let d = tempfile::tempdir().unwrap();
     let p = write(
         d.path(),
@@ -755,7 +755,7 @@ fn inspect_reports_counts_drops_lengths_and_rendered_examples() {
         )
         .as_bytes(),
     );
-    let args = |tokenizer: Option<PathBuf>, json: bool| InspectArgs {
+    let args = |tokenizer: Option<PathBuf>, json: bool| InspectOptions {
         files: vec![p.clone()],
         config: None,
         tokenizer,
@@ -798,7 +798,7 @@ fn inspect_reports_counts_drops_lengths_and_rendered_examples() {
     );
     assert!(out.contains("prompts through the chat template: 2 of 2"), "{out}");
     // The default (TRL's rule): string prompts verbatim, and the report says so.
-    let verbatim = InspectArgs { chat_template: None, ..args(Some(tok.clone()), false) };
+    let verbatim = InspectOptions { chat_template: None, ..args(Some(tok.clone()), false) };
     let out = inspect_to_string(&verbatim).unwrap();
     assert!(out.contains("prompts through the chat template: 0 of 2"), "{out}");
     assert!(out.contains("tokens\nDescribe the sea.\n") && !out.contains("<|im_start|>user"), "{out}");

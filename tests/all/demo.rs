@@ -3,17 +3,17 @@
 //! Checks the report's structure, that every number that must exist is finite, that a rerun
 //! reuses the stages, and that the same settings give the same numbers.
 
-use epa::demo::{DemoArgs, run};
+use epa::demo::{DemoOptions, Preset, run};
 use std::path::Path;
 
-fn args(out: &Path, fresh: bool) -> DemoArgs {
-    DemoArgs {
-        preset: "tiny".into(),
+fn args(out: &Path, fresh: bool) -> DemoOptions {
+    DemoOptions {
+        preset: Preset::Tiny,
         out: out.to_path_buf(),
         set: vec![],
         print_config: false,
         fresh,
-        device: epa::cli::DeviceArgs { device: crate::common::spec(), dtype: Default::default() },
+        device: epa::device::DeviceOptions { device: crate::common::spec(), dtype: Default::default() },
     }
 }
 
@@ -86,9 +86,10 @@ fn tiny_preset_runs_end_to_end_and_writes_a_complete_report() {
 #[test]
 fn bad_settings_give_clear_errors() {
     let d = tempfile::tempdir().unwrap();
-    let mut a = args(d.path(), false);
-    a.preset = "huge".into();
-    assert!(run(&a).unwrap_err().to_string().contains("unknown preset"));
+    // An unknown preset is the command line's error, which lists the valid ones.
+    use clap::Parser;
+    let e = epa::cli::Cli::try_parse_from(["epa", "demo", "--preset", "huge"]).err().unwrap().to_string();
+    assert!(e.contains("invalid value 'huge'") && e.contains("tiny, demo, full"), "{e}");
     let mut a = args(d.path(), false);
     a.set = vec!["methods=[{name=\"x\", loss=\"epa\", strong=5, weak=0}]".into()];
     let e = run(&a).unwrap_err().to_string();

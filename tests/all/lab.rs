@@ -4,7 +4,9 @@
 //! each assertion.
 
 use clap::Parser;
-use epa::lab::{BanditArgs, BanditResults, MethodResult, run_bandit, simulate};
+use epa::cli::lab::BanditArgs;
+use epa::lab::methods::MethodKind;
+use epa::lab::{BanditOptions, BanditResults, MethodResult, run_bandit, simulate};
 
 #[derive(Parser)]
 struct Cli {
@@ -12,10 +14,12 @@ struct Cli {
     bandit: BanditArgs,
 }
 
-fn args(extra: &[&str]) -> BanditArgs {
+/// The options `epa lab bandit EXTRA…` runs with.
+fn args(extra: &[&str]) -> BanditOptions {
     Cli::try_parse_from(std::iter::once("lab").chain(extra.iter().copied()))
         .expect("valid arguments")
         .bandit
+        .into()
 }
 
 fn run(extra: &[&str]) -> BanditResults {
@@ -209,11 +213,10 @@ fn same_seed_regenerates_every_output_byte_for_byte() {
 
 #[test]
 fn bad_options_are_clear_errors() {
-    let e = simulate(&args(&["--methods", "dpo,foo"]))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(e.contains("unknown method \"foo\""), "{e}");
+    // An unknown method is the command line's error, which lists the valid ones.
+    let e = Cli::try_parse_from(["lab", "--methods", "dpo,foo"]).err().unwrap().to_string();
+    assert!(e.contains("invalid value 'foo'") && e.contains("plackett_luce") && e.contains("epa_weak"), "{e}");
+    assert_eq!(args(&["--methods", "epa_weak,dpo"]).methods, [MethodKind::EpaWeak, MethodKind::Dpo]);
     let e = simulate(&args(&["--k", "5", "--pool", "4"]))
         .err()
         .unwrap()

@@ -1,0 +1,51 @@
+//! `epa train [--config FILE] [--set KEY=VALUE …]`: arguments of [`crate::train::train_with`].
+
+use anyhow::Result;
+use std::path::PathBuf;
+
+use crate::device::{DeviceSpec, Precision};
+use crate::train::{RunOptions, TrainConfig, train_with};
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// TOML configuration (every key optional; defaults from `epa config --print-default`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a key: `--set optim.lr=1e-5 --set 'loss.terms=[{name="dpo"}]'`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Continue from a checkpoint folder (or the newest checkpoint in an output folder).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Delete an earlier run in the output folder and start afresh: shorthand for
+    /// `--set output.overwrite=true`.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
+    /// With --resume: continue even though the config differs from the checkpoint's.
+    #[arg(long, requires = "resume")]
+    pub allow_config_change: bool,
+    /// Where the model runs (`cpu`, `cuda`, `cuda:N`, `wgpu`): shorthand for `--set model.device=…`.
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
+    /// Compute dtype (`float32`, `bfloat16`): shorthand for `--set model.dtype=…`.
+    #[arg(long)]
+    pub dtype: Option<Precision>,
+}
+
+impl TrainArgs {
+    /// The configuration (file, then `--set`, then the shorthands) and the run options.
+    pub fn into_options(self) -> Result<(TrainConfig, RunOptions)> {
+        let mut cfg = TrainConfig::load(self.config.as_deref(), &self.set)?;
+        cfg.model.device = self.device.unwrap_or(cfg.model.device);
+        cfg.model.dtype = self.dtype.unwrap_or(cfg.model.dtype);
+        cfg.output.overwrite |= self.overwrite;
+        Ok((cfg, RunOptions { resume: self.resume, allow_config_change: self.allow_config_change }))
+    }
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let (cfg, opts) = args.into_options()?;
+    let s = train_with(&cfg, &opts, None)?;
+    println!("{}", serde_json::to_string_pretty(&s)?);
+    Ok(())
+}
