@@ -19,12 +19,14 @@ use crate::text::{Boundary, EncodedPrompt, TextCodec};
 /// The file name of groups that come from memory, not from a file.
 const MEMORY: &str = "<memory>";
 
-/// A candidate's part in its group's loss.
+/// A candidate's part in its group's loss: in the store, in a batch and as a column of the losses'
+/// score matrix (`epa::losses::Role` is this type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// The preferred response (index 0 of the group's softmax).
+    /// The preferred response y⁺ (column 0, index 0 of the group's softmax).
     Positive,
-    /// A rejected response to the same prompt.
+    /// A rejected response to the same prompt (TRL's "rejected").
     Strong,
     /// A response written for another prompt, scored under this one.
     Weak,

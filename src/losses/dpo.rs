@@ -19,8 +19,8 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::{log_sigmoid, relu};
 use serde::{Deserialize, Serialize};
 
-use super::batch::Role::{Strong, Weak};
-use super::batch::{PromptLosses, Role, ScoreBatch};
+use super::Role::{self, Strong, Weak};
+use super::batch::{PromptLosses, ScoreBatch};
 use super::config::check_positive;
 
 /// Parameters of `dpo` / `cdpo` / `robust`.

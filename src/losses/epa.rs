@@ -14,7 +14,7 @@ use anyhow::{Result, ensure};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::batch::Role::{self, Positive, Strong, Weak};
+use super::Role::{self, Positive, Strong, Weak};
 use super::batch::{PromptLosses, ScoreBatch, at_least, masked_logsumexp};
 
 /// Hyper-parameters of the EPA term.

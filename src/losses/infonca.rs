@@ -10,8 +10,8 @@ use anyhow::Result;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::batch::Role::{Positive, Strong, Weak};
-use super::batch::{PromptLosses, Role, ScoreBatch, at_least, masked_log_softmax};
+use super::Role::{self, Positive, Strong, Weak};
+use super::batch::{PromptLosses, ScoreBatch, at_least, masked_log_softmax};
 use super::config::check_positive;
 
 /// Where the K-way targets come from.

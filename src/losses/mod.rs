@@ -71,7 +71,8 @@ pub mod simpo;
 
 use burn::tensor::Tensor;
 
-pub use batch::{PromptLosses, Role, ScoreBatch};
+pub use crate::data::Role;
+pub use batch::{PromptLosses, ScoreBatch};
 pub use config::{LOSS_NAMES, LossConfig, LossTerm};
 pub use dpo::{DpoParams, HingeParams, IpoParams};
 pub use epa::EpaParams;
