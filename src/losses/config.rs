@@ -3,8 +3,8 @@
 //!
 //! ```toml
 //! [[terms]]
-//! name = "epa"          # epa | dpo (alias sigmoid, cdpo) | robust | ipo | hinge (alias slic)
-//! beta = 0.1            # | simpo | nca_pair | nca | infonca | plackett_luce | sft
+//! name = "epa"          # one of LOSS_NAMES, or an alias (both from the registry below)
+//! beta = 0.1
 //! w = 1.0
 //!
 //! [[terms]]
