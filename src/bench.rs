@@ -32,7 +32,7 @@ use serde::Serialize;
 use serde_json::json;
 use std::time::Instant;
 
-use crate::data::{Batch, BatchGroup, GroupStore};
+use crate::data::{Batch, BatchGroup, GroupStore, TokenCandidate, TokenGroup};
 use crate::device::DeviceOptions;
 use crate::losses::LossConfig;
 use crate::model::generate::{SampleConfig, generate};
@@ -314,26 +314,18 @@ fn model_config(shape: BenchShape) -> ModelConfig {
 
 /// A store of random-token groups (positive + one strong negative each): the first `prompts`
 /// groups form the batch; every group's candidates serve as weak negatives of the others.
-/// Built through the store's serialised form, so no tokenizer is needed.
+/// Built from token ids, so no tokenizer is needed.
 pub fn synthetic_store(groups: usize, prompt_len: usize, response_len: usize, vocab: usize, seed: u64) -> Result<GroupStore> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut tokens: Vec<u32> = Vec::new();
-    let mut span = |n: usize, tokens: &mut Vec<u32>| {
-        let start = tokens.len();
-        tokens.extend((0..n).map(|_| rng.random_range(3..vocab as u32)));
-        json!({ "start": start, "len": n })
-    };
-    let (mut gs, mut cs) = (Vec::new(), Vec::new());
-    for g in 0..groups {
-        let prompt = span(prompt_len, &mut tokens);
-        gs.push(json!({ "prompt": prompt, "first": 2 * g, "count": 2, "key": g, "file": 0, "pos": { "element": g } }));
-        for (role, score) in [("Positive", 1.0), ("Strong", 0.0)] {
-            let ids = span(response_len, &mut tokens);
-            cs.push(json!({ "ids": ids, "group": g, "role": role, "score": score }));
-        }
-    }
-    let v = json!({ "tokens": tokens, "groups": gs, "candidates": cs, "files": ["<bench>"], "max_length": null });
-    serde_json::from_value(v).context("building the synthetic group store")
+    let mut ids = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(3..vocab as u32)).collect() };
+    let groups: Vec<TokenGroup> = (0..groups)
+        .map(|_| TokenGroup {
+            prompt_ids: ids(prompt_len),
+            positive: TokenCandidate { ids: ids(response_len), score: Some(1.0) },
+            strong: vec![TokenCandidate { ids: ids(response_len), score: Some(0.0) }],
+        })
+        .collect();
+    Ok(GroupStore::from_tokens(groups))
 }
 
 /// The batch of the first `prompts` groups, each with `weak` responses of other groups.

@@ -60,5 +60,5 @@ pub use group::{Candidate, PreferenceGroup};
 pub use load::{load_groups, read_groups};
 pub use report::DataReport;
 pub use shape::Prompt;
-pub use store::{CandidateRef, GroupRef, GroupStore, Role};
+pub use store::{CandidateRef, GroupRef, GroupStore, Role, TokenCandidate, TokenGroup};
 pub use weak::WeakSampler;

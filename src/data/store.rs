@@ -16,12 +16,17 @@ use super::load::read_groups;
 use super::report::DataReport;
 use crate::text::{Boundary, EncodedPrompt, TextCodec};
 
-/// A candidate's part in its group's loss.
+/// The file name of groups that come from memory, not from a file.
+const MEMORY: &str = "<memory>";
+
+/// A candidate's part in its group's loss: in the store, in a batch and as a column of the losses'
+/// score matrix (`epa::losses::Role` is this type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// The preferred response (index 0 of the group's softmax).
+    /// The preferred response y⁺ (column 0, index 0 of the group's softmax).
     Positive,
-    /// A rejected response to the same prompt.
+    /// A rejected response to the same prompt (TRL's "rejected").
     Strong,
     /// A response written for another prompt, scored under this one.
     Weak,
@@ -62,6 +67,24 @@ pub struct GroupStore {
     max_length: Option<usize>,
 }
 
+/// One already tokenised group, for [`GroupStore::from_tokens`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenGroup {
+    pub prompt_ids: Vec<u32>,
+    /// The preferred response ([`Role::Positive`]).
+    pub positive: TokenCandidate,
+    /// Rejected responses to the same prompt ([`Role::Strong`]).
+    pub strong: Vec<TokenCandidate>,
+}
+
+/// A tokenised response of a [`TokenGroup`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenCandidate {
+    /// Response ids as scored after the prompt (end-of-turn tokens included).
+    pub ids: Vec<u32>,
+    pub score: Option<f32>,
+}
+
 /// A borrowed group.
 #[derive(Clone, Copy)]
 pub struct GroupRef<'a> {
@@ -100,7 +123,7 @@ impl GroupStore {
     ) -> (GroupStore, DataReport) {
         let mut builder = StoreBuilder::new(&cfg.truncation, cfg.chat_template, codec);
         let mut report = DataReport::default();
-        let file: Arc<str> = "<memory>".into();
+        let file: Arc<str> = MEMORY.into();
         for (i, g) in groups.into_iter().enumerate() {
             report.rows_read += 1;
             let loc = RowLoc {
@@ -111,6 +134,67 @@ impl GroupStore {
         }
         let store = builder.finish(&mut report);
         (store, report)
+    }
+
+    /// A store of groups that are already tokenised (no tokenizer, no truncation rules, no
+    /// `max_length`): locations are their indices under the file name `<memory>`; groups with equal
+    /// prompt ids share a prompt key.
+    pub fn from_tokens(groups: impl IntoIterator<Item = TokenGroup>) -> GroupStore {
+        let mut store = GroupStore {
+            files: vec![MEMORY.to_owned()],
+            ..Default::default()
+        };
+        let mut keys = HashMap::<Vec<u32>, u32>::new();
+        for (i, g) in groups.into_iter().enumerate() {
+            let next_key = keys.len() as u32;
+            let key = *keys.entry(g.prompt_ids.clone()).or_insert(next_key);
+            let candidates = std::iter::once((g.positive, Role::Positive))
+                .chain(g.strong.into_iter().map(|c| (c, Role::Strong)))
+                .map(|(c, role)| (c.ids, c.score, role));
+            store.push_group(&g.prompt_ids, candidates, key, 0, RowPos::Element(i));
+        }
+        store
+    }
+
+    /// Appends a group: its prompt ids, then its candidates (positive first).
+    fn push_group(
+        &mut self,
+        prompt: &[u32],
+        candidates: impl IntoIterator<Item = KeptCandidate>,
+        key: u32,
+        file: u32,
+        pos: RowPos,
+    ) {
+        let group = self.groups.len() as u32;
+        let prompt = self.push_tokens(prompt);
+        let first = self.candidates.len() as u32;
+        for (ids, score, role) in candidates {
+            let ids = self.push_tokens(&ids);
+            self.candidates.push(CandidateEntry {
+                ids,
+                group,
+                role,
+                score,
+            });
+        }
+        let count = self.candidates.len() as u32 - first;
+        self.groups.push(GroupEntry {
+            prompt,
+            first,
+            count,
+            key,
+            file,
+            pos,
+        });
+    }
+
+    fn push_tokens(&mut self, ids: &[u32]) -> Span {
+        let start = self.tokens.len() as u64;
+        self.tokens.extend_from_slice(ids);
+        Span {
+            start,
+            len: ids.len() as u32,
+        }
     }
 
     /// Number of groups (prompts).
@@ -496,41 +580,15 @@ impl<'c> StoreBuilder<'c> {
             s.files.push(loc.file.to_string());
             next_file
         });
-        let group = s.groups.len() as u32;
-        let span = |tokens: &mut Vec<u32>, ids: &[u32]| {
-            let start = tokens.len() as u64;
-            tokens.extend_from_slice(ids);
-            Span {
-                start,
-                len: ids.len() as u32,
-            }
-        };
         report.prompt_lengths.push(prompt.len() as u32);
-        let prompt_len = prompt.len();
-        let prompt = span(&mut s.tokens, &prompt);
-        let first = s.candidates.len() as u32;
         let count = kept.len() as u32;
-        for (ids, score, role) in kept {
+        for (ids, _, _) in &kept {
             report.response_lengths.push(ids.len() as u32);
             report
                 .sequence_lengths
-                .push((prompt_len + ids.len()) as u32);
-            let ids = span(&mut s.tokens, &ids);
-            s.candidates.push(CandidateEntry {
-                ids,
-                group,
-                role,
-                score,
-            });
+                .push((prompt.len() + ids.len()) as u32);
         }
-        s.groups.push(GroupEntry {
-            prompt,
-            first,
-            count,
-            key,
-            file,
-            pos: loc.pos,
-        });
+        s.push_group(&prompt, kept, key, file, loc.pos);
         report.groups += 1;
         report.candidates += count as usize;
         *report

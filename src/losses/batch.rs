@@ -4,24 +4,12 @@
 use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
 
+use crate::data::Role;
 /// Fill value for masked slots inside a logsumexp: `exp(NEG_FILL − max)` is exactly 0 in f32 for
 /// any real score, and unlike `-inf` it never turns into `NaN` (`-inf − -inf`) when a whole row
 /// is masked.
 pub const NEG_FILL: f32 = -1.0e9;
-
-/// The role of a candidate column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// The preferred answer y⁺ (always column 0).
-    Positive,
-    /// A rejected answer to the same prompt (TRL's "rejected").
-    Strong,
-    /// An answer written for another prompt, scored under this prompt.
-    Weak,
-}
 
 /// Scores of P prompts × C candidate slots, as the losses consume them.
 ///

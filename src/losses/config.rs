@@ -3,8 +3,8 @@
 //!
 //! ```toml
 //! [[terms]]
-//! name = "epa"          # epa | dpo (alias sigmoid, cdpo) | robust | ipo | hinge (alias slic)
-//! beta = 0.1            # | simpo | nca_pair | nca | infonca | plackett_luce | sft
+//! name = "epa"          # one of LOSS_NAMES, or an alias (both from the registry below)
+//! beta = 0.1
 //! w = 1.0
 //!
 //! [[terms]]
@@ -12,192 +12,123 @@
 //! weight = 0.05
 //! ```
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::LossOutput;
 use super::batch::{PromptLosses, ScoreBatch};
-use super::dpo::{DpoParams, HingeParams, IpoParams};
-use super::epa::EpaParams;
-use super::infonca::InfoNcaParams;
 use super::metrics::{Metrics, RewardKind, batch_metrics};
-use super::nca::{NcaPairParams, NcaParams};
-use super::plackett_luce::PlackettLuceParams;
-use super::sft::SftParams;
-use super::simpo::SimpoParams;
-use super::{LossOutput, dpo, epa, infonca, nca, plackett_luce, sft, simpo};
+use super::term::Loss;
 
-/// One term of the loss, tagged by `name`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "name", rename_all = "snake_case")]
-pub enum LossTerm {
-    Epa(EpaParams),
-    /// DPO (sigmoid); with `label_smoothing` > 0 it is cDPO.
-    #[serde(alias = "sigmoid", alias = "cdpo")]
-    Dpo(DpoParams),
-    Robust(DpoParams),
-    Ipo(IpoParams),
-    #[serde(alias = "slic")]
-    Hinge(HingeParams),
-    Simpo(SimpoParams),
-    NcaPair(NcaPairParams),
-    Nca(NcaParams),
-    Infonca(InfoNcaParams),
-    PlackettLuce(PlackettLuceParams),
-    Sft(SftParams),
+/// The registry of loss terms: one line per term, `Variant(file::Params) = "name",` with optional
+/// doc comment and serde attributes (aliases). It defines [`LossTerm`] (the `name`-tagged enum read
+/// from `[[terms]]`), [`LOSS_NAMES`], [`LossTerm::name`] and [`LossTerm::as_loss`]; see
+/// [`Loss`] for how to add a term.
+macro_rules! loss_registry {
+    ($($(#[$attr:meta])* $variant:ident($file:ident::$params:ident) = $name:tt,)*) => {
+        /// One term of the loss, tagged by `name`.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+        #[serde(tag = "name")]
+        pub enum LossTerm {
+            $($(#[$attr])* #[serde(rename = $name)] $variant(super::$file::$params),)*
+        }
+
+        /// All accepted term names (aliases excluded).
+        pub const LOSS_NAMES: &[&str] = &[$($name),*];
+
+        impl LossTerm {
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $name,)*
+                }
+            }
+
+            /// The term's parameters, as the [`Loss`] they define.
+            pub fn as_loss(&self) -> &dyn Loss {
+                match self {
+                    $(Self::$variant(p) => p,)*
+                }
+            }
+
+            pub fn as_loss_mut(&mut self) -> &mut dyn Loss {
+                match self {
+                    $(Self::$variant(p) => p,)*
+                }
+            }
+        }
+    };
 }
 
-/// All accepted term names (aliases excluded).
-pub const LOSS_NAMES: &[&str] = &[
-    "epa",
-    "dpo",
-    "robust",
-    "ipo",
-    "hinge",
-    "simpo",
-    "nca_pair",
-    "nca",
-    "infonca",
-    "plackett_luce",
-    "sft",
-];
+loss_registry! {
+    Epa(epa::EpaParams) = "epa",
+    /// DPO (sigmoid); with `label_smoothing` > 0 it is cDPO.
+    #[serde(alias = "sigmoid", alias = "cdpo")]
+    Dpo(dpo::DpoParams) = "dpo",
+    Robust(dpo::RobustParams) = "robust",
+    Ipo(dpo::IpoParams) = "ipo",
+    #[serde(alias = "slic")]
+    Hinge(dpo::HingeParams) = "hinge",
+    Simpo(simpo::SimpoParams) = "simpo",
+    NcaPair(nca::NcaPairParams) = "nca_pair",
+    Nca(nca::NcaParams) = "nca",
+    Infonca(infonca::InfoNcaParams) = "infonca",
+    PlackettLuce(plackett_luce::PlackettLuceParams) = "plackett_luce",
+    Sft(sft::SftParams) = "sft",
+}
 
 impl LossTerm {
     /// This term with default hyper-parameters, by name (aliases accepted).
     pub fn from_name(name: &str) -> Result<Self> {
-        Ok(match name {
-            "epa" => Self::Epa(Default::default()),
-            "dpo" | "sigmoid" | "cdpo" => Self::Dpo(Default::default()),
-            "robust" => Self::Robust(Default::default()),
-            "ipo" => Self::Ipo(Default::default()),
-            "hinge" | "slic" => Self::Hinge(Default::default()),
-            "simpo" => Self::Simpo(Default::default()),
-            "nca_pair" => Self::NcaPair(Default::default()),
-            "nca" => Self::Nca(Default::default()),
-            "infonca" => Self::Infonca(Default::default()),
-            "plackett_luce" => Self::PlackettLuce(Default::default()),
-            "sft" => Self::Sft(Default::default()),
-            _ => bail!(
+        serde_json::from_value(serde_json::json!({ "name": name })).map_err(|_| {
+            anyhow::anyhow!(
                 "unknown loss name '{name}'; expected one of {}",
                 LOSS_NAMES.join(", ")
-            ),
+            )
         })
     }
 
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Epa(_) => "epa",
-            Self::Dpo(_) => "dpo",
-            Self::Robust(_) => "robust",
-            Self::Ipo(_) => "ipo",
-            Self::Hinge(_) => "hinge",
-            Self::Simpo(_) => "simpo",
-            Self::NcaPair(_) => "nca_pair",
-            Self::Nca(_) => "nca",
-            Self::Infonca(_) => "infonca",
-            Self::PlackettLuce(_) => "plackett_luce",
-            Self::Sft(_) => "sft",
-        }
+    pub fn weight(&self) -> f64 {
+        self.as_loss().weight()
     }
 
-    pub fn weight(&self) -> f64 {
-        match self {
-            Self::Epa(p) => p.weight,
-            Self::Dpo(p) | Self::Robust(p) => p.weight,
-            Self::Ipo(p) => p.weight,
-            Self::Hinge(p) => p.weight,
-            Self::Simpo(p) => p.weight,
-            Self::NcaPair(p) => p.weight,
-            Self::Nca(p) => p.weight,
-            Self::Infonca(p) => p.weight,
-            Self::PlackettLuce(p) => p.weight,
-            Self::Sft(p) => p.weight,
-        }
+    pub fn set_weight(&mut self, weight: f64) {
+        self.as_loss_mut().set_weight(weight)
     }
 
     /// β of the term (None for `sft`).
     pub fn beta(&self) -> Option<f64> {
-        match self {
-            Self::Epa(p) => Some(p.beta),
-            Self::Dpo(p) | Self::Robust(p) => Some(p.beta),
-            Self::Ipo(p) => Some(p.beta),
-            Self::Hinge(p) => Some(p.beta),
-            Self::Simpo(p) => Some(p.beta),
-            Self::NcaPair(p) => Some(p.beta),
-            Self::Nca(p) => Some(p.beta),
-            Self::Infonca(p) => Some(p.beta),
-            Self::PlackettLuce(p) => Some(p.beta),
-            Self::Sft(_) => None,
-        }
+        self.as_loss().beta()
     }
 
+    /// The weight is finite and ≥ 0, and the term's own hyper-parameters are in range.
     pub fn validate(&self) -> Result<()> {
         let w = self.weight();
         ensure!(
             w.is_finite() && w >= 0.0,
             "weight must be finite and ≥ 0, got {w}"
         );
-        match self {
-            Self::Epa(p) => p.validate(),
-            Self::Dpo(p) | Self::Robust(p) => p.validate(),
-            Self::Ipo(p) => p.validate(),
-            Self::Hinge(p) => p.validate(),
-            Self::Simpo(p) => p.validate(),
-            Self::NcaPair(p) => p.validate(),
-            Self::Nca(p) => p.validate(),
-            Self::Infonca(p) => p.validate(),
-            Self::PlackettLuce(p) => p.validate(),
-            Self::Sft(p) => p.validate(),
-        }
+        self.as_loss().validate()
     }
 
     /// The term's loss per prompt.
     pub fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
-        match self {
-            Self::Epa(p) => epa::epa(batch, p),
-            Self::Dpo(p) => dpo::dpo(batch, p),
-            Self::Robust(p) => dpo::robust(batch, p),
-            Self::Ipo(p) => dpo::ipo(batch, p),
-            Self::Hinge(p) => dpo::hinge(batch, p),
-            Self::Simpo(p) => simpo::simpo(batch, p),
-            Self::NcaPair(p) => nca::nca_pair(batch, p),
-            Self::Nca(p) => nca::nca(batch, p),
-            Self::Infonca(p) => infonca::infonca(batch, p),
-            Self::PlackettLuce(p) => plackett_luce::plackett_luce(batch, p),
-            Self::Sft(p) => sft::sft(batch, p),
-        }
+        self.as_loss().per_prompt(batch)
     }
 
     /// Reference-free terms (SimPO, SFT) never read `ref_logps`.
     pub fn needs_reference(&self) -> bool {
-        !matches!(self, Self::Simpo(_) | Self::Sft(_))
+        self.as_loss().needs_reference()
     }
 
     /// Terms that read `true_scores` (soft labels, rankings).
     pub fn needs_true_scores(&self) -> bool {
-        use super::infonca::Labels::Soft;
-        match self {
-            Self::Nca(p) => p.labels == Soft,
-            Self::Infonca(p) => p.labels == Soft,
-            Self::PlackettLuce(_) => true,
-            _ => false,
-        }
+        self.as_loss().needs_true_scores()
     }
 
     /// Terms that read weak-negative columns.
     pub fn uses_weak(&self) -> bool {
-        match self {
-            Self::Epa(p) => p.use_weak,
-            Self::Dpo(p) | Self::Robust(p) => p.use_weak,
-            Self::Ipo(p) => p.use_weak,
-            Self::Hinge(p) => p.use_weak,
-            Self::Simpo(p) => p.use_weak,
-            Self::NcaPair(p) => p.use_weak,
-            Self::Nca(p) => p.include_weak,
-            Self::Infonca(p) => p.include_weak,
-            Self::PlackettLuce(p) => p.include_weak,
-            Self::Sft(_) => false,
-        }
+        self.as_loss().uses_weak()
     }
 }
 
@@ -225,7 +156,7 @@ impl Default for LossConfig {
     /// EPA with β = 0.1, w = 1, all negatives.
     fn default() -> Self {
         Self {
-            terms: vec![LossTerm::Epa(EpaParams::default())],
+            terms: vec![LossTerm::Epa(Default::default())],
             metrics_beta: None,
         }
     }
@@ -362,23 +293,6 @@ impl LossConfig {
         metrics.add("prompts/skipped", n as f64 - used, n as f64);
         batch_metrics(&mut metrics, batch, self.reward_kind(batch))?;
         Ok(LossOutput { loss, metrics })
-    }
-}
-
-impl LossTerm {
-    fn set_weight(&mut self, w: f64) {
-        match self {
-            Self::Epa(p) => p.weight = w,
-            Self::Dpo(p) | Self::Robust(p) => p.weight = w,
-            Self::Ipo(p) => p.weight = w,
-            Self::Hinge(p) => p.weight = w,
-            Self::Simpo(p) => p.weight = w,
-            Self::NcaPair(p) => p.weight = w,
-            Self::Nca(p) => p.weight = w,
-            Self::Infonca(p) => p.weight = w,
-            Self::PlackettLuce(p) => p.weight = w,
-            Self::Sft(p) => p.weight = w,
-        }
     }
 }
 

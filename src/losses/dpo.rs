@@ -19,11 +19,12 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::{log_sigmoid, relu};
 use serde::{Deserialize, Serialize};
 
-use super::batch::Role::{Strong, Weak};
-use super::batch::{PromptLosses, Role, ScoreBatch};
+use super::Role::{self, Strong, Weak};
+use super::batch::{PromptLosses, ScoreBatch};
 use super::config::check_positive;
+use super::term::Loss;
 
-/// Parameters of `dpo` / `cdpo` / `robust`.
+/// Parameters of `dpo` / `cdpo`, and (as `RobustParams`) of `robust`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DpoParams {
@@ -46,10 +47,22 @@ impl Default for DpoParams {
     }
 }
 
-impl DpoParams {
-    pub fn validate(&self) -> Result<()> {
-        check_positive("beta", self.beta)?;
-        check_label_smoothing(self.label_smoothing)
+/// Parameters of `robust`: the same as DPO's, ε being the assumed flip rate.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RobustParams(pub DpoParams);
+
+/// DPO's schema, inlined into the `robust` term: a derived `$ref` would carry DPO's
+/// `additionalProperties: false` and reject the term's `name`.
+impl schemars::JsonSchema for RobustParams {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RobustParams".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        DpoParams::json_schema(generator)
     }
 }
 
@@ -93,18 +106,6 @@ impl Default for HingeParams {
             beta: 0.1,
             use_weak: false,
         }
-    }
-}
-
-impl IpoParams {
-    pub fn validate(&self) -> Result<()> {
-        check_positive("beta", self.beta)
-    }
-}
-
-impl HingeParams {
-    pub fn validate(&self) -> Result<()> {
-        check_positive("beta", self.beta)
     }
 }
 
@@ -153,41 +154,111 @@ pub(crate) fn smoothed_sigmoid_loss(z: Tensor<2>, eps: f64) -> Tensor<2> {
 }
 
 /// DPO / cDPO.
-pub fn dpo(batch: &ScoreBatch, p: &DpoParams) -> Result<PromptLosses> {
-    let lr = batch.logratios("dpo")?;
-    pairwise(batch, lr, pair_roles(p.use_weak), "dpo", |c, r| {
-        smoothed_sigmoid_loss((c - r).mul_scalar(p.beta), p.label_smoothing)
-    })
+impl Loss for DpoParams {
+    fn weight(&self) -> f64 {
+        self.weight
+    }
+    fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+    fn beta(&self) -> Option<f64> {
+        Some(self.beta)
+    }
+    fn validate(&self) -> Result<()> {
+        check_positive("beta", self.beta)?;
+        check_label_smoothing(self.label_smoothing)
+    }
+    fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
+        let lr = batch.logratios("dpo")?;
+        pairwise(batch, lr, pair_roles(self.use_weak), "dpo", |c, r| {
+            smoothed_sigmoid_loss((c - r).mul_scalar(self.beta), self.label_smoothing)
+        })
+    }
+    fn uses_weak(&self) -> bool {
+        self.use_weak
+    }
 }
 
 /// Robust DPO: unbiased under label flips with probability ε.
-pub fn robust(batch: &ScoreBatch, p: &DpoParams) -> Result<PromptLosses> {
-    let lr = batch.logratios("robust")?;
-    let eps = p.label_smoothing;
-    pairwise(batch, lr, pair_roles(p.use_weak), "robust", |c, r| {
-        let z = (c - r).mul_scalar(p.beta);
-        let clean = log_sigmoid(z.clone()).mul_scalar(-(1.0 - eps));
-        let flipped = log_sigmoid(z.neg()).mul_scalar(eps);
-        (clean + flipped).div_scalar(1.0 - 2.0 * eps)
-    })
+impl Loss for RobustParams {
+    fn weight(&self) -> f64 {
+        self.0.weight
+    }
+    fn set_weight(&mut self, weight: f64) {
+        self.0.weight = weight;
+    }
+    fn beta(&self) -> Option<f64> {
+        Some(self.0.beta)
+    }
+    fn validate(&self) -> Result<()> {
+        self.0.validate()
+    }
+    fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
+        let p = &self.0;
+        let lr = batch.logratios("robust")?;
+        let eps = p.label_smoothing;
+        pairwise(batch, lr, pair_roles(p.use_weak), "robust", |c, r| {
+            let z = (c - r).mul_scalar(p.beta);
+            let clean = log_sigmoid(z.clone()).mul_scalar(-(1.0 - eps));
+            let flipped = log_sigmoid(z.neg()).mul_scalar(eps);
+            (clean + flipped).div_scalar(1.0 - 2.0 * eps)
+        })
+    }
+    fn uses_weak(&self) -> bool {
+        self.0.use_weak
+    }
 }
 
 /// IPO: squared distance of the log-ratio margin to 1/(2β).
-pub fn ipo(batch: &ScoreBatch, p: &IpoParams) -> Result<PromptLosses> {
-    let mut lr = batch.logratios("ipo")?;
-    if p.length_normalize {
-        lr = lr / batch.lengths();
+impl Loss for IpoParams {
+    fn weight(&self) -> f64 {
+        self.weight
     }
-    let target = 1.0 / (2.0 * p.beta);
-    pairwise(batch, lr, pair_roles(p.use_weak), "ipo", |c, r| {
-        (c - r).sub_scalar(target).square()
-    })
+    fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+    fn beta(&self) -> Option<f64> {
+        Some(self.beta)
+    }
+    fn validate(&self) -> Result<()> {
+        check_positive("beta", self.beta)
+    }
+    fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
+        let mut lr = batch.logratios("ipo")?;
+        if self.length_normalize {
+            lr = lr / batch.lengths();
+        }
+        let target = 1.0 / (2.0 * self.beta);
+        pairwise(batch, lr, pair_roles(self.use_weak), "ipo", |c, r| {
+            (c - r).sub_scalar(target).square()
+        })
+    }
+    fn uses_weak(&self) -> bool {
+        self.use_weak
+    }
 }
 
 /// Hinge (SLiC): max(0, 1 − βΔ).
-pub fn hinge(batch: &ScoreBatch, p: &HingeParams) -> Result<PromptLosses> {
-    let lr = batch.logratios("hinge")?;
-    pairwise(batch, lr, pair_roles(p.use_weak), "hinge", |c, r| {
-        relu((c - r).mul_scalar(-p.beta).add_scalar(1.0))
-    })
+impl Loss for HingeParams {
+    fn weight(&self) -> f64 {
+        self.weight
+    }
+    fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+    fn beta(&self) -> Option<f64> {
+        Some(self.beta)
+    }
+    fn validate(&self) -> Result<()> {
+        check_positive("beta", self.beta)
+    }
+    fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
+        let lr = batch.logratios("hinge")?;
+        pairwise(batch, lr, pair_roles(self.use_weak), "hinge", |c, r| {
+            relu((c - r).mul_scalar(-self.beta).add_scalar(1.0))
+        })
+    }
+    fn uses_weak(&self) -> bool {
+        self.use_weak
+    }
 }

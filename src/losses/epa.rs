@@ -14,8 +14,10 @@ use anyhow::{Result, ensure};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::batch::Role::{self, Positive, Strong, Weak};
+use super::Role::{self, Positive, Strong, Weak};
 use super::batch::{PromptLosses, ScoreBatch, at_least, masked_logsumexp};
+use super::config::check_positive;
+use super::term::Loss;
 
 /// Hyper-parameters of the EPA term.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -58,18 +60,6 @@ impl Default for EpaParams {
 }
 
 impl EpaParams {
-    pub fn validate(&self) -> Result<()> {
-        super::config::check_positive("beta", self.beta)?;
-        super::config::check_positive("w", self.w)?;
-        super::config::check_positive("lambda_strong", self.lambda_strong)?;
-        super::config::check_positive("lambda_weak", self.lambda_weak)?;
-        ensure!(
-            self.use_strong || self.use_weak,
-            "use_strong and use_weak are both false: no negatives left"
-        );
-        Ok(())
-    }
-
     /// `[P, C]` 1.0 on the real negatives EPA uses: per prompt, the first `max_strong` real
     /// strong and the first `max_weak` real weak negatives of the enabled kinds.
     fn negatives(&self, batch: &ScoreBatch) -> Tensor<2> {
@@ -90,8 +80,37 @@ impl EpaParams {
     }
 }
 
+impl Loss for EpaParams {
+    fn weight(&self) -> f64 {
+        self.weight
+    }
+    fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+    fn beta(&self) -> Option<f64> {
+        Some(self.beta)
+    }
+    fn validate(&self) -> Result<()> {
+        check_positive("beta", self.beta)?;
+        check_positive("w", self.w)?;
+        check_positive("lambda_strong", self.lambda_strong)?;
+        check_positive("lambda_weak", self.lambda_weak)?;
+        ensure!(
+            self.use_strong || self.use_weak,
+            "use_strong and use_weak are both false: no negatives left"
+        );
+        Ok(())
+    }
+    fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
+        epa(batch, self)
+    }
+    fn uses_weak(&self) -> bool {
+        self.use_weak
+    }
+}
+
 /// EPA loss per prompt. A prompt counts when its positive and at least one used negative are real.
-pub fn epa(batch: &ScoreBatch, p: &EpaParams) -> Result<PromptLosses> {
+fn epa(batch: &ScoreBatch, p: &EpaParams) -> Result<PromptLosses> {
     let kinds: Vec<Role> = [(p.use_strong, Strong), (p.use_weak, Weak)]
         .into_iter()
         .filter_map(|(on, k)| on.then_some(k))

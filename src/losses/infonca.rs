@@ -10,9 +10,10 @@ use anyhow::Result;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::batch::Role::{Positive, Strong, Weak};
-use super::batch::{PromptLosses, Role, ScoreBatch, at_least, masked_log_softmax};
+use super::Role::{self, Positive, Strong, Weak};
+use super::batch::{PromptLosses, ScoreBatch, at_least, masked_log_softmax};
 use super::config::check_positive;
+use super::term::Loss;
 
 /// Where the K-way targets come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -24,6 +25,7 @@ pub enum Labels {
     OneHot,
 }
 
+/// Parameters of `infonca`, and (as `NcaParams`) of K-way `nca`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct InfoNcaParams {
@@ -48,10 +50,28 @@ impl Default for InfoNcaParams {
     }
 }
 
-impl InfoNcaParams {
-    pub fn validate(&self) -> Result<()> {
+impl Loss for InfoNcaParams {
+    fn weight(&self) -> f64 {
+        self.weight
+    }
+    fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+    fn beta(&self) -> Option<f64> {
+        Some(self.beta)
+    }
+    fn validate(&self) -> Result<()> {
         check_positive("beta", self.beta)?;
         check_positive("alpha", self.alpha)
+    }
+    fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
+        infonca(batch, self)
+    }
+    fn needs_true_scores(&self) -> bool {
+        self.labels == Labels::Soft
+    }
+    fn uses_weak(&self) -> bool {
+        self.include_weak
     }
 }
 
@@ -82,7 +102,7 @@ pub(crate) fn targets(
 }
 
 /// InfoNCA loss per prompt; a prompt counts when its positive and ≥ 1 other candidate are real.
-pub fn infonca(batch: &ScoreBatch, p: &InfoNcaParams) -> Result<PromptLosses> {
+fn infonca(batch: &ScoreBatch, p: &InfoNcaParams) -> Result<PromptLosses> {
     let roles = list_roles(p.include_weak);
     batch.require_roles(&roles[1..], "infonca")?;
     let n = batch.dims().0;

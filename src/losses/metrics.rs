@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use burn::tensor::Tensor;
 
-use super::batch::{Role, ScoreBatch};
+use super::Role;
+use super::batch::ScoreBatch;
 
 /// A running sum and its count.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

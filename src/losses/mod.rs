@@ -16,6 +16,9 @@
 //! | `plackett_luce` | [`plackett_luce`] | ref + true scores |
 //! | `sft` | [`sft`] | — |
 //!
+//! Each term's parameter type implements [`Loss`] in its file; one line per term in the registry of
+//! [`config`] makes it a [`LossTerm`] (see [`Loss`] for adding one).
+//!
 //! Every term is the mean over the prompts it can use (a real positive and at least one real
 //! negative); padded slots never reach a logsumexp; a batch no term can use yields a zero loss.
 //!
@@ -68,12 +71,14 @@ pub mod nca;
 pub mod plackett_luce;
 pub mod sft;
 pub mod simpo;
+pub mod term;
 
 use burn::tensor::Tensor;
 
-pub use batch::{PromptLosses, Role, ScoreBatch};
+pub use crate::data::Role;
+pub use batch::{PromptLosses, ScoreBatch};
 pub use config::{LOSS_NAMES, LossConfig, LossTerm};
-pub use dpo::{DpoParams, HingeParams, IpoParams};
+pub use dpo::{DpoParams, HingeParams, IpoParams, RobustParams};
 pub use epa::EpaParams;
 pub use infonca::{InfoNcaParams, Labels};
 pub use metrics::{Metrics, RewardKind, Stat};
@@ -81,6 +86,7 @@ pub use nca::{NcaPairParams, NcaParams};
 pub use plackett_luce::PlackettLuceParams;
 pub use sft::SftParams;
 pub use simpo::SimpoParams;
+pub use term::Loss;
 
 /// The result of [`LossConfig::compute`].
 #[derive(Clone, Debug)]

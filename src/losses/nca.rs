@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::batch::{PromptLosses, ScoreBatch, at_least};
 use super::config::check_positive;
 use super::dpo::{pair_roles, pairwise};
-use super::infonca::{Labels, list_roles, targets};
+use super::infonca::{InfoNcaParams, list_roles, targets};
+use super::term::Loss;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -36,53 +37,78 @@ impl Default for NcaPairParams {
     }
 }
 
-impl NcaPairParams {
-    pub fn validate(&self) -> Result<()> {
+/// Pairwise NCA.
+impl Loss for NcaPairParams {
+    fn weight(&self) -> f64 {
+        self.weight
+    }
+    fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+    fn beta(&self) -> Option<f64> {
+        Some(self.beta)
+    }
+    fn validate(&self) -> Result<()> {
         check_positive("beta", self.beta)
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct NcaParams {
-    pub weight: f64,
-    pub beta: f64,
-    /// Temperature α of the soft labels softmax(r*/α).
-    pub alpha: f64,
-    pub labels: Labels,
-    pub include_weak: bool,
-}
-
-impl Default for NcaParams {
-    fn default() -> Self {
-        Self {
-            weight: 1.0,
-            beta: 0.1,
-            alpha: 1.0,
-            labels: Labels::Soft,
-            include_weak: false,
-        }
+    fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
+        let r = batch.rewards(self.beta, "nca_pair")?;
+        pairwise(batch, r, pair_roles(self.use_weak), "nca_pair", |c, r| {
+            let chosen = log_sigmoid(c.clone()).neg() - log_sigmoid(c.neg()).mul_scalar(0.5);
+            chosen - log_sigmoid(r.neg()).mul_scalar(0.5)
+        })
+    }
+    fn uses_weak(&self) -> bool {
+        self.use_weak
     }
 }
 
-impl NcaParams {
-    pub fn validate(&self) -> Result<()> {
-        check_positive("beta", self.beta)?;
-        check_positive("alpha", self.alpha)
+/// Parameters of K-way `nca`: the same as InfoNCA's (candidate set, targets, β).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NcaParams(pub InfoNcaParams);
+
+/// InfoNCA's schema, inlined into the `nca` term: a derived `$ref` would carry InfoNCA's
+/// `additionalProperties: false` and reject the term's `name`.
+impl schemars::JsonSchema for NcaParams {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NcaParams".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        InfoNcaParams::json_schema(generator)
     }
 }
 
-/// Pairwise NCA per prompt.
-pub fn nca_pair(batch: &ScoreBatch, p: &NcaPairParams) -> Result<PromptLosses> {
-    let r = batch.rewards(p.beta, "nca_pair")?;
-    pairwise(batch, r, pair_roles(p.use_weak), "nca_pair", |c, r| {
-        let chosen = log_sigmoid(c.clone()).neg() - log_sigmoid(c.neg()).mul_scalar(0.5);
-        chosen - log_sigmoid(r.neg()).mul_scalar(0.5)
-    })
+/// K-way NCA.
+impl Loss for NcaParams {
+    fn weight(&self) -> f64 {
+        self.0.weight
+    }
+    fn set_weight(&mut self, weight: f64) {
+        self.0.weight = weight;
+    }
+    fn beta(&self) -> Option<f64> {
+        Some(self.0.beta)
+    }
+    fn validate(&self) -> Result<()> {
+        self.0.validate()
+    }
+    fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
+        nca(batch, &self.0)
+    }
+    fn needs_true_scores(&self) -> bool {
+        self.0.needs_true_scores()
+    }
+    fn uses_weak(&self) -> bool {
+        self.0.include_weak
+    }
 }
 
 /// K-way NCA per prompt; a prompt counts when its positive and ≥ 1 other candidate are real.
-pub fn nca(batch: &ScoreBatch, p: &NcaParams) -> Result<PromptLosses> {
+fn nca(batch: &ScoreBatch, p: &InfoNcaParams) -> Result<PromptLosses> {
     let roles = list_roles(p.include_weak);
     batch.require_roles(&roles[1..], "nca")?;
     let n = batch.dims().0;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::batch::{NEG_FILL, PromptLosses, ScoreBatch, at_least};
 use super::config::check_positive;
 use super::infonca::list_roles;
+use super::term::Loss;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -36,14 +37,32 @@ impl Default for PlackettLuceParams {
     }
 }
 
-impl PlackettLuceParams {
-    pub fn validate(&self) -> Result<()> {
+impl Loss for PlackettLuceParams {
+    fn weight(&self) -> f64 {
+        self.weight
+    }
+    fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+    fn beta(&self) -> Option<f64> {
+        Some(self.beta)
+    }
+    fn validate(&self) -> Result<()> {
         check_positive("beta", self.beta)
+    }
+    fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
+        plackett_luce(batch, self)
+    }
+    fn needs_true_scores(&self) -> bool {
+        true
+    }
+    fn uses_weak(&self) -> bool {
+        self.include_weak
     }
 }
 
 /// Plackett–Luce negative log-likelihood of the true-score ranking, per prompt.
-pub fn plackett_luce(batch: &ScoreBatch, p: &PlackettLuceParams) -> Result<PromptLosses> {
+fn plackett_luce(batch: &ScoreBatch, p: &PlackettLuceParams) -> Result<PromptLosses> {
     let roles = list_roles(p.include_weak);
     batch.require_roles(&roles[1..], "plackett_luce")?;
     let (n, c) = batch.dims();

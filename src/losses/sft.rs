@@ -10,6 +10,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{PromptLosses, ScoreBatch};
+use super::term::Loss;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -28,18 +29,32 @@ impl Default for SftParams {
     }
 }
 
-impl SftParams {
-    pub fn validate(&self) -> Result<()> {
+/// NLL of the positive; reference-free, no β, no weak negatives.
+impl Loss for SftParams {
+    fn weight(&self) -> f64 {
+        self.weight
+    }
+    fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+    fn beta(&self) -> Option<f64> {
+        None
+    }
+    fn validate(&self) -> Result<()> {
         Ok(())
     }
-}
-
-/// NLL of the positive per prompt.
-pub fn sft(batch: &ScoreBatch, p: &SftParams) -> Result<PromptLosses> {
-    let n = batch.dims().0;
-    let mut nll = batch.policy().narrow(1, 0, 1).neg();
-    if p.length_normalize {
-        nll = nll / batch.lengths().narrow(1, 0, 1);
+    fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
+        let n = batch.dims().0;
+        let mut nll = batch.policy().narrow(1, 0, 1).neg();
+        if self.length_normalize {
+            nll = nll / batch.lengths().narrow(1, 0, 1);
+        }
+        Ok(PromptLosses::new(nll.reshape([n]), batch.positive_valid()))
     }
-    Ok(PromptLosses::new(nll.reshape([n]), batch.positive_valid()))
+    fn needs_reference(&self) -> bool {
+        false
+    }
+    fn uses_weak(&self) -> bool {
+        false
+    }
 }

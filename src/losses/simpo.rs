@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::batch::{PromptLosses, ScoreBatch};
 use super::config::check_positive;
 use super::dpo::{check_label_smoothing, pair_roles, pairwise, smoothed_sigmoid_loss};
+use super::term::Loss;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -36,8 +37,18 @@ impl Default for SimpoParams {
     }
 }
 
-impl SimpoParams {
-    pub fn validate(&self) -> Result<()> {
+/// SimPO (needs no reference log-probs).
+impl Loss for SimpoParams {
+    fn weight(&self) -> f64 {
+        self.weight
+    }
+    fn set_weight(&mut self, weight: f64) {
+        self.weight = weight;
+    }
+    fn beta(&self) -> Option<f64> {
+        Some(self.beta)
+    }
+    fn validate(&self) -> Result<()> {
         check_positive("beta", self.beta)?;
         anyhow::ensure!(
             self.gamma.is_finite(),
@@ -46,15 +57,19 @@ impl SimpoParams {
         );
         check_label_smoothing(self.label_smoothing)
     }
-}
-
-/// SimPO loss per prompt (needs no reference log-probs).
-pub fn simpo(batch: &ScoreBatch, p: &SimpoParams) -> Result<PromptLosses> {
-    let avg = batch.policy() / batch.lengths();
-    pairwise(batch, avg, pair_roles(p.use_weak), "simpo", |c, r| {
-        smoothed_sigmoid_loss(
-            (c - r).mul_scalar(p.beta).sub_scalar(p.gamma),
-            p.label_smoothing,
-        )
-    })
+    fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
+        let avg = batch.policy() / batch.lengths();
+        pairwise(batch, avg, pair_roles(self.use_weak), "simpo", |c, r| {
+            smoothed_sigmoid_loss(
+                (c - r).mul_scalar(self.beta).sub_scalar(self.gamma),
+                self.label_smoothing,
+            )
+        })
+    }
+    fn needs_reference(&self) -> bool {
+        false
+    }
+    fn uses_weak(&self) -> bool {
+        self.use_weak
+    }
 }

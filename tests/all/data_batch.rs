@@ -6,11 +6,34 @@ use std::collections::HashSet;
 
 use epa::data::{
     BatchConfig, Batcher, BatcherState, Candidate, ChatTemplateUse, DataConfig, GroupStore, OverLength,
-    PreferenceGroup, Prompt, PromptTruncation, Role, TruncationConfig, WeakConfig, WeakScope, WeakSource,
+    PreferenceGroup, Prompt, PromptTruncation, Role, RowLoc, RowPos, TokenCandidate, TokenGroup, TruncationConfig,
+    WeakConfig, WeakScope, WeakSource,
 };
 use epa::text::{Message, TextCodec};
 use serde_json::{Value, json};
 
+
+/// A store built from token ids keeps them, positive first, with roles, scores and shared prompt keys.
+#[test]
+fn store_from_tokens_keeps_ids_roles_scores_and_prompt_keys() {
+    let cand = |ids: &[u32], score| TokenCandidate { ids: ids.to_vec(), score };
+    let store = GroupStore::from_tokens([
+        TokenGroup { prompt_ids: vec![1, 2], positive: cand(&[3], Some(1.0)), strong: vec![cand(&[4, 5], None)] },
+        TokenGroup { prompt_ids: vec![6], positive: cand(&[7], None), strong: vec![cand(&[8], Some(0.0)); 2] },
+        TokenGroup { prompt_ids: vec![1, 2], positive: cand(&[9], None), strong: vec![cand(&[10], None)] },
+    ]);
+    assert_eq!((store.len(), store.num_candidates(), store.max_length()), (3, 7, None));
+    let g = store.group(1);
+    assert_eq!((g.prompt_ids(), g.num_strong(), g.candidate_indices()), (&[6][..], 2, 2..5));
+    let got: Vec<_> = g.candidates().map(|c| (c.ids().to_vec(), c.role(), c.score(), c.group())).collect();
+    let strong = (vec![8], Role::Strong, Some(0.0), 1);
+    assert_eq!(got, [(vec![7], Role::Positive, None, 1), strong.clone(), strong]);
+    assert_eq!(store.candidate(1).ids(), &[4, 5]);
+    let keys: Vec<u32> = store.groups().map(|g| g.prompt_key()).collect();
+    assert_eq!(keys, [0, 1, 0]);
+    assert_eq!(store.group(2).source(), RowLoc { file: "<memory>".into(), pos: RowPos::Element(2) });
+    assert!(GroupStore::from_tokens([]).is_empty());
+}
 
 /// `trunc` with string prompts through the chat template (these tests' expected ids are templated).
 fn cfg(trunc: &TruncationConfig) -> DataConfig {

@@ -190,10 +190,10 @@ fn every_loss() -> Vec<LossTerm> {
             use_weak: true,
             ..Default::default()
         }),
-        LossTerm::Robust(DpoParams {
+        LossTerm::Robust(RobustParams(DpoParams {
             label_smoothing: 0.2,
             ..Default::default()
-        }),
+        })),
         LossTerm::Ipo(IpoParams::default()),
         LossTerm::Ipo(IpoParams {
             length_normalize: false,
@@ -215,15 +215,15 @@ fn every_loss() -> Vec<LossTerm> {
             beta: 0.5,
             ..Default::default()
         }),
-        LossTerm::Nca(NcaParams {
+        LossTerm::Nca(NcaParams(InfoNcaParams {
             alpha: 2.0,
             ..Default::default()
-        }),
-        LossTerm::Nca(NcaParams {
+        })),
+        LossTerm::Nca(NcaParams(InfoNcaParams {
             labels: Labels::OneHot,
             include_weak: true,
             ..Default::default()
-        }),
+        })),
         LossTerm::Infonca(InfoNcaParams {
             alpha: 0.5,
             beta: 0.3,
@@ -486,11 +486,11 @@ fn nca_k2_with_one_hot_labels_is_nca_pair() {
     assert_same(
         "nca(K=2, one-hot) = nca_pair",
         value(
-            LossTerm::Nca(NcaParams {
+            LossTerm::Nca(NcaParams(InfoNcaParams {
                 labels: Labels::OneHot,
                 beta: 0.3,
                 ..Default::default()
-            }),
+            })),
             &case,
         ),
         value(
@@ -563,13 +563,12 @@ fn with_beta(term: LossTerm, k: f64) -> LossTerm {
     let mut t = term;
     match &mut t {
         LossTerm::Epa(p) => p.beta *= k,
-        LossTerm::Dpo(p) | LossTerm::Robust(p) => p.beta *= k,
+        LossTerm::Dpo(p) | LossTerm::Robust(RobustParams(p)) => p.beta *= k,
         LossTerm::Ipo(p) => p.beta *= k,
         LossTerm::Hinge(p) => p.beta *= k,
         LossTerm::Simpo(p) => p.beta *= k,
         LossTerm::NcaPair(p) => p.beta *= k,
-        LossTerm::Nca(p) => p.beta *= k,
-        LossTerm::Infonca(p) => p.beta *= k,
+        LossTerm::Nca(NcaParams(p)) | LossTerm::Infonca(p) => p.beta *= k,
         LossTerm::PlackettLuce(p) => p.beta *= k,
         LossTerm::Sft(_) => {}
     }

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use epa::losses::Labels;
-use epa::losses::{LossTerm, Role};
+use epa::losses::{LossTerm, NcaParams, RobustParams, Role};
 
 /// A value and its gradient w.r.t. the N = P·C policy log-probs.
 #[derive(Clone, Debug)]
@@ -208,7 +208,7 @@ pub fn prompt_loss(case: &Case, term: &LossTerm, p: usize) -> Option<D> {
             let delta = case.logratio(p, 0).sub(&case.logratio(p, j));
             smoothed(delta.scale(q.beta), q.label_smoothing)
         }),
-        LossTerm::Robust(q) => pairwise(pair_roles(q.use_weak), &|j| {
+        LossTerm::Robust(RobustParams(q)) => pairwise(pair_roles(q.use_weak), &|j| {
             let z = case.logratio(p, 0).sub(&case.logratio(p, j)).scale(q.beta);
             let eps = q.label_smoothing;
             z.log_sigmoid()
@@ -250,7 +250,7 @@ pub fn prompt_loss(case: &Case, term: &LossTerm, p: usize) -> Option<D> {
                 .sub(&rc.neg().log_sigmoid().scale(0.5))
                 .sub(&rr.neg().log_sigmoid().scale(0.5))
         }),
-        LossTerm::Nca(q) => {
+        LossTerm::Nca(NcaParams(q)) => {
             let cand = candidates(case, p, q.include_weak)?;
             let t = targets(case, p, &cand, q.labels, q.alpha);
             let k = cand.len() as f64;
