@@ -53,9 +53,11 @@ pub mod eval;
 pub mod gold;
 pub mod lab;
 pub mod losses;
+#[warn(missing_docs)]
 pub mod model;
 #[warn(missing_docs)]
 pub mod scores;
+#[warn(missing_docs)]
 pub mod text;
 #[warn(missing_docs)]
 pub mod train;

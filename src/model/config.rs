@@ -10,8 +10,12 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
+    /// Llama and SmolLM2 (`model_type = "llama"`; GGUF `general.architecture = "llama"`).
     Llama,
+    /// Mistral (`model_type = "mistral"`), run on the same decoder; Hugging Face folders only (GGUF loads
+    /// llama and qwen2).
     Mistral,
+    /// Qwen2 / Qwen2.5 (`model_type = "qwen2"`): biases on the q/k/v projections, none on o.
     Qwen2,
 }
 
@@ -32,6 +36,7 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
         }
     }
+    /// The family of a config.json `model_type` (`"llama"`, `"mistral"`, `"qwen2"`); `None` for any other.
     pub fn from_model_type(s: &str) -> Option<Arch> {
         match s {
             "llama" => Some(Arch::Llama),
@@ -45,17 +50,37 @@ impl Arch {
 /// Everything the forward pass needs to know about a model's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// Architecture family (HF `model_type`; GGUF `general.architecture`).
     pub arch: Arch,
+    /// Number of token ids `V`: rows of the embedding and of `lm_head` (HF `vocab_size`; GGUF: the
+    /// rows of `token_embd.weight`).
     pub vocab_size: usize,
+    /// Residual-stream width `H` (HF `hidden_size`; GGUF `{arch}.embedding_length`).
     pub hidden_size: usize,
+    /// Inner width of the SwiGLU MLP, the output size of `gate_proj`/`up_proj` (HF `intermediate_size`;
+    /// GGUF `{arch}.feed_forward_length`).
     pub intermediate_size: usize,
+    /// Number of decoder layers (HF `num_hidden_layers`; GGUF `{arch}.block_count`).
     pub num_hidden_layers: usize,
+    /// Query heads per layer (HF `num_attention_heads`; GGUF `{arch}.attention.head_count`).
     pub num_attention_heads: usize,
+    /// Key/value heads per layer, a divisor of the query heads (grouped-query attention; HF
+    /// `num_key_value_heads`, defaulting to `num_attention_heads`; GGUF `{arch}.attention.head_count_kv`).
     pub num_key_value_heads: usize,
+    /// Width of one attention head, even for RoPE (HF `head_dim`, else `hidden_size / num_attention_heads`;
+    /// GGUF `{arch}.attention.key_length`).
     pub head_dim: usize,
+    /// Epsilon added to the mean square in every RMSNorm (HF `rms_norm_eps`, default 1e-6; GGUF
+    /// `{arch}.attention.layer_norm_rms_epsilon`, default 1e-5).
     pub rms_norm_eps: f64,
+    /// RoPE base θ (HF `rope_parameters.rope_theta` or `rope_theta`, default 10000; GGUF
+    /// `{arch}.rope.freq_base`).
     pub rope_theta: f64,
+    /// Longest sequence the model takes, in tokens; longer inputs are refused (HF
+    /// `max_position_embeddings`; GGUF `{arch}.context_length`; default 4096 when absent).
     pub max_position_embeddings: usize,
+    /// The output projection reuses the token embedding, so there is no `lm_head` weight (HF
+    /// `tie_word_embeddings`; GGUF: no `output.weight` tensor).
     pub tie_word_embeddings: bool,
     /// Biases on q/k/v projections (Qwen2: true; Llama: `attention_bias`).
     pub attention_bias: bool,
@@ -63,8 +88,13 @@ pub struct ModelConfig {
     pub o_bias: bool,
     /// Biases on the MLP projections (Llama `mlp_bias`).
     pub mlp_bias: bool,
+    /// Beginning-of-sequence token id (HF `bos_token_id`; GGUF `tokenizer.ggml.bos_token_id`).
     pub bos_token_id: Option<u32>,
+    /// End-of-sequence token id (HF `eos_token_id`, the first one when it is a list; GGUF
+    /// `tokenizer.ggml.eos_token_id`).
     pub eos_token_id: Option<u32>,
+    /// Padding token id (HF `pad_token_id`; GGUF `tokenizer.ggml.padding_token_id`); when absent,
+    /// [`LoadedModel::pad_id`](crate::model::load::LoadedModel::pad_id) falls back to the tokenizer's or eos.
     pub pad_token_id: Option<u32>,
 }
 
@@ -209,6 +239,8 @@ impl ModelConfig {
         Ok(cfg)
     }
 
+    /// Checks that the sizes are positive, `head_dim` is even (RoPE rotates pairs of halves) and
+    /// `rope_theta` > 0; the error names the field.
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [
             ("vocab_size", self.vocab_size),

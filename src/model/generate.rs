@@ -13,13 +13,16 @@ use super::layout::Layout;
 use super::llama::{CausalLm, ForwardInputs, KvCache};
 use super::rope::Rope;
 
+/// How [`generate`] draws tokens: length limit, temperature, nucleus, seed and stop ids.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SampleConfig {
+    /// Most new tokens generated per row (a stop id can end a row sooner).
     pub max_new_tokens: usize,
     /// 0 = greedy.
     pub temperature: f32,
     /// Nucleus sampling mass (1.0 = off).
     pub top_p: f32,
+    /// Seed of the ChaCha8 stream all draws come from: the same seed, model and prompts give the same output.
     pub seed: u64,
     /// Generation stops for a row when it emits one of these ids (kept in the output).
     pub stop_ids: Vec<u32>,

@@ -33,13 +33,17 @@ use std::path::Path;
 
 /// A GGUF model loaded into f32 with Hugging Face names.
 pub struct GgufModel {
+    /// The model shape from the `{arch}.*` metadata ([`config_from_gguf`]).
     pub config: ModelConfig,
     /// (Hugging Face name, Hugging Face shape, row-major f32 values), in file order.
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// Byte-level BPE tokenizer rebuilt from the `tokenizer.ggml.*` metadata.
     pub tokenizer: tokenizers::Tokenizer,
     /// `tokenizer.chat_template`, or plain ChatML when the file has none.
     pub chat_template: Option<String>,
+    /// Text of the token `tokenizer.ggml.bos_token_id` points at, if the file sets one.
     pub bos_token: Option<String>,
+    /// Text of the token `tokenizer.ggml.eos_token_id` points at, if the file sets one.
     pub eos_token: Option<String>,
 }
 
@@ -58,11 +62,13 @@ pub fn read_gguf_metadata(path: &Path) -> Result<GgufFile> {
 
 /// A memory-mapped GGUF file, for reading single tensors as stored (GGUF names, no permutation).
 pub struct GgufData {
+    /// The parsed header, metadata and tensor infos.
     pub file: GgufFile,
     map: memmap2::Mmap,
 }
 
 impl GgufData {
+    /// Memory-maps `path` and parses its metadata and tensor infos; tensors are decoded on demand.
     pub fn open(path: &Path) -> Result<GgufData> {
         let map = map_file(path)?;
         let file = GgufFile::parse(path, &map)?;

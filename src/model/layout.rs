@@ -6,7 +6,9 @@
 /// A batch of token rows `[B, T]` with position ids and a boolean "may attend" relation.
 #[derive(Debug, Clone)]
 pub struct Layout {
+    /// Number of rows `B`.
     pub batch: usize,
+    /// Row length `T` in tokens, padding included (at least 1).
     pub len: usize,
     /// `[B, T]` row-major token ids (padding positions hold `pad_id`).
     pub input_ids: Vec<i64>,
@@ -134,6 +136,7 @@ const MASKED: f32 = -1.0e30;
 /// queries attend to key 0 only (their outputs are never read).
 #[derive(Debug, Clone)]
 pub struct AttentionBlocks {
+    /// Number of rows, i.e. of prompt blocks (the layout's `B`).
     pub rows: usize,
     /// The longest prompt.
     pub prompt_len: usize,
@@ -141,6 +144,7 @@ pub struct AttentionBlocks {
     pub prompt_pos: Vec<i64>,
     /// `[rows, prompt_len, prompt_len]` additive bias (causal).
     pub prompt_bias: Vec<f32>,
+    /// Number of response blocks, over all rows.
     pub responses: usize,
     /// The longest response.
     pub response_len: usize,

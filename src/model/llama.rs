@@ -13,29 +13,46 @@ use super::config::ModelConfig;
 use super::layout::{AttentionBlocks, Layout};
 use super::rope::{Rope, apply_rope};
 
+/// Grouped-query self-attention with RoPE: `n_heads` query heads share `n_kv_heads` key/value heads.
 #[derive(Module, Debug)]
 pub struct Attention {
+    /// Query projection `H → n_heads·head_dim` (bias when `attention_bias`).
     pub q_proj: Linear,
+    /// Key projection `H → n_kv_heads·head_dim` (bias when `attention_bias`).
     pub k_proj: Linear,
+    /// Value projection `H → n_kv_heads·head_dim` (bias when `attention_bias`).
     pub v_proj: Linear,
+    /// Output projection `n_heads·head_dim → H` (bias when `o_bias`).
     pub o_proj: Linear,
+    /// Number of query heads.
     pub n_heads: usize,
+    /// Number of key/value heads (divides `n_heads`).
     pub n_kv_heads: usize,
+    /// Width of one head.
     pub head_dim: usize,
 }
 
+/// SwiGLU feed-forward block: `down_proj(silu(gate_proj(x)) · up_proj(x))`.
 #[derive(Module, Debug)]
 pub struct Mlp {
+    /// Gate projection `H → intermediate_size`, passed through SiLU.
     pub gate_proj: Linear,
+    /// Up projection `H → intermediate_size`, multiplied by the gate.
     pub up_proj: Linear,
+    /// Down projection `intermediate_size → H`.
     pub down_proj: Linear,
 }
 
+/// One pre-norm decoder block: `x + attn(norm(x))`, then `h + mlp(norm(h))`.
 #[derive(Module, Debug)]
 pub struct DecoderLayer {
+    /// RMSNorm of the block input, before attention.
     pub input_layernorm: RmsNorm,
+    /// Grouped-query self-attention over the normed input.
     pub self_attn: Attention,
+    /// RMSNorm of the attention residual, before the MLP.
     pub post_attention_layernorm: RmsNorm,
+    /// SwiGLU feed-forward over the normed attention output.
     pub mlp: Mlp,
 }
 
@@ -43,9 +60,13 @@ pub struct DecoderLayer {
 /// token embedding.
 #[derive(Module, Debug)]
 pub struct CausalLm {
+    /// Token embedding `[V, H]` (also the output projection when `lm_head` is `None`).
     pub embed_tokens: Embedding,
+    /// The decoder blocks, in order.
     pub layers: Vec<DecoderLayer>,
+    /// Final RMSNorm, applied before the logits.
     pub norm: RmsNorm,
+    /// Output projection `H → V`; `None` when tied to `embed_tokens`.
     pub lm_head: Option<Linear>,
     /// The dtype the forward pass computes in (parameters stay as loaded: float32).
     #[module(skip)]
@@ -79,15 +100,22 @@ fn norm(n: &RmsNorm, x: Tensor<3>) -> Tensor<3> {
 /// Per-layer key/value cache for generation: `[B, T_past, n_kv_heads, head_dim]`.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
+    /// One slot per layer: its `(keys, values)` so far (keys already rotated), `None` until the first
+    /// forward pass fills it.
     pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
 }
 
 /// Inputs of one forward pass as tensors: ids `[B, T]`, rope tables `[B, T, 1, head_dim]`
 /// ([`Rope::tables`]), additive mask `[B, 1, T, S]`.
 pub struct ForwardInputs {
+    /// Token ids `[B, T]`.
     pub input_ids: Tensor<2, Int>,
+    /// RoPE cosines `[B, T, 1, head_dim]`.
     pub cos: Tensor<4>,
+    /// RoPE sines `[B, T, 1, head_dim]`, with rotate-half's sign.
     pub sin: Tensor<4>,
+    /// Additive attention mask `[B, 1, T, S]` (`S` = cached + new keys); a `[1, 1, 1, 1]` placeholder
+    /// when [`ForwardInputs::blocked`] returned blocks.
     pub bias: Tensor<4>,
 }
 
@@ -135,6 +163,7 @@ pub struct BlockInputs {
 }
 
 impl BlockInputs {
+    /// Uploads a block plan's positions and biases to `device`.
     pub fn new(a: &AttentionBlocks, device: &Device) -> Self {
         let ids = |v: &Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [v.len()]), device);
         let (lp, lr) = (a.prompt_len, a.response_len);
@@ -248,6 +277,7 @@ impl Attention {
 }
 
 impl Mlp {
+    /// `x: [B, T, H]` → `[B, T, H]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let gate = silu(lin(&self.gate_proj, x.clone()));
         lin(&self.down_proj, gate * lin(&self.up_proj, x))
@@ -255,6 +285,7 @@ impl Mlp {
 }
 
 impl DecoderLayer {
+    /// `x: [B, T, H]` → `[B, T, H]`; `cache` is this layer's slot of a [`KvCache`] (dense masks only).
     pub fn forward(
         &self,
         x: Tensor<3>,
@@ -313,6 +344,7 @@ impl CausalLm {
         self.embed_tokens.weight.val().device()
     }
 
+    /// Number of decoder layers.
     pub fn num_layers(&self) -> usize {
         self.layers.len()
     }

@@ -14,15 +14,20 @@ use crate::text::TextCodec;
 
 /// A model ready to run, with its tokenizer and chat template when the source has them.
 pub struct LoadedModel {
+    /// The decoder with its weights.
     pub model: CausalLm,
+    /// The shape it was built from (config.json or GGUF metadata).
     pub config: ModelConfig,
+    /// RoPE tables for its `head_dim` and `rope_theta`.
     pub rope: Rope,
+    /// Tokenizer and chat template; `None` for a folder without `tokenizer.json`.
     pub codec: Option<TextCodec>,
     /// Where it came from (a path), for reports.
     pub source: PathBuf,
 }
 
 impl LoadedModel {
+    /// The tokenizer, or an error naming the source when it has none.
     pub fn codec(&self) -> Result<&TextCodec> {
         self.codec
             .as_ref()

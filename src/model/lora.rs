@@ -313,12 +313,19 @@ pub fn trainable_params(model: &CausalLm) -> usize {
 pub struct PeftFactors {
     /// HF module path, e.g. `model.layers.0.self_attn.q_proj`.
     pub module: String,
+    /// The module's own name, one of [`LINEAR_MODULES`] (e.g. `q_proj`).
     pub name: &'static str,
+    /// Adapter rank `r`.
     pub rank: usize,
+    /// Input width of the adapted linear layer.
     pub d_in: usize,
+    /// Output width of the adapted linear layer.
     pub d_out: usize,
+    /// `lora_A.weight`, `[r, in]` row-major.
     pub lora_a: Vec<f32>,
+    /// `lora_B.weight`, `[out, r]` row-major.
     pub lora_b: Vec<f32>,
+    /// The factor `alpha / r` the update `B·A` is multiplied by.
     pub scale: f64,
 }
 

@@ -33,11 +33,15 @@ pub struct RewardModel {
     pub decoder: CausalLm,
     /// `[hidden] → [1]`, no bias.
     pub score: Linear,
+    /// The decoder's shape (from config.json).
     pub config: ModelConfig,
+    /// RoPE tables for the decoder.
     pub rope: Rope,
+    /// The reward model's own tokenizer and chat template, used to render the conversations it scores.
     pub codec: TextCodec,
     /// `pad_token_id` of config.json (what transformers looks for); `None`: the last token is read.
     pub pad_id: Option<u32>,
+    /// The folder it was loaded from, for reports and errors.
     pub source: PathBuf,
 }
 

@@ -12,6 +12,7 @@ pub struct Rope {
 }
 
 impl Rope {
+    /// Inverse frequencies for heads of width `head_dim` and base `theta`, computed as transformers does.
     pub fn new(head_dim: usize, theta: f64) -> Self {
         // transformers computes inv_freq in float32 from an int64 arange: 1 / theta^(2i/d).
         let inv_freq = (0..head_dim / 2)

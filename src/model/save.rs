@@ -18,8 +18,11 @@ fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
 /// A parameter tensor with its Hugging Face name. Linear weights are stored `[in, out]` by burn
 /// and must be transposed to HF's `[out, in]`.
 pub enum NamedTensor {
+    /// A linear layer's weight, burn's `[in, out]`, transposed on export.
     LinearWeight(Tensor<2>),
+    /// A vector (bias or norm scale), written as is.
     Plain1(Tensor<1>),
+    /// A matrix already in HF layout (the token embedding `[V, H]`), written as is.
     Plain2(Tensor<2>),
 }
 

@@ -15,7 +15,9 @@ use super::llama::{Attention, CausalLm, DecoderLayer, Mlp, param};
 /// One tensor: shape (HF layout, row-major) and values.
 #[derive(Debug, Clone)]
 pub struct HostTensor {
+    /// Row-major shape, Hugging Face order (`[out, in]` for linear weights).
     pub shape: Vec<usize>,
+    /// The values, row-major: as many as the product of `shape`.
     pub data: Vec<f32>,
 }
 
@@ -26,18 +28,22 @@ pub struct WeightMap {
 }
 
 impl WeightMap {
+    /// Adds (or replaces) tensor `name`, remembering `origin` as the file it came from.
     pub fn insert(&mut self, name: String, t: HostTensor, origin: &Path) {
         self.tensors.insert(name, (t, origin.to_path_buf()));
     }
 
+    /// Number of tensors held.
     pub fn len(&self) -> usize {
         self.tensors.len()
     }
 
+    /// Whether no tensor is held.
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }
 
+    /// The tensor names, in no particular order.
     pub fn names(&self) -> impl Iterator<Item = &String> {
         self.tensors.keys()
     }
@@ -124,6 +130,7 @@ impl WeightMap {
         Ok(t.data)
     }
 
+    /// Whether a tensor named `name` is held.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
@@ -157,8 +164,11 @@ fn rms_norm(w: &mut WeightMap, name: &str, h: usize, eps: f64, device: &Device) 
 
 /// The decoder body every head sits on: token embedding, layers, final norm (no head).
 pub struct DecoderBody {
+    /// Token embedding `[V, H]`.
     pub embed_tokens: Embedding,
+    /// The decoder blocks, in order.
     pub layers: Vec<DecoderLayer>,
+    /// Final RMSNorm.
     pub norm: RmsNorm,
 }
 

@@ -43,8 +43,11 @@ pub enum Boundary {
 /// A prompt rendered (with the generation prompt) and tokenised once, reusable for many responses.
 #[derive(Debug, Clone)]
 pub struct EncodedPrompt {
+    /// The prompt's messages (a plain-text prompt is one user message).
     pub messages: Vec<Message>,
+    /// The rendered prompt text the ids were tokenised from.
     pub text: String,
+    /// The prompt's token ids.
     pub ids: Vec<u32>,
     /// Rendered with the chat template (responses then follow as assistant turns); otherwise the text
     /// is verbatim and responses are appended to it, ending with EOS.
@@ -54,12 +57,16 @@ pub struct EncodedPrompt {
 /// One (prompt, response) pair: the model sees `prompt_ids ++ response_ids` and is scored on the response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedPair {
+    /// Token ids of the prompt, as rendered with the generation prompt.
     pub prompt_ids: Vec<u32>,
+    /// Token ids of the response, the tokens that are scored.
     pub response_ids: Vec<u32>,
+    /// How the response ids were split from the prompt ids.
     pub boundary: Boundary,
 }
 
 impl EncodedPair {
+    /// Whether the response ids are exactly the tail of the whole conversation's ids ([`Boundary::Clean`]).
     pub fn is_clean(&self) -> bool {
         self.boundary == Boundary::Clean
     }
@@ -155,19 +162,24 @@ impl TextCodec {
         self.tokenizer.get_vocab(true).into_iter().max_by_key(|(_, id)| *id)
     }
 
+    /// The underlying Hugging Face tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
+    /// The chat template, if the tokenizer has one.
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.template.as_ref()
     }
+    /// Whether a chat template is present (otherwise prompts are plain text).
     pub fn has_chat_template(&self) -> bool {
         self.template.is_some()
     }
+    /// The special tokens the chat template sees.
     pub fn special_tokens(&self) -> &SpecialTokens {
         &self.special
     }
 
+    /// Tokenises `text`; `add_special_tokens` lets the post-processor add its tokens (e.g. BOS).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         Ok(self
             .tokenizer
@@ -177,6 +189,7 @@ impl TextCodec {
             .to_vec())
     }
 
+    /// Turns ids back into text, dropping special tokens when `skip_special_tokens`.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.tokenizer
             .decode(ids, skip_special_tokens)
@@ -186,9 +199,11 @@ impl TextCodec {
     fn id_of(&self, tok: &Option<String>) -> Option<u32> {
         tok.as_deref().and_then(|t| self.tokenizer.token_to_id(t))
     }
+    /// The id of the BOS token, if one is set and in the vocabulary.
     pub fn bos_token_id(&self) -> Option<u32> {
         self.id_of(&self.special.bos_token)
     }
+    /// The id of the EOS token, if one is set and in the vocabulary.
     pub fn eos_token_id(&self) -> Option<u32> {
         self.id_of(&self.special.eos_token)
     }

@@ -31,20 +31,25 @@ use serde::{Deserialize, Serialize};
 /// One chat turn, as in Hugging Face's `[{"role": ..., "content": ...}]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Message {
+    /// Who speaks: `system`, `user`, `assistant`, or any role the chat template knows.
     pub role: String,
+    /// The turn's text.
     pub content: String,
 }
 
 impl Message {
+    /// A turn with any role.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
         Self {
             role: role.into(),
             content: content.into(),
         }
     }
+    /// A `user` turn.
     pub fn user(content: impl Into<String>) -> Self {
         Self::new("user", content)
     }
+    /// An `assistant` turn.
     pub fn assistant(content: impl Into<String>) -> Self {
         Self::new("assistant", content)
     }

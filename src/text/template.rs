@@ -33,12 +33,16 @@ impl std::fmt::Debug for ChatTemplate {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SpecialTokens {
     // Unset tokens are left undefined (not `none`), as transformers only passes the tokens it has.
+    /// `bos_token` (tokenizer_config.json, or the GGUF bos token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bos_token: Option<String>,
+    /// `eos_token` (tokenizer_config.json, or the GGUF eos token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eos_token: Option<String>,
+    /// `pad_token` (tokenizer_config.json).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pad_token: Option<String>,
+    /// `unk_token` (tokenizer_config.json).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unk_token: Option<String>,
 }

@@ -20,31 +20,52 @@ use half::{bf16, f16};
 /// A ggml tensor type, by its numeric id in the GGUF tensor info.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
+    /// 32-bit float (id 0).
     F32,
+    /// IEEE half float (id 1).
     F16,
+    /// 4-bit, 32-element blocks with one f16 scale (id 2).
     Q4_0,
+    /// 4-bit, 32-element blocks with an f16 scale and minimum (id 3).
     Q4_1,
+    /// 5-bit, 32-element blocks with one f16 scale (id 6).
     Q5_0,
+    /// 5-bit, 32-element blocks with an f16 scale and minimum (id 7).
     Q5_1,
+    /// 8-bit, 32-element blocks with one f16 scale (id 8).
     Q8_0,
+    /// 8-bit blocks with a scale and a sum (id 9): llama.cpp's dot-product operand; sized, not decoded.
     Q8_1,
+    /// 2-bit k-quant, 256-element super-blocks (id 10).
     Q2K,
+    /// 3-bit k-quant, 256-element super-blocks (id 11).
     Q3K,
+    /// 4-bit k-quant, 256-element super-blocks (id 12).
     Q4K,
+    /// 5-bit k-quant, 256-element super-blocks (id 13).
     Q5K,
+    /// 6-bit k-quant, 256-element super-blocks (id 14).
     Q6K,
+    /// 8-bit k-quant with block sums (id 15): llama.cpp's dot-product operand; sized, not decoded.
     Q8K,
+    /// 8-bit integer (id 24); sized, not decoded.
     I8,
+    /// 16-bit integer (id 25); sized, not decoded.
     I16,
+    /// 32-bit integer (id 26); sized, not decoded.
     I32,
+    /// 64-bit integer (id 27); sized, not decoded.
     I64,
+    /// 64-bit float (id 28).
     F64,
+    /// bfloat16 (id 30).
     BF16,
     /// Any other id (IQ*, TQ*, MXFP4, …): its data cannot be sized or decoded here.
     Other(u32),
 }
 
 impl GgmlType {
+    /// The type of a GGUF tensor-info type id; ids not listed here become [`GgmlType::Other`].
     pub fn from_id(id: u32) -> GgmlType {
         use GgmlType::*;
         match id {
@@ -72,6 +93,7 @@ impl GgmlType {
         }
     }
 
+    /// The GGUF type id (the inverse of [`GgmlType::from_id`]).
     pub fn id(self) -> u32 {
         use GgmlType::*;
         match self {

@@ -25,18 +25,31 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GgufValue {
+    /// Value type 0: unsigned 8-bit integer.
     U8(u8),
+    /// Value type 1: signed 8-bit integer.
     I8(i8),
+    /// Value type 2: unsigned 16-bit integer.
     U16(u16),
+    /// Value type 3: signed 16-bit integer.
     I16(i16),
+    /// Value type 4: unsigned 32-bit integer.
     U32(u32),
+    /// Value type 5: signed 32-bit integer.
     I32(i32),
+    /// Value type 6: 32-bit float.
     F32(f32),
+    /// Value type 7: boolean (one byte, 0 or 1).
     Bool(bool),
+    /// Value type 8: UTF-8 string.
     String(String),
+    /// Value type 9: array of values of one element type.
     Array(Vec<GgufValue>),
+    /// Value type 10: unsigned 64-bit integer.
     U64(u64),
+    /// Value type 11: signed 64-bit integer.
     I64(i64),
+    /// Value type 12: 64-bit float.
     F64(f64),
 }
 
@@ -76,18 +89,21 @@ impl GgufValue {
             _ => self.as_i64().map(|x| x as f64),
         }
     }
+    /// The value as a string slice, if it is a string.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             GgufValue::String(s) => Some(s),
             _ => None,
         }
     }
+    /// The value as a bool, if it is a boolean.
     pub fn as_bool(&self) -> Option<bool> {
         match *self {
             GgufValue::Bool(b) => Some(b),
             _ => None,
         }
     }
+    /// The elements, if the value is an array.
     pub fn as_array(&self) -> Option<&[GgufValue]> {
         match self {
             GgufValue::Array(a) => Some(a),
@@ -118,15 +134,18 @@ impl GgufValue {
 /// One tensor's description (no data).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GgufTensorInfo {
+    /// The GGUF (llama.cpp) tensor name, e.g. `blk.0.attn_q.weight`.
     pub name: String,
     /// GGUF order: `dims[0]` is the fastest-varying dimension (columns).
     pub dims: Vec<u64>,
+    /// How the data is stored (f32, f16, a quantisation, …).
     pub ty: GgmlType,
     /// Byte offset of the data, relative to [`GgufFile::data_offset`].
     pub offset: u64,
 }
 
 impl GgufTensorInfo {
+    /// Number of elements: the product of `dims`.
     pub fn n_elements(&self) -> u64 {
         self.dims.iter().product()
     }
@@ -139,11 +158,16 @@ impl GgufTensorInfo {
 /// A parsed GGUF file: metadata and tensor infos, no tensor data.
 #[derive(Debug, Clone)]
 pub struct GgufFile {
+    /// The file this was parsed from (named in error messages).
     pub path: PathBuf,
+    /// Format version from the header (2 or 3).
     pub version: u32,
     /// Metadata in file order.
     pub metadata: Vec<(String, GgufValue)>,
+    /// Tensor infos in file order.
     pub tensors: Vec<GgufTensorInfo>,
+    /// Alignment of the data section and of every tensor offset, in bytes (`general.alignment`, a power
+    /// of two; 32 when absent).
     pub alignment: u64,
     /// Absolute file offset where the tensor data section starts.
     pub data_offset: u64,
@@ -152,9 +176,11 @@ pub struct GgufFile {
 }
 
 impl GgufFile {
+    /// The metadata value under `key`, if present.
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
+    /// The tensor info named `name` (GGUF name), if present.
     pub fn tensor(&self, name: &str) -> Option<&GgufTensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
     }

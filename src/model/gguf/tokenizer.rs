@@ -18,8 +18,10 @@ use super::reader::{GgufFile, GgufValue};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-/// Token types of `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).
+/// A control token in `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`): becomes a special
+/// added token.
 pub const TOKEN_TYPE_CONTROL: i64 = 3;
+/// A user-defined token in `tokenizer.ggml.token_type`: becomes a plain (non-special) added token.
 pub const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
 /// Plain ChatML, used when the file carries no `tokenizer.chat_template`.
