@@ -16,11 +16,11 @@ pub struct DemoConfig {
     pub model: String,
     pub data: DataGenConfig,
     pub gold: GoldRewardConfig,
-    pub train: TrainSpec,
+    pub train: TrainSettings,
     pub methods: Vec<Method>,
     /// Training seeds; every method runs once per seed on the same data.
     pub seeds: Vec<u64>,
-    pub eval: EvalSpec,
+    pub eval: EvalSettings,
 }
 
 /// How the preference data is made.
@@ -45,7 +45,7 @@ pub struct DataGenConfig {
 /// What every run shares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TrainSpec {
+pub struct TrainSettings {
     pub steps: usize,
     pub prompts_per_batch: usize,
     pub lr: f64,
@@ -80,7 +80,7 @@ pub struct Method {
 /// How policies are judged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EvalSpec {
+pub struct EvalSettings {
     /// Samples per held-out prompt from each policy (≤ data.samples_per_prompt: sample j is compared
     /// with the reference's sample j for the win rate).
     pub samples_per_prompt: usize,
@@ -141,7 +141,7 @@ impl DemoConfig {
                     seed: 0,
                 },
                 gold: GoldRewardConfig::default(),
-                train: TrainSpec {
+                train: TrainSettings {
                     steps: 2,
                     prompts_per_batch: 4,
                     lr: 1e-3,
@@ -153,7 +153,7 @@ impl DemoConfig {
                 },
                 methods: methods(2, 2),
                 seeds: vec![1, 2],
-                eval: EvalSpec { samples_per_prompt: 2, points: 2, bootstrap: 200 },
+                eval: EvalSettings { samples_per_prompt: 2, points: 2, bootstrap: 200 },
             },
             Preset::Demo => DemoConfig {
                 preset: name.into(),
@@ -170,7 +170,7 @@ impl DemoConfig {
                     seed: 0,
                 },
                 gold: GoldRewardConfig::default(),
-                train: TrainSpec {
+                train: TrainSettings {
                     steps: 16,
                     prompts_per_batch: 8,
                     lr: 2e-4,
@@ -182,7 +182,7 @@ impl DemoConfig {
                 },
                 methods: methods(3, 2),
                 seeds: vec![1],
-                eval: EvalSpec { samples_per_prompt: 2, points: 2, bootstrap: 1000 },
+                eval: EvalSettings { samples_per_prompt: 2, points: 2, bootstrap: 1000 },
             },
             // The demo's data and runs with two more seeds: `--preset full` into the demo's output
             // folder reuses what the demo computed and adds the other seeds.

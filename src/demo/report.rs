@@ -32,13 +32,13 @@ fn nan_curve<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(usize, f64, 
 
 /// A mean and its 95% bootstrap interval.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Stat {
+pub struct Estimate {
     pub mean: f64,
     pub lo: f64,
     pub hi: f64,
 }
 
-impl std::fmt::Display for Stat {
+impl std::fmt::Display for Estimate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if !self.mean.is_finite() {
             return write!(f, "—");
@@ -93,14 +93,14 @@ impl Draw {
     }
 }
 
-fn interval(point: f64, mut reps: Vec<f64>) -> Stat {
+fn interval(point: f64, mut reps: Vec<f64>) -> Estimate {
     reps.retain(|x| x.is_finite());
     if reps.is_empty() {
-        return Stat { mean: point, lo: f64::NAN, hi: f64::NAN };
+        return Estimate { mean: point, lo: f64::NAN, hi: f64::NAN };
     }
     reps.sort_by(f64::total_cmp);
     let q = |f: f64| reps[((reps.len() - 1) as f64 * f).round() as usize];
-    Stat { mean: point, lo: q(0.025), hi: q(0.975) }
+    Estimate { mean: point, lo: q(0.025), hi: q(0.975) }
 }
 
 /// Gold reward at KL `k` on the curve through `pts` (KL, gold), linear between points, flat beyond.
@@ -125,7 +125,7 @@ fn gold_at(pts: &[(f64, f64)], k: f64) -> f64 {
 #[derive(Debug, Serialize)]
 pub struct PointSummary {
     pub step: usize,
-    pub stats: BTreeMap<String, Stat>,
+    pub stats: BTreeMap<String, Estimate>,
 }
 
 #[derive(Debug, Serialize)]
@@ -135,12 +135,12 @@ pub struct Comparison {
     /// The KL both reach (the smaller of the two largest mean KLs).
     pub matched_kl: f64,
     /// Gold(method) − gold(baseline) at `matched_kl`, on the mean frontiers.
-    pub gold_at_matched_kl: Stat,
+    pub gold_at_matched_kl: Estimate,
     /// At the end of training: ε̂(method) − ε̂(baseline) (negative: closer to slope-1).
-    pub eps_hat: Stat,
-    pub pearson: Stat,
-    pub win_rate: Stat,
-    pub kl: Stat,
+    pub eps_hat: Estimate,
+    pub pearson: Estimate,
+    pub win_rate: Estimate,
+    pub kl: Estimate,
 }
 
 #[derive(Debug, Serialize)]
@@ -216,7 +216,7 @@ pub fn summarise(cfg: &DemoConfig, command: &str, data: BTreeMap<String, f64>, r
                 win_rate: diff(|p| &p.win),
                 kl: diff(|p| &p.kl),
             };
-            let sign = |s: &Stat, better_if_positive: bool, what: &str| {
+            let sign = |s: &Estimate, better_if_positive: bool, what: &str| {
                 let (good, bad) = if better_if_positive { (s.lo > 0.0, s.hi < 0.0) } else { (s.hi < 0.0, s.lo > 0.0) };
                 if good {
                     format!("{} beats {} on {what}", c.method, c.baseline)
@@ -363,7 +363,7 @@ pub fn plots(dir: &Path, r: &Results, runs: &[Vec<RunEval>]) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let ref_gold = r.reference.stats["gold"];
     let pts = |p: &PointSummary| (p.stats["kl"].mean, p.stats["gold"]);
-    let all: Vec<(f64, Stat)> = r.methods.values().flatten().map(pts).chain([(0.0, ref_gold)]).collect();
+    let all: Vec<(f64, Estimate)> = r.methods.values().flatten().map(pts).chain([(0.0, ref_gold)]).collect();
     let (x0, x1) = bounds(all.iter().map(|p| p.0).chain([0.0]));
     let (y0, y1) = bounds(all.iter().flat_map(|p| [p.1.lo, p.1.hi, p.1.mean]).filter(|v| v.is_finite()));
     let mut chart = ChartBuilder::on(&root)
@@ -382,7 +382,7 @@ pub fn plots(dir: &Path, r: &Results, runs: &[Vec<RunEval>]) -> Result<()> {
         .map_err(err)?;
     for ((name, ps), color) in r.methods.iter().zip(colors.iter().cycle()) {
         let color = *color;
-        let line: Vec<(f64, Stat)> = std::iter::once((0.0, ref_gold)).chain(ps.iter().map(pts)).collect();
+        let line: Vec<(f64, Estimate)> = std::iter::once((0.0, ref_gold)).chain(ps.iter().map(pts)).collect();
         chart
             .draw_series(LineSeries::new(line.iter().map(|p| (p.0, p.1.mean)), color.stroke_width(2)))
             .map_err(err)?

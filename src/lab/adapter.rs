@@ -9,10 +9,11 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use anyhow::Context;
-use serde_json::json;
 
-use super::loss_api::{LossConfig, Role, ScoreBatch};
-use super::methods::{Layout, Method, MethodKind};
+use super::loss_api::{
+    DpoParams, EpaParams, InfoNcaParams, IpoParams, LossConfig, LossTerm, PlackettLuceParams, Role, ScoreBatch,
+};
+use super::methods::{ScoreRows, Method, MethodKind};
 use super::world::World;
 
 /// Loss hyper-parameters shared by every method.
@@ -28,23 +29,28 @@ pub struct Hyper {
     pub infonca_alpha: f64,
 }
 
-/// The loss configuration that trains `method`, in the loss module's own serde format
-/// (`{"terms": [{"name": ..., hyper-parameters...}]}`).
+/// The loss configuration that trains `method`: one term of the loss module, typed.
 pub fn loss_config(method: &Method, h: &Hyper) -> anyhow::Result<LossConfig> {
     let beta = h.beta;
     let term = match method.kind {
-        MethodKind::Dpo => json!({"name": "dpo", "beta": beta}),
-        MethodKind::Ipo => json!({"name": "ipo", "beta": beta}),
+        MethodKind::Dpo => LossTerm::Dpo(DpoParams { beta, ..Default::default() }),
+        MethodKind::Ipo => LossTerm::Ipo(IpoParams { beta, ..Default::default() }),
         // Both rank by `true_scores`, which the lab fills with the sampled ranking (k−1−rank).
-        MethodKind::PlackettLuce => json!({"name": "plackett_luce", "beta": beta}),
-        MethodKind::Infonca => json!({"name": "infonca", "beta": beta, "alpha": h.infonca_alpha}),
-        MethodKind::EpaStrong | MethodKind::EpaWeak | MethodKind::Epa => json!({
-            "name": "epa", "beta": beta, "w": h.w, "lambda_strong": 1.0, "lambda_weak": h.lambda_weak,
-            "use_strong": method.kind != MethodKind::EpaWeak, "use_weak": method.kind != MethodKind::EpaStrong
+        MethodKind::PlackettLuce => LossTerm::PlackettLuce(PlackettLuceParams { beta, ..Default::default() }),
+        MethodKind::Infonca => LossTerm::Infonca(InfoNcaParams { beta, alpha: h.infonca_alpha, ..Default::default() }),
+        MethodKind::EpaStrong | MethodKind::EpaWeak | MethodKind::Epa => LossTerm::Epa(EpaParams {
+            beta,
+            w: h.w,
+            lambda_strong: 1.0,
+            lambda_weak: h.lambda_weak,
+            use_strong: method.kind != MethodKind::EpaWeak,
+            use_weak: method.kind != MethodKind::EpaStrong,
+            ..Default::default()
         }),
     };
-    serde_json::from_value(json!({ "terms": [term] }))
-        .with_context(|| format!("loss configuration of {}", method.label()))
+    let cfg = LossConfig { terms: vec![term], metrics_beta: None };
+    cfg.validate().with_context(|| format!("loss configuration of {}", method.label()))?;
+    Ok(cfg)
 }
 
 /// The training loss of one step: the loss module's own terms, Σ weight × (mean over prompts of
@@ -85,7 +91,7 @@ pub struct IndexBatch {
 
 impl IndexBatch {
     pub fn new(
-        layout: &Layout,
+        layout: &ScoreRows,
         world: &World,
         inits: usize,
         with_scores: bool,

@@ -85,13 +85,13 @@ pub struct Row {
 
 /// The rows and column roles a method trains on.
 #[derive(Clone, Debug)]
-pub struct Layout {
+pub struct ScoreRows {
     pub roles: Vec<Role>,
     pub rows: Vec<Row>,
 }
 
 /// Lays the preference data out as the score-matrix rows of `method`.
-pub fn layout(method: &Method, data: &PrefData) -> Layout {
+pub fn layout(method: &Method, data: &PrefData) -> ScoreRows {
     let k = data.rounds.first().map_or(2, |r| r.ranked.len());
     let mut rows = Vec::new();
     let roles: Vec<Role> = match method.kind {
@@ -160,5 +160,5 @@ pub fn layout(method: &Method, data: &PrefData) -> Layout {
                 .collect()
         }
     };
-    Layout { roles, rows }
+    ScoreRows { roles, rows }
 }

@@ -43,7 +43,7 @@ use serde::Serialize;
 use adapter::{Hyper, IndexBatch, loss_config, needs_scores};
 use methods::{Method, MethodKind, layout};
 use metrics::{PolicyMetrics, evaluate};
-use train::{TrainSpec, init_logits, train};
+use train::{FitSettings, init_logits, train};
 use world::{RefPolicy, World};
 
 /// Options of `epa lab bandit` (the command line's `BanditArgs` converts into it; its defaults,
@@ -130,16 +130,16 @@ impl Default for BanditOptions {
 
 /// Mean, sample sd, min and max over inits.
 #[derive(Clone, Copy, Debug, Serialize)]
-pub struct Stat {
+pub struct Summary {
     pub mean: f64,
     pub sd: f64,
     pub min: f64,
     pub max: f64,
 }
 
-impl Stat {
-    pub fn of(v: &[f64]) -> Stat {
-        Stat {
+impl Summary {
+    pub fn of(v: &[f64]) -> Summary {
+        Summary {
             mean: metrics::mean(v),
             sd: metrics::sd(v),
             min: v.iter().copied().fold(f64::INFINITY, f64::min),
@@ -169,14 +169,14 @@ pub struct MethodResult {
     /// Score-matrix rows per init and candidate columns.
     pub rows: usize,
     pub cols: usize,
-    pub final_loss: Stat,
-    pub pearson: Stat,
-    pub eps_hat: Stat,
-    pub eps_hat_seen: Stat,
-    pub eps_hat_unseen: Stat,
-    pub kl: Stat,
-    pub expected_reward: Stat,
-    pub mass_unseen: Stat,
+    pub final_loss: Summary,
+    pub pearson: Summary,
+    pub eps_hat: Summary,
+    pub eps_hat_seen: Summary,
+    pub eps_hat_unseen: Summary,
+    pub kl: Summary,
+    pub expected_reward: Summary,
+    pub mass_unseen: Summary,
     /// Mean-over-inits loss at 90% of training minus the final mean (≥ 0; small = converged).
     pub loss_drop_last_10pct: f64,
     pub per_init: Vec<InitResult>,
@@ -188,13 +188,13 @@ pub struct WorldSummary {
     pub n_prompts: usize,
     pub n_responses: usize,
     pub comparisons: usize,
-    pub seen_per_prompt: Stat,
+    pub seen_per_prompt: Summary,
     /// Fraction of (prompt, response) pairs never compared.
     pub unseen_fraction: f64,
-    pub weak_pool_per_prompt: Stat,
+    pub weak_pool_per_prompt: Summary,
     /// Responses of a prompt's space that are in no prompt's comparisons (weak negatives can
     /// never reach them), per prompt.
-    pub unreachable_per_prompt: Stat,
+    pub unreachable_per_prompt: Summary,
     /// Prompts whose Bradley-Terry MLE on the compared responses is finite (the directed
     /// "beaten-by" graph of the ranking-implied pairs is strongly connected — Zermelo/Ford).
     pub prompts_with_finite_bt_mle: usize,
@@ -323,7 +323,7 @@ pub fn simulate(args: &BanditOptions) -> anyhow::Result<(BanditResults, Vec<Poli
         lambda_weak: args.lambda_weak,
         infonca_alpha: args.infonca_alpha,
     };
-    let spec = TrainSpec {
+    let spec = FitSettings {
         steps: args.steps,
         lr: args.lr,
         inits: args.inits,
@@ -377,10 +377,10 @@ pub fn simulate(args: &BanditOptions) -> anyhow::Result<(BanditResults, Vec<Poli
         n_prompts: world.n_prompts,
         n_responses: world.n_responses,
         comparisons: data.rounds.len(),
-        seen_per_prompt: Stat::of(&seen),
+        seen_per_prompt: Summary::of(&seen),
         unseen_fraction: unseen,
-        weak_pool_per_prompt: Stat::of(&weak),
-        unreachable_per_prompt: Stat::of(&unreachable),
+        weak_pool_per_prompt: Summary::of(&weak),
+        unreachable_per_prompt: Summary::of(&unreachable),
         prompts_with_finite_bt_mle: data::finite_bt_mle(&data, world.n_prompts, world.n_responses),
         reference_policy,
         optimal_policy,
@@ -435,12 +435,12 @@ fn sample_points(
 
 fn summarise(
     method: &Method,
-    lay: &methods::Layout,
+    lay: &methods::ScoreRows,
     per_init: Vec<InitResult>,
     loss_at_90pct: f64,
 ) -> MethodResult {
     let col =
-        |f: &dyn Fn(&InitResult) -> f64| Stat::of(&per_init.iter().map(f).collect::<Vec<_>>());
+        |f: &dyn Fn(&InitResult) -> f64| Summary::of(&per_init.iter().map(f).collect::<Vec<_>>());
     let final_loss = col(&|r| r.final_loss);
     MethodResult {
         label: method.label(),

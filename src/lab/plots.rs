@@ -12,7 +12,7 @@ use super::methods::MethodKind;
 use super::{BanditResults, PolicySample};
 
 /// Picks one statistic of a method's results.
-type StatOf = fn(&super::MethodResult) -> &super::Stat;
+type StatOf = fn(&super::MethodResult) -> &super::Summary;
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();

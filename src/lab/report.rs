@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
-use super::{BanditResults, MethodResult, Stat};
+use super::{BanditResults, MethodResult, Summary};
 
-fn ms(s: &Stat) -> String {
+fn ms(s: &Summary) -> String {
     if s.mean.is_finite() {
         format!("{:.4} ± {:.4}", s.mean, s.sd)
     } else {

@@ -18,7 +18,7 @@ pub struct TabularPolicy {
 
 /// Optimiser settings.
 #[derive(Clone, Copy, Debug)]
-pub struct TrainSpec {
+pub struct FitSettings {
     pub steps: usize,
     pub lr: f64,
     pub inits: usize,
@@ -38,7 +38,7 @@ pub struct Trained {
 }
 
 /// The initial logits of every init (identical for every method, so methods start alike).
-pub fn init_logits(world: &World, spec: &TrainSpec) -> anyhow::Result<Vec<f32>> {
+pub fn init_logits(world: &World, spec: &FitSettings) -> anyhow::Result<Vec<f32>> {
     let unit = Normal::new(0.0, 1.0)?;
     let mut v = Vec::with_capacity(spec.inits * world.ref_logp.len());
     for i in 0..spec.inits {
@@ -65,7 +65,7 @@ pub fn log_policy(logits: Tensor<2>) -> Tensor<2> {
 }
 
 /// Cosine learning-rate decay from `lr` to 0 over the run (lets Adam settle to the minimum).
-fn lr_at(spec: &TrainSpec, t: usize) -> f64 {
+fn lr_at(spec: &FitSettings, t: usize) -> f64 {
     let p = t as f64 / spec.steps as f64;
     spec.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
 }
@@ -76,7 +76,7 @@ pub fn train(
     cfg: &LossConfig,
     ib: &IndexBatch,
     init: &[f32],
-    spec: &TrainSpec,
+    spec: &FitSettings,
     device: &Device,
 ) -> anyhow::Result<Trained> {
     let (n, m) = (world.n_prompts, world.n_responses);

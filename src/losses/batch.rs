@@ -11,6 +11,24 @@ use crate::data::Role;
 /// is masked.
 pub const NEG_FILL: f32 = -1.0e9;
 
+/// A score batch on the host, row by row (`[P][C]` each): the input of [`ScoreBatch::from_rows`].
+/// The fields mean what [`ScoreBatch`]'s do.
+#[derive(Clone, Debug)]
+pub struct HostRows<'a> {
+    /// Σ log π_θ per prompt and candidate.
+    pub policy_logps: &'a [Vec<f32>],
+    /// Σ log π_ref (`None` for reference-free losses).
+    pub ref_logps: Option<&'a [Vec<f32>]>,
+    /// Response token counts.
+    pub lengths: &'a [Vec<f32>],
+    /// 1.0 = real candidate, 0.0 = padded slot.
+    pub mask: &'a [Vec<f32>],
+    /// Role of each column; column 0 is the positive.
+    pub roles: Vec<Role>,
+    /// Gold rewards / ratings (higher = better).
+    pub true_scores: Option<&'a [Vec<f32>]>,
+}
+
 /// Scores of P prompts × C candidate slots, as the losses consume them.
 ///
 /// Every `[P, C]` tensor shares the same layout: column `j` has role `roles[j]`, column 0 is the
@@ -34,16 +52,9 @@ pub struct ScoreBatch {
 }
 
 impl ScoreBatch {
-    /// Builds a batch from host rows (`[P][C]`), on `device`. Handy for tests, tools and the lab.
-    pub fn from_rows(
-        device: &Device,
-        policy_logps: &[Vec<f32>],
-        ref_logps: Option<&[Vec<f32>]>,
-        lengths: &[Vec<f32>],
-        mask: &[Vec<f32>],
-        roles: Vec<Role>,
-        true_scores: Option<&[Vec<f32>]>,
-    ) -> Result<Self> {
+    /// Builds a batch from host rows (`[P][C]` each), on `device`. Handy for tests, tools and the lab.
+    pub fn from_rows(device: &Device, rows: HostRows) -> Result<Self> {
+        let HostRows { policy_logps, ref_logps, lengths, mask, roles, true_scores } = rows;
         let batch = Self {
             policy_logps: matrix(device, policy_logps).context("policy_logps")?,
             ref_logps: ref_logps

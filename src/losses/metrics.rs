@@ -24,7 +24,7 @@ use super::batch::ScoreBatch;
 
 /// A running sum and its count.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Stat {
+pub struct SumCount {
     pub sum: f64,
     pub count: f64,
 }
@@ -32,7 +32,7 @@ pub struct Stat {
 /// Metrics that aggregate correctly over micro-batches: sums and counts, not averages.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Metrics {
-    stats: BTreeMap<String, Stat>,
+    stats: BTreeMap<String, SumCount>,
     /// `loss/<term>` key → term weight; `loss` is derived from them in [`Metrics::mean`].
     loss_terms: BTreeMap<String, f64>,
 }
@@ -82,12 +82,12 @@ impl Metrics {
     }
 
     /// The raw (sum, count) of a key.
-    pub fn get(&self, key: &str) -> Option<Stat> {
+    pub fn get(&self, key: &str) -> Option<SumCount> {
         self.stats.get(key).copied()
     }
 
     /// All raw entries.
-    pub fn stats(&self) -> &BTreeMap<String, Stat> {
+    pub fn stats(&self) -> &BTreeMap<String, SumCount> {
         &self.stats
     }
 }

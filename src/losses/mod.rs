@@ -26,20 +26,19 @@
 //!
 //! ```
 //! use burn::tensor::Device;
-//! use epa::losses::{LossConfig, Role, ScoreBatch};
+//! use epa::losses::{HostRows, LossConfig, Role, ScoreBatch};
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! let device = Device::default();
 //! // 2 prompts × [positive, strong, weak]; prompt 1 has no weak negative (padded slot).
-//! let batch = ScoreBatch::from_rows(
-//!     &device,
-//!     &[vec![-10.0, -12.0, -15.0], vec![-8.0, -7.5, 0.0]],       // Σ log π_θ
-//!     Some(&[vec![-11.0, -11.0, -14.0], vec![-8.0, -8.0, 0.0]]), // Σ log π_ref
-//!     &[vec![5.0, 6.0, 7.0], vec![4.0, 4.0, 1.0]],               // lengths
-//!     &[vec![1.0, 1.0, 1.0], vec![1.0, 1.0, 0.0]],               // mask
-//!     vec![Role::Positive, Role::Strong, Role::Weak],
-//!     None,                                                      // no true scores
-//! )?;
+//! let batch = ScoreBatch::from_rows(&device, HostRows {
+//!     policy_logps: &[vec![-10.0, -12.0, -15.0], vec![-8.0, -7.5, 0.0]],
+//!     ref_logps: Some(&[vec![-11.0, -11.0, -14.0], vec![-8.0, -8.0, 0.0]]),
+//!     lengths: &[vec![5.0, 6.0, 7.0], vec![4.0, 4.0, 1.0]],
+//!     mask: &[vec![1.0, 1.0, 1.0], vec![1.0, 1.0, 0.0]],
+//!     roles: vec![Role::Positive, Role::Strong, Role::Weak],
+//!     true_scores: None,
+//! })?;
 //! let config = LossConfig::from_toml_str(
 //!     r#"
 //!     [[terms]]
@@ -76,12 +75,12 @@ pub mod term;
 use burn::tensor::Tensor;
 
 pub use crate::data::Role;
-pub use batch::{PromptLosses, ScoreBatch};
+pub use batch::{HostRows, PromptLosses, ScoreBatch};
 pub use config::{LOSS_NAMES, LossConfig, LossTerm};
 pub use dpo::{DpoParams, HingeParams, IpoParams, RobustParams};
 pub use epa::EpaParams;
 pub use infonca::{InfoNcaParams, Labels};
-pub use metrics::{Metrics, RewardKind, Stat};
+pub use metrics::{Metrics, RewardKind, SumCount};
 pub use nca::{NcaPairParams, NcaParams};
 pub use plackett_luce::PlackettLuceParams;
 pub use sft::SftParams;
