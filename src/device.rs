@@ -134,7 +134,9 @@ impl DeviceSpec {
             DeviceSpec::Wgpu => {
                 #[cfg(feature = "wgpu-unfused")]
                 return Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
-                bail!("device wgpu: this epa was built without the `wgpu` feature: rebuild with `cargo build --release --features wgpu`")
+                bail!(
+                    "device wgpu: this epa was built without the `wgpu` feature: rebuild with `cargo build --release --features wgpu`"
+                )
             }
         }
     }
@@ -147,9 +149,7 @@ impl DeviceSpec {
     /// The device the test suite runs models on: `$EPA_TEST_DEVICE` (`cpu` when unset).
     pub fn for_tests() -> DeviceSpec {
         match std::env::var(TEST_DEVICE_ENV) {
-            Ok(s) if !s.trim().is_empty() => {
-                s.parse().unwrap_or_else(|e| panic!("{TEST_DEVICE_ENV}={s:?}: {e}"))
-            }
+            Ok(s) if !s.trim().is_empty() => s.parse().unwrap_or_else(|e| panic!("{TEST_DEVICE_ENV}={s:?}: {e}")),
             _ => DeviceSpec::Cpu,
         }
     }
@@ -239,7 +239,12 @@ mod tests {
 
     #[test]
     fn specs_parse_and_print() {
-        for (s, d) in [("cpu", DeviceSpec::Cpu), ("cuda", DeviceSpec::Cuda(0)), ("cuda:3", DeviceSpec::Cuda(3)), ("wgpu", DeviceSpec::Wgpu)] {
+        for (s, d) in [
+            ("cpu", DeviceSpec::Cpu),
+            ("cuda", DeviceSpec::Cuda(0)),
+            ("cuda:3", DeviceSpec::Cuda(3)),
+            ("wgpu", DeviceSpec::Wgpu),
+        ] {
             assert_eq!(s.parse::<DeviceSpec>().unwrap(), d);
             assert_eq!(d.to_string(), s);
         }

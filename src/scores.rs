@@ -10,8 +10,8 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-pub use crate::model::host_f32;
 use crate::data::GroupStore;
+pub use crate::model::host_f32;
 use crate::model::load::LoadedModel;
 use crate::model::{CausalLm, ForwardInputs, Layout, Rope};
 
@@ -149,7 +149,14 @@ impl<'m> Scorer<'m> {
 
     /// The same settings for another model (a reference, a LoRA-off view) with `rope` and `pad_id`.
     pub fn with_model<'n>(&self, model: &'n CausalLm, rope: &'n Rope, pad_id: u32) -> Scorer<'n> {
-        Scorer { model, rope, pad_id, device: self.device.clone(), prefix_sharing: self.prefix_sharing, attention: self.attention }
+        Scorer {
+            model,
+            rope,
+            pad_id,
+            device: self.device.clone(),
+            prefix_sharing: self.prefix_sharing,
+            attention: self.attention,
+        }
     }
 
     /// Sets [`Self::prefix_sharing`].

@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use crate::model::load::{LoadedModel, load_model};
-use crate::scores::Scorer;
 use crate::data::store::encode_prompt;
 use crate::data::{ChatTemplateUse, Prompt};
+use crate::model::load::{LoadedModel, load_model};
+use crate::scores::Scorer;
 use crate::text::Message;
 
 #[derive(clap::Args, Debug)]
@@ -62,8 +62,8 @@ pub fn parse_line(line: &str, lm: &LoadedModel, template: ChatTemplateUse) -> Re
     let v: Value = serde_json::from_str(line).context("not valid JSON")?;
     let obj = v.as_object().context("each line must be a JSON object")?;
     if let Some(ids) = obj.get("input_ids") {
-        let ids: Vec<u32> = serde_json::from_value(ids.clone())
-            .context("field `input_ids` must be a list of non-negative integers")?;
+        let ids: Vec<u32> =
+            serde_json::from_value(ids.clone()).context("field `input_ids` must be a list of non-negative integers")?;
         let mask: Vec<u8> = match obj.get("completion_mask") {
             Some(m) => serde_json::from_value(m.clone()).context("field `completion_mask` must be a list of 0/1")?,
             None => bail!("field `completion_mask` is missing (required with `input_ids`)"),
@@ -105,7 +105,13 @@ pub fn parse_line(line: &str, lm: &LoadedModel, template: ChatTemplateUse) -> Re
 }
 
 /// Scores items in padded batches; returns (logp_sum, n_tokens, per-token log-probs).
-pub fn score_items(lm: &LoadedModel, items: &[ScoreItem], batch_size: usize, per_token: bool, device: &Device) -> Vec<(f64, usize, Vec<f32>)> {
+pub fn score_items(
+    lm: &LoadedModel,
+    items: &[ScoreItem],
+    batch_size: usize,
+    per_token: bool,
+    device: &Device,
+) -> Vec<(f64, usize, Vec<f32>)> {
     let mut out = Vec::with_capacity(items.len());
     for chunk in items.chunks(batch_size.max(1)) {
         let seqs: Vec<&[u32]> = chunk.iter().map(|i| i.ids.as_slice()).collect();
@@ -148,7 +154,8 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let item = parse_line(&line, &lm, args.chat_template).with_context(|| format!("{}:{}", args.data.display(), i + 1))?;
+        let item =
+            parse_line(&line, &lm, args.chat_template).with_context(|| format!("{}:{}", args.data.display(), i + 1))?;
         lm.check_length(item.ids.len(), &format!("the sequence at {}:{}", args.data.display(), i + 1))?;
         items.push(item);
     }

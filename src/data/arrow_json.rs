@@ -12,8 +12,7 @@ pub fn batch_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>, String
     let schema = batch.schema();
     let mut rows = vec![Map::new(); batch.num_rows()];
     for (field, col) in schema.fields().iter().zip(batch.columns()) {
-        let values =
-            column_values(col.as_ref()).map_err(|e| format!("column `{}`: {e}", field.name()))?;
+        let values = column_values(col.as_ref()).map_err(|e| format!("column `{}`: {e}", field.name()))?;
         for (row, v) in rows.iter_mut().zip(values) {
             row.insert(field.name().clone(), v);
         }
@@ -22,9 +21,7 @@ pub fn batch_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>, String
 }
 
 fn float(x: f64) -> Value {
-    Number::from_f64(x)
-        .map(Value::Number)
-        .unwrap_or(Value::Null)
+    Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null)
 }
 
 fn prim<T, F>(arr: &dyn Array, f: F) -> Vec<Value>
@@ -33,15 +30,7 @@ where
     F: Fn(T::Native) -> Value,
 {
     let a = arr.as_primitive::<T>();
-    (0..a.len())
-        .map(|i| {
-            if a.is_null(i) {
-                Value::Null
-            } else {
-                f(a.value(i))
-            }
-        })
-        .collect()
+    (0..a.len()).map(|i| if a.is_null(i) { Value::Null } else { f(a.value(i)) }).collect()
 }
 
 fn list<O: OffsetSizeTrait>(arr: &dyn Array) -> Result<Vec<Value>, String> {
@@ -66,15 +55,7 @@ pub fn column_values(arr: &dyn Array) -> Result<Vec<Value>, String> {
         DataType::Null => vec![Value::Null; n],
         DataType::Boolean => {
             let a = arr.as_boolean();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Value::Null
-                    } else {
-                        Value::Bool(a.value(i))
-                    }
-                })
-                .collect()
+            (0..n).map(|i| if a.is_null(i) { Value::Null } else { Value::Bool(a.value(i)) }).collect()
         }
         DataType::Int8 => prim::<Int8Type, _>(arr, Value::from),
         DataType::Int16 => prim::<Int16Type, _>(arr, Value::from),
@@ -89,39 +70,15 @@ pub fn column_values(arr: &dyn Array) -> Result<Vec<Value>, String> {
         DataType::Float64 => prim::<Float64Type, _>(arr, float),
         DataType::Utf8 => {
             let a = arr.as_string::<i32>();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Value::Null
-                    } else {
-                        Value::from(a.value(i))
-                    }
-                })
-                .collect()
+            (0..n).map(|i| if a.is_null(i) { Value::Null } else { Value::from(a.value(i)) }).collect()
         }
         DataType::LargeUtf8 => {
             let a = arr.as_string::<i64>();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Value::Null
-                    } else {
-                        Value::from(a.value(i))
-                    }
-                })
-                .collect()
+            (0..n).map(|i| if a.is_null(i) { Value::Null } else { Value::from(a.value(i)) }).collect()
         }
         DataType::Utf8View => {
             let a = arr.as_string_view();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Value::Null
-                    } else {
-                        Value::from(a.value(i))
-                    }
-                })
-                .collect()
+            (0..n).map(|i| if a.is_null(i) { Value::Null } else { Value::from(a.value(i)) }).collect()
         }
         DataType::List(_) => list::<i32>(arr)?,
         DataType::LargeList(_) => list::<i64>(arr)?,
@@ -134,23 +91,15 @@ pub fn column_values(arr: &dyn Array) -> Result<Vec<Value>, String> {
                     if a.is_null(i) {
                         Value::Null
                     } else {
-                        Value::Array(
-                            child
-                                .get(i * size..(i + 1) * size)
-                                .map(|x| x.to_vec())
-                                .unwrap_or_default(),
-                        )
+                        Value::Array(child.get(i * size..(i + 1) * size).map(|x| x.to_vec()).unwrap_or_default())
                     }
                 })
                 .collect()
         }
         DataType::Struct(fields) => {
             let a = arr.as_struct();
-            let children: Vec<Vec<Value>> = a
-                .columns()
-                .iter()
-                .map(|c: &ArrayRef| column_values(c.as_ref()))
-                .collect::<Result<_, _>>()?;
+            let children: Vec<Vec<Value>> =
+                a.columns().iter().map(|c: &ArrayRef| column_values(c.as_ref())).collect::<Result<_, _>>()?;
             (0..n)
                 .map(|i| {
                     if a.is_null(i) {
@@ -169,13 +118,7 @@ pub fn column_values(arr: &dyn Array) -> Result<Vec<Value>, String> {
             let values = column_values(d.values().as_ref())?;
             let keys = d.normalized_keys();
             (0..n)
-                .map(|i| {
-                    if arr.is_null(i) {
-                        Value::Null
-                    } else {
-                        values.get(keys[i]).cloned().unwrap_or(Value::Null)
-                    }
-                })
+                .map(|i| if arr.is_null(i) { Value::Null } else { values.get(keys[i]).cloned().unwrap_or(Value::Null) })
                 .collect()
         }
         other => return Err(format!("unsupported Arrow type {other}")),

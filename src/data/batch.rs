@@ -58,17 +58,9 @@ impl Batch {
         let mut out = Vec::new();
         for bg in &self.groups {
             for c in store.group(bg.group).candidates() {
-                out.push(BatchItem {
-                    group: bg.group,
-                    candidate: c.index(),
-                    role: c.role(),
-                });
+                out.push(BatchItem { group: bg.group, candidate: c.index(), role: c.role() });
             }
-            out.extend(bg.weak.iter().map(|&c| BatchItem {
-                group: bg.group,
-                candidate: c,
-                role: Role::Weak,
-            }));
+            out.extend(bg.weak.iter().map(|&c| BatchItem { group: bg.group, candidate: c, role: Role::Weak }));
         }
         out
     }
@@ -90,40 +82,18 @@ impl<'a> Batcher<'a> {
         Self::with(store, &cfg.batch, &cfg.weak, cfg.seed)
     }
 
-    pub fn with(
-        store: &'a GroupStore,
-        batch: &BatchConfig,
-        weak: &WeakConfig,
-        seed: u64,
-    ) -> Result<Self> {
-        ensure!(
-            !store.is_empty(),
-            "no groups to batch: every row was dropped (see the data report)"
-        );
-        ensure!(
-            batch.prompts_per_batch > 0,
-            "batch.prompts_per_batch must be at least 1"
-        );
+    pub fn with(store: &'a GroupStore, batch: &BatchConfig, weak: &WeakConfig, seed: u64) -> Result<Self> {
+        ensure!(!store.is_empty(), "no groups to batch: every row was dropped (see the data report)");
+        ensure!(batch.prompts_per_batch > 0, "batch.prompts_per_batch must be at least 1");
         ensure!(
             !(batch.drop_last && store.len() < batch.prompts_per_batch),
             "{} groups make no full batch of {} with drop_last",
             store.len(),
             batch.prompts_per_batch
         );
-        let state = BatcherState {
-            epoch: 0,
-            next_batch: 0,
-            seed,
-            groups: store.len(),
-        };
-        let mut b = Self {
-            store,
-            cfg: batch.clone(),
-            seed,
-            weak: WeakSampler::new(store, weak),
-            state,
-            plan: Vec::new(),
-        };
+        let state = BatcherState { epoch: 0, next_batch: 0, seed, groups: store.len() };
+        let mut b =
+            Self { store, cfg: batch.clone(), seed, weak: WeakSampler::new(store, weak), state, plan: Vec::new() };
         b.plan = b.plan_epoch(0);
         Ok(b)
     }
@@ -144,11 +114,7 @@ impl<'a> Batcher<'a> {
             );
         }
         let plan = self.plan_epoch(state.epoch);
-        ensure!(
-            state.next_batch <= plan.len(),
-            "batcher state points past the end of epoch {}",
-            state.epoch
-        );
+        ensure!(state.next_batch <= plan.len(), "batcher state points past the end of epoch {}", state.epoch);
         self.plan = plan;
         self.state = state;
         Ok(())
@@ -169,17 +135,9 @@ impl<'a> Batcher<'a> {
         let groups = &self.plan[index];
         let mut rng = batch_rng(self.seed, self.state.epoch, index as u64, WEAK);
         let weak = self.weak.sample_batch(groups, &mut rng);
-        let groups = groups
-            .iter()
-            .zip(weak)
-            .map(|(&group, weak)| BatchGroup { group, weak })
-            .collect();
+        let groups = groups.iter().zip(weak).map(|(&group, weak)| BatchGroup { group, weak }).collect();
         self.state.next_batch += 1;
-        Batch {
-            epoch: self.state.epoch,
-            index,
-            groups,
-        }
+        Batch { epoch: self.state.epoch, index, groups }
     }
 
     /// The batches (group indices) of `epoch`.
@@ -191,9 +149,7 @@ impl<'a> Batcher<'a> {
             order.shuffle(&mut rng);
         }
         if self.cfg.bucket_batches > 1 {
-            let lens: Vec<usize> = (0..self.store.len())
-                .map(|g| self.store.group(g).max_len())
-                .collect();
+            let lens: Vec<usize> = (0..self.store.len()).map(|g| self.store.group(g).max_len()).collect();
             for window in order.chunks_mut(p * self.cfg.bucket_batches) {
                 window.sort_by_key(|&g| std::cmp::Reverse(lens[g]));
             }

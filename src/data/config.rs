@@ -77,10 +77,7 @@ impl Default for DataConfig {
 impl DataConfig {
     /// A config reading `path` with every other setting at its default.
     pub fn for_path(path: impl Into<PathBuf>) -> Self {
-        Self {
-            paths: vec![path.into()],
-            ..Self::default()
-        }
+        Self { paths: vec![path.into()], ..Self::default() }
     }
     /// Parses a TOML document.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
@@ -121,8 +118,20 @@ pub enum OnBadRow {
 }
 
 /// The dataset shapes (see [`crate::data::shape`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum ShapeKind {
@@ -220,12 +229,7 @@ pub struct GroupingConfig {
 
 impl Default for GroupingConfig {
     fn default() -> Self {
-        Self {
-            strategy: Strategy::BestVsRest,
-            ties: Ties::Drop,
-            min_score_gap: 0.0,
-            max_strong: None,
-        }
+        Self { strategy: Strategy::BestVsRest, ties: Ties::Drop, min_score_gap: 0.0, max_strong: None }
     }
 }
 
@@ -314,11 +318,7 @@ pub struct WeakConfig {
 
 impl Default for WeakConfig {
     fn default() -> Self {
-        Self {
-            k: 2,
-            source: WeakSource::Both,
-            scope: WeakScope::InBatch,
-        }
+        Self { k: 2, source: WeakSource::Both, scope: WeakScope::InBatch }
     }
 }
 
@@ -358,11 +358,6 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self {
-            prompts_per_batch: 8,
-            shuffle: true,
-            bucket_batches: 50,
-            drop_last: false,
-        }
+        Self { prompts_per_batch: 8, shuffle: true, bucket_batches: 50, drop_last: false }
     }
 }

@@ -125,10 +125,7 @@ impl fmt::Display for Problem {
             Problem::BadJson(m) => write!(f, "bad JSON: {m}"),
             Problem::NotUtf8 { byte } => write!(f, "not valid UTF-8 (byte {byte} of the line)"),
             Problem::LineTooLong { bytes, limit } => {
-                write!(
-                    f,
-                    "line is {bytes} bytes, over the {limit}-byte limit (max_line_bytes)"
-                )
+                write!(f, "line is {bytes} bytes, over the {limit}-byte limit (max_line_bytes)")
             }
             Problem::NotAnObject(found) => write!(f, "expected a JSON object, found {found}"),
             Problem::MissingField => write!(f, "missing field"),
@@ -169,17 +166,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, problem: Problem) -> Self {
-        Self {
-            field: Some(field.into()),
-            problem,
-        }
+        Self { field: Some(field.into()), problem }
     }
     pub fn at(self, loc: &RowLoc) -> RowError {
-        RowError {
-            loc: loc.clone(),
-            field: self.field,
-            problem: self.problem,
-        }
+        RowError { loc: loc.clone(), field: self.field, problem: self.problem }
     }
 }
 

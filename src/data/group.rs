@@ -35,10 +35,7 @@ pub struct Grouped {
 }
 
 fn candidate(c: &RawCandidate) -> Candidate {
-    Candidate {
-        text: c.text.clone(),
-        score: c.score,
-    }
+    Candidate { text: c.text.clone(), score: c.score }
 }
 
 /// FNV-1a, for a per-prompt seed independent of row order.
@@ -58,11 +55,7 @@ fn admissible(pos: Option<f32>, neg: Option<f32>, cfg: &GroupingConfig) -> Resul
     };
     let gap = p - n;
     if gap == 0.0 {
-        return if cfg.ties == Ties::Keep {
-            Ok(())
-        } else {
-            Err(Problem::Tie)
-        };
+        return if cfg.ties == Ties::Keep { Ok(()) } else { Err(Problem::Tie) };
     }
     if cfg.min_score_gap > 0.0 && gap < cfg.min_score_gap {
         return Err(Problem::ScoreGap);
@@ -82,17 +75,9 @@ pub fn group(raw: RawGroup, cfg: &GroupingConfig, seed: u64) -> Grouped {
     } else {
         let mut c = raw.candidates;
         // Stable sort, best first; scores are finite (checked when read).
-        c.sort_by(|a, b| {
-            b.score
-                .partial_cmp(&a.score)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+        c.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(std::cmp::Ordering::Equal));
         if c.len() < 2 {
-            return Grouped {
-                group: None,
-                dropped,
-                reason: Some(Problem::NoNegatives),
-            };
+            return Grouped { group: None, dropped, reason: Some(Problem::NoNegatives) };
         }
         let pos = c.remove(0);
         (pos, c)
@@ -105,11 +90,7 @@ pub fn group(raw: RawGroup, cfg: &GroupingConfig, seed: u64) -> Grouped {
         }
     });
     if negs.is_empty() {
-        return Grouped {
-            group: None,
-            dropped,
-            reason: Some(Problem::NoNegatives),
-        };
+        return Grouped { group: None, dropped, reason: Some(Problem::NoNegatives) };
     }
     if !labelled {
         negs = match cfg.strategy {
@@ -126,20 +107,9 @@ pub fn group(raw: RawGroup, cfg: &GroupingConfig, seed: u64) -> Grouped {
     {
         // Keep the lowest-scored (clearest) negatives; for unscored lists, the first ones.
         let cut = negs.len() - max;
-        negs = if labelled {
-            negs[..max].to_vec()
-        } else {
-            negs.split_off(cut)
-        };
+        negs = if labelled { negs[..max].to_vec() } else { negs.split_off(cut) };
     }
-    let group = PreferenceGroup {
-        prompt: raw.prompt,
-        positive: candidate(&pos),
-        strong: negs.iter().map(candidate).collect(),
-    };
-    Grouped {
-        group: Some(group),
-        dropped,
-        reason: None,
-    }
+    let group =
+        PreferenceGroup { prompt: raw.prompt, positive: candidate(&pos), strong: negs.iter().map(candidate).collect() };
+    Grouped { group: Some(group), dropped, reason: None }
 }

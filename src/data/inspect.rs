@@ -37,10 +37,10 @@ pub struct InspectOptions {
 
 fn config(args: &InspectOptions) -> Result<DataConfig> {
     let mut cfg = match &args.config {
-        Some(p) => DataConfig::from_toml(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("parsing {}", p.display()))?,
+        Some(p) => {
+            DataConfig::from_toml(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+                .with_context(|| format!("parsing {}", p.display()))?
+        }
         None => DataConfig::default(),
     };
     cfg.paths = args.files.clone();
@@ -74,11 +74,7 @@ pub fn inspect_to_string(args: &InspectOptions) -> Result<String> {
         Some(dir) => {
             let codec = TextCodec::from_hf_folder(dir)?;
             let (store, report) = GroupStore::build(&cfg, &codec)?;
-            (
-                report,
-                token_examples(&store, &codec, args.examples)?,
-                "tokens",
-            )
+            (report, token_examples(&store, &codec, args.examples)?, "tokens")
         }
         None => {
             let (groups, mut report) = load_groups(&cfg)?;
@@ -87,15 +83,11 @@ pub fn inspect_to_string(args: &InspectOptions) -> Result<String> {
                 report.groups += 1;
                 report.candidates += 1 + g.strong.len();
                 *report.strong_per_group.entry(g.strong.len()).or_default() += 1;
-                report
-                    .prompt_lengths
-                    .push(g.prompt.key().chars().count() as u32);
+                report.prompt_lengths.push(g.prompt.key().chars().count() as u32);
                 let plen = g.prompt.key().chars().count();
                 for c in std::iter::once(&g.positive).chain(&g.strong) {
                     report.response_lengths.push(c.text.chars().count() as u32);
-                    report
-                        .sequence_lengths
-                        .push((plen + c.text.chars().count()) as u32);
+                    report.sequence_lengths.push((plen + c.text.chars().count()) as u32);
                 }
                 if i < args.examples {
                     let _ = writeln!(
@@ -128,21 +120,9 @@ pub fn inspect_to_string(args: &InspectOptions) -> Result<String> {
             let _ = writeln!(out, "  {p}");
         }
     }
-    let _ = writeln!(
-        out,
-        "\nprompt length ({unit}):\n{}",
-        histogram(&report.prompt_lengths)
-    );
-    let _ = writeln!(
-        out,
-        "response length ({unit}):\n{}",
-        histogram(&report.response_lengths)
-    );
-    let _ = writeln!(
-        out,
-        "prompt + response length ({unit}), per response:\n{}",
-        histogram(&report.sequence_lengths)
-    );
+    let _ = writeln!(out, "\nprompt length ({unit}):\n{}", histogram(&report.prompt_lengths));
+    let _ = writeln!(out, "response length ({unit}):\n{}", histogram(&report.response_lengths));
+    let _ = writeln!(out, "prompt + response length ({unit}), per response:\n{}", histogram(&report.sequence_lengths));
     if args.examples > 0 && !examples.is_empty() {
         let _ = writeln!(out, "examples:\n{examples}");
     }
@@ -156,12 +136,7 @@ fn score(s: Option<f32>) -> String {
 fn token_examples(store: &GroupStore, codec: &TextCodec, n: usize) -> Result<String> {
     let mut ex = String::new();
     for g in store.groups().take(n) {
-        let _ = writeln!(
-            ex,
-            "── {} ── prompt {} tokens",
-            g.source(),
-            g.prompt_ids().len()
-        );
+        let _ = writeln!(ex, "── {} ── prompt {} tokens", g.source(), g.prompt_ids().len());
         let _ = writeln!(ex, "{}", codec.decode(g.prompt_ids(), false)?);
         for c in g.candidates() {
             let _ = writeln!(

@@ -13,8 +13,7 @@ use super::shape::{columns, detect, parse_row};
 
 fn bad_row(cfg: &DataConfig, report: &mut DataReport, e: RowError) -> Result<()> {
     if cfg.on_bad_row == OnBadRow::Fail && e.problem.is_malformed() {
-        return Err(anyhow!("{e}")
-            .context("bad row (set on_bad_row = \"skip\" to drop such rows and go on)"));
+        return Err(anyhow!("{e}").context("bad row (set on_bad_row = \"skip\" to drop such rows and go on)"));
     }
     report.drop_row(&e);
     Ok(())
@@ -38,10 +37,7 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             })
             .collect();
         if files.is_empty() {
-            return Err(anyhow!(
-                "{}: no .parquet, .jsonl or .json files in this folder",
-                p.display()
-            ));
+            return Err(anyhow!("{}: no .parquet, .jsonl or .json files in this folder", p.display()));
         }
         files.sort();
         out.extend(files);
@@ -68,8 +64,7 @@ pub fn read_groups(
         if let Some(cols) = reader.columns() {
             if shape == ShapeKind::Auto {
                 let keys: Vec<&str> = cols.iter().map(String::as_str).collect();
-                shape =
-                    detect(&keys, &cfg.fields).map_err(|m| anyhow!("{}: {m}", reader.file()))?;
+                shape = detect(&keys, &cfg.fields).map_err(|m| anyhow!("{}: {m}", reader.file()))?;
             }
             reader.project(&columns(shape, &cfg.fields, &cols))?;
         }
@@ -136,20 +131,11 @@ pub fn read_groups(
             }
             match (grouped.group, grouped.reason) {
                 (Some(g), _) => sink(row.loc, g, report)?,
-                (None, Some(reason)) => report.drop_row(&RowError {
-                    loc: row.loc,
-                    field: None,
-                    problem: reason,
-                }),
+                (None, Some(reason)) => report.drop_row(&RowError { loc: row.loc, field: None, problem: reason }),
                 (None, None) => {}
             }
         }
-        report.files.push(FileSummary {
-            path: reader.file().to_owned(),
-            format: reader.format(),
-            shape,
-            rows,
-        });
+        report.files.push(FileSummary { path: reader.file().to_owned(), format: reader.format(), shape, rows });
     }
     Ok(())
 }

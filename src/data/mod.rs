@@ -52,8 +52,8 @@ pub mod weak;
 
 pub use batch::{Batch, BatchGroup, BatchItem, Batcher, BatcherState};
 pub use config::{
-    BatchConfig, ChatTemplateUse, DataConfig, FieldNames, Format, GroupingConfig, OnBadRow, OverLength, PromptTruncation,
-    ShapeKind, Strategy, Ties, TruncationConfig, WeakConfig, WeakScope, WeakSource,
+    BatchConfig, ChatTemplateUse, DataConfig, FieldNames, Format, GroupingConfig, OnBadRow, OverLength,
+    PromptTruncation, ShapeKind, Strategy, Ties, TruncationConfig, WeakConfig, WeakScope, WeakSource,
 };
 pub use error::{Problem, RowError, RowLoc, RowPos};
 pub use group::{Candidate, PreferenceGroup};

@@ -50,20 +50,14 @@ pub fn resolve_format(path: &Path, format: Format) -> Result<Format> {
     if format != Format::Auto {
         return Ok(format);
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
         "parquet" | "pq" => Ok(Format::Parquet),
         "jsonl" | "ndjson" => Ok(Format::Jsonl),
         "json" => {
             let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let mut buf = [0u8; 4096];
-            let n = f
-                .read(&mut buf)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
             let first = strip_bom(&buf[..n]).iter().find(|b| !b.is_ascii_whitespace());
             if first == Some(&b'[') {
                 return Ok(Format::Json);
@@ -122,11 +116,7 @@ impl RowReader {
             Format::Parquet => Inner::Parquet(Box::new(ParquetRows::open(path, &file)?)),
             Format::Auto => unreachable!("resolved above"),
         };
-        Ok(Self {
-            file,
-            format,
-            inner,
-        })
+        Ok(Self { file, format, inner })
     }
 
     pub fn file(&self) -> &str {
@@ -161,10 +151,7 @@ impl Iterator for RowReader {
             Inner::Jsonl(j) => j.next_row(&self.file),
             Inner::Json(it) => {
                 let (i, v) = it.next()?;
-                let loc = RowLoc {
-                    file: self.file.clone(),
-                    pos: RowPos::Element(i),
-                };
+                let loc = RowLoc { file: self.file.clone(), pos: RowPos::Element(i) };
                 Some(object(v, loc))
             }
             Inner::Parquet(p) => p.next_row(&self.file),
@@ -175,11 +162,7 @@ impl Iterator for RowReader {
 fn object(v: Value, loc: RowLoc) -> Result<Row, ReadError> {
     match v {
         Value::Object(value) => Ok(Row { loc, value }),
-        other => Err(ReadError::Row(RowError {
-            loc,
-            field: None,
-            problem: Problem::NotAnObject(json_type(&other)),
-        })),
+        other => Err(ReadError::Row(RowError { loc, field: None, problem: Problem::NotAnObject(json_type(&other)) })),
     }
 }
 
@@ -193,10 +176,7 @@ fn read_json_array(path: &Path, file: &str) -> Result<Vec<Value>> {
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Array(items)) => Ok(items),
-        Ok(other) => bail!(
-            "{file}: expected a JSON array of rows, found {}",
-            json_type(&other)
-        ),
+        Ok(other) => bail!("{file}: expected a JSON array of rows, found {}", json_type(&other)),
         Err(e) => Err(anyhow!("{file}: line {}: bad JSON: {e}", e.line())),
     }
 }
@@ -244,11 +224,7 @@ impl JsonlRows {
         if !any {
             return Ok(LineRead::Eof);
         }
-        Ok(if total > self.limit {
-            LineRead::TooLong(total)
-        } else {
-            LineRead::Line
-        })
+        Ok(if total > self.limit { LineRead::TooLong(total) } else { LineRead::Line })
     }
 
     fn next_row(&mut self, file: &Arc<str>) -> Option<Result<Row, ReadError>> {
@@ -260,34 +236,19 @@ impl JsonlRows {
                 Ok(r) => r,
                 Err(e) => {
                     self.done = true;
-                    return Some(Err(ReadError::Fatal(anyhow!(
-                        "{file}: line {}: read error: {e}",
-                        self.line + 1
-                    ))));
+                    return Some(Err(ReadError::Fatal(anyhow!("{file}: line {}: read error: {e}", self.line + 1))));
                 }
             };
             self.line += 1;
-            let loc = RowLoc {
-                file: file.clone(),
-                pos: RowPos::Line(self.line),
-            };
-            let err = |problem| {
-                Some(Err(ReadError::Row(RowError {
-                    loc: loc.clone(),
-                    field: None,
-                    problem,
-                })))
-            };
+            let loc = RowLoc { file: file.clone(), pos: RowPos::Line(self.line) };
+            let err = |problem| Some(Err(ReadError::Row(RowError { loc: loc.clone(), field: None, problem })));
             match read {
                 LineRead::Eof => {
                     self.done = true;
                     return None;
                 }
                 LineRead::TooLong(bytes) => {
-                    return err(Problem::LineTooLong {
-                        bytes,
-                        limit: self.limit,
-                    });
+                    return err(Problem::LineTooLong { bytes, limit: self.limit });
                 }
                 LineRead::Line => {}
             }
@@ -295,9 +256,7 @@ impl JsonlRows {
             let text = match std::str::from_utf8(line) {
                 Ok(t) => t.trim_end_matches('\r'),
                 Err(e) => {
-                    return err(Problem::NotUtf8 {
-                        byte: e.valid_up_to(),
-                    });
+                    return err(Problem::NotUtf8 { byte: e.valid_up_to() });
                 }
             };
             if text.trim().is_empty() {
@@ -327,9 +286,7 @@ struct ParquetRows {
 fn guarded<T>(what: &str, file: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(_) => Err(anyhow!(
-            "{file}: corrupt Parquet file (the decoder failed while {what})"
-        )),
+        Err(_) => Err(anyhow!("{file}: corrupt Parquet file (the decoder failed while {what})")),
     }
 }
 
@@ -337,15 +294,9 @@ impl ParquetRows {
     fn open(path: &Path, file: &str) -> Result<Self> {
         let f = File::open(path).with_context(|| format!("opening {file}"))?;
         let builder = guarded("reading the footer", file, || {
-            ParquetRecordBatchReaderBuilder::try_new(f)
-                .map_err(|e| anyhow!("{file}: not a readable Parquet file: {e}"))
+            ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| anyhow!("{file}: not a readable Parquet file: {e}"))
         })?;
-        let columns: Vec<String> = builder
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let columns: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
         Ok(Self {
             builder: Some(builder.with_batch_size(1024)),
             reader: None,
@@ -358,17 +309,14 @@ impl ParquetRows {
     }
 
     fn project(&mut self, wanted: &[String], file: &str) -> Result<()> {
-        let Some(builder) = self.builder.take() else {
-            bail!("{file}: projection set after reading started")
-        };
+        let Some(builder) = self.builder.take() else { bail!("{file}: projection set after reading started") };
         let mut idx = Vec::new();
         for w in wanted {
             match self.columns.iter().position(|c| c == w) {
                 Some(i) => idx.push(i),
-                None => bail!(
-                    "{file}: field `{w}`: no such column (the file's columns are: {})",
-                    self.columns.join(", ")
-                ),
+                None => {
+                    bail!("{file}: field `{w}`: no such column (the file's columns are: {})", self.columns.join(", "))
+                }
             }
         }
         idx.sort_unstable();
@@ -382,10 +330,7 @@ impl ParquetRows {
     fn next_row(&mut self, file: &Arc<str>) -> Option<Result<Row, ReadError>> {
         loop {
             if let Some(value) = self.pending.next() {
-                let loc = RowLoc {
-                    file: file.clone(),
-                    pos: RowPos::Row(self.next_row),
-                };
+                let loc = RowLoc { file: file.clone(), pos: RowPos::Row(self.next_row) };
                 self.next_row += 1;
                 return Some(Ok(Row { loc, value }));
             }
@@ -408,30 +353,18 @@ impl ParquetRows {
 
     fn next_batch(&mut self, file: &str) -> Result<Option<Vec<Map<String, Value>>>> {
         if self.reader.is_none() {
-            let builder = self
-                .builder
-                .take()
-                .ok_or_else(|| anyhow!("{file}: reader already consumed"))?;
+            let builder = self.builder.take().ok_or_else(|| anyhow!("{file}: reader already consumed"))?;
             let reader = guarded("opening the row groups", file, || Ok(builder.build()?))
                 .with_context(|| format!("{file}: opening the Parquet reader"))?;
             self.reader = Some(reader);
         }
         let reader = self.reader.as_mut().expect("set above");
         let row = self.next_row;
-        let batch = guarded("decoding rows", file, || {
-            reader.next().transpose().map_err(anyhow::Error::from)
-        })
-        .with_context(|| {
-            format!(
-                "{file}: decoding rows from row {row} (columns {})",
-                self.reading.join(", ")
-            )
-        })?;
+        let batch = guarded("decoding rows", file, || reader.next().transpose().map_err(anyhow::Error::from))
+            .with_context(|| format!("{file}: decoding rows from row {row} (columns {})", self.reading.join(", ")))?;
         match batch {
             None => Ok(None),
-            Some(b) => batch_rows(&b)
-                .map(Some)
-                .map_err(|e| anyhow!("{file}: row {row}: {e}")),
+            Some(b) => batch_rows(&b).map(Some).map_err(|e| anyhow!("{file}: row {row}: {e}")),
         }
     }
 }

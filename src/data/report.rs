@@ -64,18 +64,12 @@ impl DataReport {
     }
 
     pub fn drop_row(&mut self, e: &RowError) {
-        *self
-            .dropped_rows
-            .entry(e.problem.key().to_owned())
-            .or_default() += 1;
+        *self.dropped_rows.entry(e.problem.key().to_owned()).or_default() += 1;
         self.note(e);
     }
 
     pub fn drop_candidate(&mut self, e: &RowError) {
-        *self
-            .dropped_candidates
-            .entry(e.problem.key().to_owned())
-            .or_default() += 1;
+        *self.dropped_candidates.entry(e.problem.key().to_owned()).or_default() += 1;
         self.note(e);
     }
 
@@ -87,11 +81,7 @@ impl DataReport {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         for f in &self.files {
-            let _ = writeln!(
-                s,
-                "{}: {:?}, shape {:?}, {} rows",
-                f.path, f.format, f.shape, f.rows
-            );
+            let _ = writeln!(s, "{}: {:?}, shape {:?}, {} rows", f.path, f.format, f.shape, f.rows);
         }
         let _ = writeln!(
             s,
@@ -109,16 +99,9 @@ impl DataReport {
                 self.templated_prompts, self.groups
             );
         }
-        let strong: Vec<String> = self
-            .strong_per_group
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
+        let strong: Vec<String> = self.strong_per_group.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let _ = writeln!(s, "strong negatives per group: {{{}}}", strong.join(", "));
-        for (title, map) in [
-            ("dropped rows", &self.dropped_rows),
-            ("dropped responses", &self.dropped_candidates),
-        ] {
+        for (title, map) in [("dropped rows", &self.dropped_rows), ("dropped responses", &self.dropped_candidates)] {
             for (k, v) in map {
                 let _ = writeln!(s, "{title}: {k}: {v}");
             }
@@ -134,11 +117,7 @@ impl DataReport {
             let _ = writeln!(s, "responses cut to max_length (over_length = keep_start): {}", self.responses_truncated);
         }
         if self.boundary_text_splits > 0 {
-            let _ = writeln!(
-                s,
-                "prompt/response token boundary re-split: {}",
-                self.boundary_text_splits
-            );
+            let _ = writeln!(s, "prompt/response token boundary re-split: {}", self.boundary_text_splits);
         }
         s
     }

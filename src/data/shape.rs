@@ -39,12 +39,9 @@ impl Prompt {
     pub fn key(&self) -> String {
         match self {
             Prompt::Text(t) => t.trim().to_owned(),
-            Prompt::Messages(m) => m
-                .iter()
-                .filter(|m| m.role != "system")
-                .map(|m| m.content.trim())
-                .collect::<Vec<_>>()
-                .join("\n"),
+            Prompt::Messages(m) => {
+                m.iter().filter(|m| m.role != "system").map(|m| m.content.trim()).collect::<Vec<_>>().join("\n")
+            }
         }
     }
 
@@ -92,11 +89,7 @@ pub fn detect(keys: &[&str], f: &FieldNames) -> Result<ShapeKind, String> {
         return Ok(ShapeKind::MultiResponse);
     }
     if has(&f.chosen) && has(&f.rejected) {
-        return Ok(if has(&f.prompt) {
-            ShapeKind::Standard
-        } else {
-            ShapeKind::Implicit
-        });
+        return Ok(if has(&f.prompt) { ShapeKind::Standard } else { ShapeKind::Implicit });
     }
     Err(format!(
         "cannot tell the dataset shape from the fields [{}]: expected `{}`/`{}` (+ `{}`), `{}` + `{}`, or `{}` + `{}` \
@@ -124,53 +117,30 @@ pub fn columns(shape: ShapeKind, f: &FieldNames, available: &[String]) -> Vec<St
         ShapeKind::Standard => vec![f.prompt.as_str(), f.chosen.as_str(), f.rejected.as_str()],
         ShapeKind::Implicit => vec![f.chosen.as_str(), f.rejected.as_str()],
         ShapeKind::MultiResponse if has(&f.completions) => {
-            let p = if has(&f.instruction) {
-                f.instruction.as_str()
-            } else {
-                f.prompt.as_str()
-            };
+            let p = if has(&f.instruction) { f.instruction.as_str() } else { f.prompt.as_str() };
             vec![p, f.completions.as_str()]
         }
         ShapeKind::MultiResponse => {
-            let s = if has(&f.scores) {
-                f.scores.as_str()
-            } else {
-                f.ranks.as_str()
-            };
+            let s = if has(&f.scores) { f.scores.as_str() } else { f.ranks.as_str() };
             vec![f.prompt.as_str(), f.responses.as_str(), s]
         }
         ShapeKind::Auto => vec![],
     };
-    let optional = [
-        f.system.as_str(),
-        f.score_chosen.as_str(),
-        f.score_rejected.as_str(),
-    ];
-    let optional = optional
-        .into_iter()
-        .filter(|o| has(o) && shape != ShapeKind::MultiResponse || *o == f.system && has(o));
-    need.into_iter()
-        .chain(optional)
-        .map(|s| top(s).to_owned())
-        .collect()
+    let optional = [f.system.as_str(), f.score_chosen.as_str(), f.score_rejected.as_str()];
+    let optional =
+        optional.into_iter().filter(|o| has(o) && shape != ShapeKind::MultiResponse || *o == f.system && has(o));
+    need.into_iter().chain(optional).map(|s| top(s).to_owned()).collect()
 }
 
 /// Reads one row of the given (resolved) shape.
-pub fn parse_row(
-    row: &Map<String, Value>,
-    shape: ShapeKind,
-    f: &FieldNames,
-) -> Result<RawGroup, FieldError> {
+pub fn parse_row(row: &Map<String, Value>, shape: ShapeKind, f: &FieldNames) -> Result<RawGroup, FieldError> {
     let mut g = match shape {
         ShapeKind::Standard => standard(row, f)?,
         ShapeKind::Implicit => implicit(row, f)?,
         ShapeKind::MultiResponse => multi(row, f)?,
         ShapeKind::Auto => {
             let keys: Vec<&str> = row.keys().map(String::as_str).collect();
-            let shape = detect(&keys, f).map_err(|m| FieldError {
-                field: None,
-                problem: Problem::Invalid(m),
-            })?;
+            let shape = detect(&keys, f).map_err(|m| FieldError { field: None, problem: Problem::Invalid(m) })?;
             return parse_row(row, shape, f);
         }
     };
@@ -185,15 +155,10 @@ pub fn parse_row(
         }
     }
     let is_conv = |k: &str| matches!(get(row, k), Some(Value::Array(a)) if a.first().is_some_and(Value::is_object));
-    g.conversational = g.prompt.is_conversational()
-        || [&f.chosen, &f.rejected, &f.responses]
-            .iter()
-            .any(|k| is_conv(k));
+    g.conversational =
+        g.prompt.is_conversational() || [&f.chosen, &f.rejected, &f.responses].iter().any(|k| is_conv(k));
     if g.prompt.key().is_empty() {
-        return Err(FieldError::new(
-            prompt_field(shape, row, f),
-            Problem::EmptyPrompt,
-        ));
+        return Err(FieldError::new(prompt_field(shape, row, f), Problem::EmptyPrompt));
     }
     Ok(g)
 }
@@ -227,19 +192,11 @@ fn need<'a>(row: &'a Map<String, Value>, name: &str) -> Result<&'a Value, FieldE
 }
 
 fn wrong(field: &str, expected: &'static str, v: &Value) -> FieldError {
-    FieldError::new(
-        field,
-        Problem::WrongType {
-            expected,
-            found: json_type(v),
-        },
-    )
+    FieldError::new(field, Problem::WrongType { expected, found: json_type(v) })
 }
 
 fn text(v: &Value, field: &str) -> Result<String, FieldError> {
-    v.as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| wrong(field, "a string", v))
+    v.as_str().map(str::to_owned).ok_or_else(|| wrong(field, "a string", v))
 }
 
 /// A number, or a string holding one (UltraFeedback's ratings are strings like "4"); `None` for null,
@@ -257,11 +214,7 @@ fn messages(v: &Value, field: &str) -> Result<Vec<Message>, FieldError> {
     let Value::Array(items) = v else {
         return Err(wrong(field, "a list of messages", v));
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, m)| message(m, &format!("{field}[{i}]")))
-        .collect()
+    items.iter().enumerate().map(|(i, m)| message(m, &format!("{field}[{i}]"))).collect()
 }
 
 /// `{role, content}`; content may be a string or a list of parts (`{"type": "text", "text": ...}`).
@@ -273,10 +226,7 @@ fn message(v: &Value, field: &str) -> Result<Message, FieldError> {
         Some(Value::String(r)) => r.clone(),
         Some(other) => return Err(wrong(&format!("{field}.role"), "a string", other)),
         None => {
-            return Err(FieldError::new(
-                format!("{field}.role"),
-                Problem::MissingField,
-            ));
+            return Err(FieldError::new(format!("{field}.role"), Problem::MissingField));
         }
     };
     let cfield = format!("{field}.content");
@@ -288,22 +238,14 @@ fn message(v: &Value, field: &str) -> Result<Message, FieldError> {
             for (i, p) in parts.iter().enumerate() {
                 match p.get("text") {
                     Some(Value::String(t)) => s.push_str(t),
-                    _ if p
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .is_some_and(|t| t != "text") =>
-                    {
+                    _ if p.get("type").and_then(Value::as_str).is_some_and(|t| t != "text") => {
                         return Err(FieldError::new(
                             format!("{cfield}[{i}]"),
                             Problem::Invalid("only text content parts are supported".into()),
                         ));
                     }
                     _ => {
-                        return Err(wrong(
-                            &format!("{cfield}[{i}]"),
-                            "a text part {type, text}",
-                            p,
-                        ));
+                        return Err(wrong(&format!("{cfield}[{i}]"), "a text part {type, text}", p));
                     }
                 }
             }
@@ -336,10 +278,7 @@ fn response(v: &Value, field: &str, prompt: Option<&Prompt>) -> Result<String, F
             if last.role != "assistant" {
                 return Err(FieldError::new(
                     format!("{field}[{}].role", msgs.len() - 1),
-                    Problem::Invalid(format!(
-                        "the response must end with an assistant message, not {:?}",
-                        last.role
-                    )),
+                    Problem::Invalid(format!("the response must end with an assistant message, not {:?}", last.role)),
                 ));
             }
             if let Some(p) = prompt
@@ -348,9 +287,7 @@ fn response(v: &Value, field: &str, prompt: Option<&Prompt>) -> Result<String, F
             {
                 return Err(FieldError::new(
                     field,
-                    Problem::Invalid(
-                        "the conversation does not start with the row's prompt".into(),
-                    ),
+                    Problem::Invalid("the conversation does not start with the row's prompt".into()),
                 ));
             }
             last.content.clone()
@@ -364,34 +301,22 @@ fn response(v: &Value, field: &str, prompt: Option<&Prompt>) -> Result<String, F
 }
 
 /// `rejected`: one response, or a list of responses (strings or conversations).
-fn responses_of(
-    v: &Value,
-    field: &str,
-    prompt: Option<&Prompt>,
-) -> Result<Vec<(String, String)>, FieldError> {
+fn responses_of(v: &Value, field: &str, prompt: Option<&Prompt>) -> Result<Vec<(String, String)>, FieldError> {
     match v {
-        Value::Array(items) if items.first().is_some_and(|x| x.is_string() || x.is_array()) => {
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, x)| {
-                    let name = format!("{field}[{i}]");
-                    response(x, &name, prompt).map(|t| (t, name))
-                })
-                .collect()
-        }
-        Value::Array(items) if items.is_empty() => {
-            Err(FieldError::new(field, Problem::EmptyResponse))
-        }
+        Value::Array(items) if items.first().is_some_and(|x| x.is_string() || x.is_array()) => items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let name = format!("{field}[{i}]");
+                response(x, &name, prompt).map(|t| (t, name))
+            })
+            .collect(),
+        Value::Array(items) if items.is_empty() => Err(FieldError::new(field, Problem::EmptyResponse)),
         _ => Ok(vec![(response(v, field, prompt)?, field.to_owned())]),
     }
 }
 
-fn scores_for(
-    row: &Map<String, Value>,
-    field: &str,
-    n: usize,
-) -> Result<Vec<Option<f32>>, FieldError> {
+fn scores_for(row: &Map<String, Value>, field: &str, n: usize) -> Result<Vec<Option<f32>>, FieldError> {
     match get(row, field) {
         None | Some(Value::Null) => Ok(vec![None; n]),
         Some(Value::Array(items)) => {
@@ -401,11 +326,7 @@ fn scores_for(
                     Problem::Invalid(format!("{} scores for {n} responses", items.len())),
                 ));
             }
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, x)| score(x, &format!("{field}[{i}]")))
-                .collect()
+            items.iter().enumerate().map(|(i, x)| score(x, &format!("{field}[{i}]"))).collect()
         }
         Some(v) if n == 1 => Ok(vec![score(v, field)?]),
         Some(v) => Err(wrong(field, "a list of scores", v)),
@@ -421,26 +342,11 @@ fn labelled(
 ) -> Result<RawGroup, FieldError> {
     let sc = scores_for(row, &f.score_chosen, 1)?[0];
     let sr = scores_for(row, &f.score_rejected, rejected.len())?;
-    let mut candidates = vec![RawCandidate {
-        text: chosen,
-        score: sc,
-        label: Label::Chosen,
-        field: f.chosen.clone(),
-    }];
+    let mut candidates = vec![RawCandidate { text: chosen, score: sc, label: Label::Chosen, field: f.chosen.clone() }];
     for ((text, field), score) in rejected.into_iter().zip(sr) {
-        candidates.push(RawCandidate {
-            text,
-            score,
-            label: Label::Rejected,
-            field,
-        });
+        candidates.push(RawCandidate { text, score, label: Label::Rejected, field });
     }
-    Ok(RawGroup {
-        prompt,
-        candidates,
-        skipped: Vec::new(),
-        conversational: false,
-    })
+    Ok(RawGroup { prompt, candidates, skipped: Vec::new(), conversational: false })
 }
 
 fn standard(row: &Map<String, Value>, f: &FieldNames) -> Result<RawGroup, FieldError> {
@@ -463,13 +369,7 @@ fn implicit(row: &Map<String, Value>, f: &FieldNames) -> Result<RawGroup, FieldE
                     return Err(FieldError::new(field.as_str(), Problem::EmptyResponse));
                 }
             }
-            labelled(
-                row,
-                f,
-                prompt,
-                cr.to_owned(),
-                vec![(rr.to_owned(), f.rejected.clone())],
-            )
+            labelled(row, f, prompt, cr.to_owned(), vec![(rr.to_owned(), f.rejected.clone())])
         }
         (Value::Array(_), Value::Array(_)) => {
             let cm = messages(c, &f.chosen)?;
@@ -477,10 +377,7 @@ fn implicit(row: &Map<String, Value>, f: &FieldNames) -> Result<RawGroup, FieldE
             if cm.len() < 2 || rm.len() != cm.len() || cm[..cm.len() - 1] != rm[..rm.len() - 1] {
                 return Err(FieldError::new(
                     f.rejected.as_str(),
-                    Problem::Invalid(
-                        "chosen and rejected conversations must share every turn but the last"
-                            .into(),
-                    ),
+                    Problem::Invalid("chosen and rejected conversations must share every turn but the last".into()),
                 ));
             }
             let p = Prompt::Messages(cm[..cm.len() - 1].to_vec());
@@ -518,11 +415,7 @@ pub fn implicit_split(c: &str, r: &str, delimiter: Option<&str>) -> usize {
 }
 
 fn multi(row: &Map<String, Value>, f: &FieldNames) -> Result<RawGroup, FieldError> {
-    let pfield = if get(row, &f.instruction).is_some() {
-        &f.instruction
-    } else {
-        &f.prompt
-    };
+    let pfield = if get(row, &f.instruction).is_some() { &f.instruction } else { &f.prompt };
     let p = prompt(need(row, pfield)?, pfield)?;
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
@@ -538,20 +431,12 @@ fn multi(row: &Map<String, Value>, f: &FieldNames) -> Result<RawGroup, FieldErro
             };
             let rfield = format!("{base}.{}", f.completion_response);
             let sfield = format!("{base}.{}", f.completion_score);
-            let rv = get(obj, &f.completion_response)
-                .ok_or_else(|| FieldError::new(&rfield, Problem::MissingField))?;
+            let rv = get(obj, &f.completion_response).ok_or_else(|| FieldError::new(&rfield, Problem::MissingField))?;
             let sc = match get(obj, &f.completion_score) {
                 Some(v) => score(v, &sfield)?,
                 None => None,
             };
-            push_candidate(
-                &mut candidates,
-                &mut skipped,
-                response(rv, &rfield, Some(&p)),
-                sc,
-                rfield,
-                sfield,
-            )?;
+            push_candidate(&mut candidates, &mut skipped, response(rv, &rfield, Some(&p)), sc, rfield, sfield)?;
         }
     } else {
         let list = need(row, &f.responses)?;
@@ -561,32 +446,19 @@ fn multi(row: &Map<String, Value>, f: &FieldNames) -> Result<RawGroup, FieldErro
         let scores = match get(row, &f.scores) {
             Some(v) if !v.is_null() => scores_for(row, &f.scores, items.len())?,
             _ => match get(row, &f.ranks) {
-                Some(v) if !v.is_null() => scores_for(row, &f.ranks, items.len())?
-                    .into_iter()
-                    .map(|r| r.map(|r| -r))
-                    .collect(),
+                Some(v) if !v.is_null() => {
+                    scores_for(row, &f.ranks, items.len())?.into_iter().map(|r| r.map(|r| -r)).collect()
+                }
                 _ => return Err(FieldError::new(f.scores.as_str(), Problem::MissingField)),
             },
         };
         for (i, (item, sc)) in items.iter().zip(scores).enumerate() {
             let rfield = format!("{}[{i}]", f.responses);
             let sfield = format!("{}[{i}]", f.scores);
-            push_candidate(
-                &mut candidates,
-                &mut skipped,
-                response(item, &rfield, Some(&p)),
-                sc,
-                rfield,
-                sfield,
-            )?;
+            push_candidate(&mut candidates, &mut skipped, response(item, &rfield, Some(&p)), sc, rfield, sfield)?;
         }
     }
-    Ok(RawGroup {
-        prompt: p,
-        candidates,
-        skipped,
-        conversational: false,
-    })
+    Ok(RawGroup { prompt: p, candidates, skipped, conversational: false })
 }
 
 fn push_candidate(
@@ -602,12 +474,7 @@ fn push_candidate(
         (Err(e), _) if e.problem == Problem::EmptyResponse => skipped.push(e),
         (Err(e), _) => return Err(e),
         (Ok(_), None) => skipped.push(FieldError::new(score_field, Problem::Unscored)),
-        (Ok(text), Some(s)) => out.push(RawCandidate {
-            text,
-            score: Some(s),
-            label: Label::Scored,
-            field,
-        }),
+        (Ok(text), Some(s)) => out.push(RawCandidate { text, score: Some(s), label: Label::Scored, field }),
     }
     Ok(())
 }

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::config::{ChatTemplateUse, DataConfig, OverLength, PromptTruncation, TruncationConfig};
 use super::error::{Problem, RowError, RowLoc, RowPos};
 use super::group::PreferenceGroup;
-use super::shape::Prompt;
 use super::load::read_groups;
 use super::report::DataReport;
+use super::shape::Prompt;
 use crate::text::{Boundary, EncodedPrompt, TextCodec};
 
 /// The file name of groups that come from memory, not from a file.
@@ -126,10 +126,7 @@ impl GroupStore {
         let file: Arc<str> = MEMORY.into();
         for (i, g) in groups.into_iter().enumerate() {
             report.rows_read += 1;
-            let loc = RowLoc {
-                file: file.clone(),
-                pos: RowPos::Element(i),
-            };
+            let loc = RowLoc { file: file.clone(), pos: RowPos::Element(i) };
             builder.push(loc, g.clone(), &mut report);
         }
         let store = builder.finish(&mut report);
@@ -140,10 +137,7 @@ impl GroupStore {
     /// `max_length`): locations are their indices under the file name `<memory>`; groups with equal
     /// prompt ids share a prompt key.
     pub fn from_tokens(groups: impl IntoIterator<Item = TokenGroup>) -> GroupStore {
-        let mut store = GroupStore {
-            files: vec![MEMORY.to_owned()],
-            ..Default::default()
-        };
+        let mut store = GroupStore { files: vec![MEMORY.to_owned()], ..Default::default() };
         let mut keys = HashMap::<Vec<u32>, u32>::new();
         for (i, g) in groups.into_iter().enumerate() {
             let next_key = keys.len() as u32;
@@ -170,31 +164,16 @@ impl GroupStore {
         let first = self.candidates.len() as u32;
         for (ids, score, role) in candidates {
             let ids = self.push_tokens(&ids);
-            self.candidates.push(CandidateEntry {
-                ids,
-                group,
-                role,
-                score,
-            });
+            self.candidates.push(CandidateEntry { ids, group, role, score });
         }
         let count = self.candidates.len() as u32 - first;
-        self.groups.push(GroupEntry {
-            prompt,
-            first,
-            count,
-            key,
-            file,
-            pos,
-        });
+        self.groups.push(GroupEntry { prompt, first, count, key, file, pos });
     }
 
     fn push_tokens(&mut self, ids: &[u32]) -> Span {
         let start = self.tokens.len() as u64;
         self.tokens.extend_from_slice(ids);
-        Span {
-            start,
-            len: ids.len() as u32,
-        }
+        Span { start, len: ids.len() as u32 }
     }
 
     /// Number of groups (prompts).
@@ -229,18 +208,11 @@ impl GroupStore {
     }
 
     pub fn group(&self, index: usize) -> GroupRef<'_> {
-        assert!(
-            index < self.groups.len(),
-            "group {index} out of range ({} groups)",
-            self.groups.len()
-        );
+        assert!(index < self.groups.len(), "group {index} out of range ({} groups)", self.groups.len());
         GroupRef { store: self, index }
     }
     pub fn candidate(&self, index: usize) -> CandidateRef<'_> {
-        assert!(
-            index < self.candidates.len(),
-            "candidate {index} out of range"
-        );
+        assert!(index < self.candidates.len(), "candidate {index} out of range");
         CandidateRef { store: self, index }
     }
     pub fn groups(&self) -> impl Iterator<Item = GroupRef<'_>> {
@@ -293,10 +265,7 @@ impl<'a> GroupRef<'a> {
     }
     pub fn source(&self) -> RowLoc {
         let e = self.entry();
-        RowLoc {
-            file: self.store.files[e.file as usize].as_str().into(),
-            pos: e.pos,
-        }
+        RowLoc { file: self.store.files[e.file as usize].as_str().into(), pos: e.pos }
     }
 }
 
@@ -346,11 +315,7 @@ const CHUNK: usize = 512;
 
 /// Cuts a prompt longer than `max_prompt_length` (`Some(None)` when the rule is to drop it); `None`
 /// when it fits.
-fn truncate_prompt(
-    trunc: &TruncationConfig,
-    ids: &[u32],
-    bos: Option<u32>,
-) -> Option<Option<Vec<u32>>> {
+fn truncate_prompt(trunc: &TruncationConfig, ids: &[u32], bos: Option<u32>) -> Option<Option<Vec<u32>>> {
     let max = trunc.max_prompt_length?;
     if ids.len() <= max {
         return None;
@@ -361,11 +326,7 @@ fn truncate_prompt(
         PromptTruncation::KeepEnd => {
             let keep_bos = bos.is_some() && ids.first() == bos.as_ref() && max > 1;
             let tail = &ids[ids.len() - (max - usize::from(keep_bos))..];
-            Some(if keep_bos {
-                [&ids[..1], tail].concat()
-            } else {
-                tail.to_vec()
-            })
+            Some(if keep_bos { [&ids[..1], tail].concat() } else { tail.to_vec() })
         }
     })
 }
@@ -373,11 +334,18 @@ fn truncate_prompt(
 /// Tokenises a prompt under `data.chat_template`: TRL's rule by default (message lists through the
 /// chat template, plain strings verbatim). The outer error is the data's fault (a message list under
 /// `never`), the inner one the template's or tokenizer's.
-pub fn encode_prompt(codec: &TextCodec, prompt: &Prompt, template: ChatTemplateUse) -> Result<Result<EncodedPrompt>, String> {
+pub fn encode_prompt(
+    codec: &TextCodec,
+    prompt: &Prompt,
+    template: ChatTemplateUse,
+) -> Result<Result<EncodedPrompt>, String> {
     Ok(match (prompt, template) {
         (Prompt::Text(t), ChatTemplateUse::Auto | ChatTemplateUse::Never) => codec.encode_text_prompt(t),
         (Prompt::Messages(_), ChatTemplateUse::Never) => {
-            return Err("the prompt is a message list, which needs the chat template, but data.chat_template = \"never\"".into());
+            return Err(
+                "the prompt is a message list, which needs the chat template, but data.chat_template = \"never\""
+                    .into(),
+            );
         }
         (p, _) => codec.encode_prompt(&p.messages()),
     })
@@ -399,17 +367,10 @@ fn encode_group(
         templated: false,
         text_splits: 0,
         candidate_drops: Vec::new(),
-        outcome: Err(RowError {
-            loc: loc.clone(),
-            field: None,
-            problem: Problem::NoStrongFits,
-        }),
+        outcome: Err(RowError { loc: loc.clone(), field: None, problem: Problem::NoStrongFits }),
     };
-    let row_err = |problem, field: Option<&str>| RowError {
-        loc: loc.clone(),
-        field: field.map(str::to_owned),
-        problem,
-    };
+    let row_err =
+        |problem, field: Option<&str>| RowError { loc: loc.clone(), field: field.map(str::to_owned), problem };
     let prompt = match encode_prompt(codec, &g.prompt, template) {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
@@ -447,12 +408,8 @@ fn encode_group(
         return enc;
     }
     let mut kept = Vec::new();
-    let all = std::iter::once((&g.positive, Role::Positive, "positive".to_owned())).chain(
-        g.strong
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c, Role::Strong, format!("strong[{i}]"))),
-    );
+    let all = std::iter::once((&g.positive, Role::Positive, "positive".to_owned()))
+        .chain(g.strong.iter().enumerate().map(|(i, c)| (c, Role::Strong, format!("strong[{i}]"))));
     for (cand, role, name) in all {
         let problem = match codec.encode_response(&prompt, &cand.text) {
             Err(e) => Some(Problem::Template(format!("{e:#}"))),
@@ -478,11 +435,7 @@ fn encode_group(
         };
         if let Some(p) = problem {
             if role == Role::Positive {
-                let p = if p == Problem::TooLong {
-                    Problem::PositiveTooLong
-                } else {
-                    p
-                };
+                let p = if p == Problem::TooLong { Problem::PositiveTooLong } else { p };
                 enc.outcome = Err(row_err(p, Some(&name)));
                 return enc;
             }
@@ -508,19 +461,8 @@ struct StoreBuilder<'c> {
 
 impl<'c> StoreBuilder<'c> {
     fn new(trunc: &'c TruncationConfig, template: ChatTemplateUse, codec: &'c TextCodec) -> Self {
-        let store = GroupStore {
-            max_length: trunc.max_length,
-            ..Default::default()
-        };
-        Self {
-            store,
-            trunc,
-            template,
-            codec,
-            pending: Vec::new(),
-            keys: HashMap::new(),
-            files: HashMap::new(),
-        }
+        let store = GroupStore { max_length: trunc.max_length, ..Default::default() };
+        Self { store, trunc, template, codec, pending: Vec::new(), keys: HashMap::new(), files: HashMap::new() }
     }
 
     fn push(&mut self, loc: RowLoc, g: PreferenceGroup, report: &mut DataReport) {
@@ -537,11 +479,8 @@ impl<'c> StoreBuilder<'c> {
 
     fn flush(&mut self, report: &mut DataReport) {
         let (trunc, template, codec) = (self.trunc, self.template, self.codec);
-        let encoded: Vec<Encoded> = self
-            .pending
-            .par_iter()
-            .map(|(loc, g)| encode_group(trunc, template, loc, g, codec))
-            .collect();
+        let encoded: Vec<Encoded> =
+            self.pending.par_iter().map(|(loc, g)| encode_group(trunc, template, loc, g, codec)).collect();
         self.pending.clear();
         for enc in encoded {
             self.apply(enc, report);
@@ -564,14 +503,7 @@ impl<'c> StoreBuilder<'c> {
         }
     }
 
-    fn append(
-        &mut self,
-        loc: &RowLoc,
-        key: &str,
-        prompt: Vec<u32>,
-        kept: Vec<KeptCandidate>,
-        report: &mut DataReport,
-    ) {
+    fn append(&mut self, loc: &RowLoc, key: &str, prompt: Vec<u32>, kept: Vec<KeptCandidate>, report: &mut DataReport) {
         let s = &mut self.store;
         let next_key = self.keys.len() as u32;
         let key = *self.keys.entry(key.to_owned()).or_insert(next_key);
@@ -584,16 +516,11 @@ impl<'c> StoreBuilder<'c> {
         let count = kept.len() as u32;
         for (ids, _, _) in &kept {
             report.response_lengths.push(ids.len() as u32);
-            report
-                .sequence_lengths
-                .push((prompt.len() + ids.len()) as u32);
+            report.sequence_lengths.push((prompt.len() + ids.len()) as u32);
         }
         s.push_group(&prompt, kept, key, file, loc.pos);
         report.groups += 1;
         report.candidates += count as usize;
-        *report
-            .strong_per_group
-            .entry(count as usize - 1)
-            .or_default() += 1;
+        *report.strong_per_group.entry(count as usize - 1).or_default() += 1;
     }
 }

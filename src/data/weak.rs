@@ -41,16 +41,8 @@ impl<'a> WeakSampler<'a> {
             WeakSource::Rejected => r == Role::Strong,
             WeakSource::Both => true,
         };
-        let pool = store
-            .candidates()
-            .filter(|c| wanted(c.role()))
-            .map(|c| c.index() as u32)
-            .collect();
-        Self {
-            store,
-            cfg: cfg.clone(),
-            pool,
-        }
+        let pool = store.candidates().filter(|c| wanted(c.role())).map(|c| c.index() as u32).collect();
+        Self { store, cfg: cfg.clone(), pool }
     }
 
     fn source_ok(&self, role: Role) -> bool {
@@ -68,10 +60,7 @@ impl<'a> WeakSampler<'a> {
         let owner = self.store.group(cand.group());
         owner.prompt_key() != group.prompt_key()
             && self.source_ok(cand.role())
-            && self
-                .store
-                .max_length()
-                .is_none_or(|m| group.prompt_ids().len() + cand.ids().len() <= m)
+            && self.store.max_length().is_none_or(|m| group.prompt_ids().len() + cand.ids().len() <= m)
     }
 
     /// Weak negatives (candidate indices) for each group of a batch, in the batch's order.
@@ -81,14 +70,9 @@ impl<'a> WeakSampler<'a> {
         }
         match self.cfg.scope {
             WeakScope::InBatch => {
-                let batch_pool: Vec<usize> = groups
-                    .iter()
-                    .flat_map(|&g| self.store.group(g).candidate_indices())
-                    .collect();
-                groups
-                    .iter()
-                    .map(|&g| self.pick_from(g, &batch_pool, rng))
-                    .collect()
+                let batch_pool: Vec<usize> =
+                    groups.iter().flat_map(|&g| self.store.group(g).candidate_indices()).collect();
+                groups.iter().map(|&g| self.pick_from(g, &batch_pool, rng)).collect()
             }
             WeakScope::Dataset => groups.iter().map(|&g| self.pick_dataset(g, rng)).collect(),
         }
@@ -96,11 +80,7 @@ impl<'a> WeakSampler<'a> {
 
     /// Up to K distinct eligible candidates from a small pool: a partial Fisher–Yates over the eligible.
     fn pick_from(&self, g: usize, pool: &[usize], rng: &mut ChaCha8Rng) -> Vec<usize> {
-        let mut eligible: Vec<usize> = pool
-            .iter()
-            .copied()
-            .filter(|&c| self.eligible(g, c))
-            .collect();
+        let mut eligible: Vec<usize> = pool.iter().copied().filter(|&c| self.eligible(g, c)).collect();
         eligible.sort_unstable();
         eligible.dedup();
         let k = self.cfg.k.min(eligible.len());

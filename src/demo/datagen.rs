@@ -8,16 +8,16 @@
 
 use anyhow::{Context, Result};
 use burn::module::Module;
-use rand::{Rng, SeedableRng};
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 use super::config::DataGenConfig;
 use super::topics;
-use crate::gold::GoldReward;
 pub use crate::eval::sample::{answer_text, sample_answers};
+use crate::gold::GoldReward;
 use crate::model::generate::SampleConfig;
 use crate::model::load::LoadedModel;
 use crate::text::Message;
@@ -75,7 +75,8 @@ pub fn make_rows(
         stop_ids: stop.clone(),
     };
     let model = lm.model.valid();
-    let answers = sample_answers(&model, &lm.rope, lm.pad_id(), &prompts, cfg.samples_per_prompt, &sample, cfg.batch, progress);
+    let answers =
+        sample_answers(&model, &lm.rope, lm.pad_id(), &prompts, cfg.samples_per_prompt, &sample, cfg.batch, progress);
     let codec = lm.codec()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1abe);
     let mut rows = Vec::with_capacity(topics.len());

@@ -159,7 +159,16 @@ impl<'a> Judge<'a> {
         let device = policy.device();
         let n = self.samples_per_prompt;
         // The policy's samples with their log-probs under the policy and the reference.
-        let scored = sample_scored((policy, self.rope), (self.reference, self.rope), self.pad, &self.prompts, n, &self.sample, self.batch, |_| {});
+        let scored = sample_scored(
+            (policy, self.rope),
+            (self.reference, self.rope),
+            self.pad,
+            &self.prompts,
+            n,
+            &self.sample,
+            self.batch,
+            |_| {},
+        );
         let gold = Judged::Gold(self.gold);
         let mut e = PointEval {
             step,

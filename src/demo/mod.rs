@@ -33,12 +33,12 @@ use datagen::Row;
 use evaluate::{Judge, PointEval};
 use report::{Results, RunEval};
 
+use crate::data::{ChatTemplateUse, ShapeKind, Ties};
 use crate::device::DeviceOptions;
 use crate::gold::GoldReward;
+use crate::losses::{LossConfig, LossTerm};
 use crate::model::generate::SampleConfig;
 use crate::model::load::{LoadedModel, load_model};
-use crate::data::{ChatTemplateUse, ShapeKind, Ties};
-use crate::losses::{LossConfig, LossTerm};
 use crate::train::config::{AdapterMethod, ReferenceMode};
 use crate::train::{TrainConfig, train_with};
 
@@ -102,7 +102,11 @@ fn data_stage(
     let d = &cfg.data;
     let (train_topics, held_topics) = topics::split(d.train_prompts, d.held_out_prompts, d.seed)?;
     let t0 = Instant::now();
-    let pb = crate::train::progress_bar(((d.train_prompts + d.held_out_prompts) * d.samples_per_prompt) as u64, true, "sampling answers");
+    let pb = crate::train::progress_bar(
+        ((d.train_prompts + d.held_out_prompts) * d.samples_per_prompt) as u64,
+        true,
+        "sampling answers",
+    );
     let train = datagen::make_rows(lm, gold, &train_topics, d, d.seed, |n| pb.inc(n as u64))?;
     let held = datagen::make_rows(lm, gold, &held_topics, d, d.seed.wrapping_add(1), |n| pb.inc(n as u64))?;
     pb.finish_and_clear();
@@ -126,7 +130,13 @@ fn data_stage(
         ("seconds".to_string(), t0.elapsed().as_secs_f64()),
     ]);
     save_cached(&meta, key, &stats)?;
-    eprintln!("data: {} + {} prompts × {} answers in {:.0}s", train.len(), held.len(), d.samples_per_prompt, stats["seconds"]);
+    eprintln!(
+        "data: {} + {} prompts × {} answers in {:.0}s",
+        train.len(),
+        held.len(),
+        d.samples_per_prompt,
+        stats["seconds"]
+    );
     Ok((train, held, stats))
 }
 
@@ -155,7 +165,8 @@ fn train_config(
     d.seed = seed;
     // The method names its loss as `epa train` does; every term takes the shared β.
     let term = serde_json::json!({ "name": m.loss, "beta": t.beta });
-    let term: LossTerm = serde_json::from_value(term).with_context(|| format!("method {}: loss {:?}", m.name, m.loss))?;
+    let term: LossTerm =
+        serde_json::from_value(term).with_context(|| format!("method {}: loss {:?}", m.name, m.loss))?;
     tc.loss = LossConfig { terms: vec![term], metrics_beta: Some(t.beta) };
     tc.optim.lr = t.lr;
     tc.optim.warmup_steps = t.warmup_steps;
@@ -185,7 +196,13 @@ fn curve(dir: &Path) -> Vec<(usize, f64, f64)> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_u64()? as usize, v["loss"].as_f64()?, v["rewards/accuracies"].as_f64().unwrap_or(f64::NAN))))
+        .filter_map(|v| {
+            Some((
+                v["step"].as_u64()? as usize,
+                v["loss"].as_f64()?,
+                v["rewards/accuracies"].as_f64().unwrap_or(f64::NAN),
+            ))
+        })
         .collect()
 }
 
@@ -218,7 +235,18 @@ pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
         seed: d.seed.wrapping_add(7_777),
         stop_ids: lm.codec()?.eos_token_id().into_iter().collect(),
     };
-    let judge = Judge::new(&lm.model, &lm.rope, lm.pad_id(), lm.codec()?, &gold, &held, sample, cfg.eval.samples_per_prompt, d.batch, cfg.train.beta)?;
+    let judge = Judge::new(
+        &lm.model,
+        &lm.rope,
+        lm.pad_id(),
+        lm.codec()?,
+        &gold,
+        &held,
+        sample,
+        cfg.eval.samples_per_prompt,
+        d.batch,
+        cfg.train.beta,
+    )?;
     let reference = judge.reference_point();
 
     let mut runs: Vec<Vec<RunEval>> = Vec::new();
@@ -227,7 +255,8 @@ pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
         for &seed in &cfg.seeds {
             let mut tc = train_config(&cfg, m, seed, out, args.device)?;
             // Not the preset's name or the bootstrap count: they do not change a run.
-            let key = key_of(serde_json::json!([data_key, tc, cfg.eval.samples_per_prompt, cfg.eval.points, cfg.train.beta]));
+            let key =
+                key_of(serde_json::json!([data_key, tc, cfg.eval.samples_per_prompt, cfg.eval.points, cfg.train.beta]));
             // The stage cache decides whether this run is needed; a run it did not keep is replaced.
             tc.output.overwrite = true;
             let saved = tc.output.dir.join("eval.json");
@@ -236,14 +265,18 @@ pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
                 per_seed.push(r);
                 continue;
             }
-            eprintln!("{} seed {seed}: training {} steps ({} strong + {} weak negatives)", m.name, cfg.train.steps, m.strong, m.weak);
+            eprintln!(
+                "{} seed {seed}: training {} steps ({} strong + {} weak negatives)",
+                m.name, cfg.train.steps, m.strong, m.weak
+            );
             let t0 = Instant::now();
             let mut points: Vec<PointEval> = Vec::new();
             let mut hook = |step: usize, policy: &crate::model::CausalLm| -> Result<BTreeMap<String, f64>> {
                 let te = Instant::now();
                 let p = judge.evaluate(&policy.valid(), step)?;
                 let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-                let row = BTreeMap::from([("demo/gold".to_string(), mean(&p.gold)), ("demo/kl".to_string(), mean(&p.kl))]);
+                let row =
+                    BTreeMap::from([("demo/gold".to_string(), mean(&p.gold)), ("demo/kl".to_string(), mean(&p.kl))]);
                 eprintln!(
                     "  step {step}: gold {:.3}, KL {:.3}, win rate {:.2} (evaluated in {:.0}s)",
                     row["demo/gold"],
@@ -255,7 +288,13 @@ pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
                 Ok(row)
             };
             train_with(&tc, &crate::train::RunOptions::default(), Some(&mut hook))?;
-            let r = RunEval { method: m.name.clone(), seed, points, curve: curve(&tc.output.dir), train_seconds: t0.elapsed().as_secs_f64() };
+            let r = RunEval {
+                method: m.name.clone(),
+                seed,
+                points,
+                curve: curve(&tc.output.dir),
+                train_seconds: t0.elapsed().as_secs_f64(),
+            };
             save_cached(&saved, &key, &r)?;
             per_seed.push(r);
         }

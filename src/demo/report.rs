@@ -157,7 +157,13 @@ pub struct Results {
 
 /// Summaries with intervals. `runs[m][s]` is method `m`'s run with seed `s` (every run has the same
 /// evaluation steps); `reference` is the reference model's own point.
-pub fn summarise(cfg: &DemoConfig, command: &str, data: BTreeMap<String, f64>, reference: &PointEval, runs: &[Vec<RunEval>]) -> Results {
+pub fn summarise(
+    cfg: &DemoConfig,
+    command: &str,
+    data: BTreeMap<String, f64>,
+    reference: &PointEval,
+    runs: &[Vec<RunEval>],
+) -> Results {
     let n_seeds = cfg.seeds.len();
     let n_prompts = reference.gold.len();
     let mut rng = ChaCha8Rng::seed_from_u64(20_250_713);
@@ -232,7 +238,11 @@ pub fn summarise(cfg: &DemoConfig, command: &str, data: BTreeMap<String, f64>, r
                 k,
                 c.gold_at_matched_kl
             ));
-            verdict.push(format!("{} (ε̂ difference at the end: {}).", sign(&c.eps_hat, false, "slope-1 error ε̂"), c.eps_hat));
+            verdict.push(format!(
+                "{} (ε̂ difference at the end: {}).",
+                sign(&c.eps_hat, false, "slope-1 error ε̂"),
+                c.eps_hat
+            ));
             comparisons.push(c);
         }
     }
@@ -318,10 +328,15 @@ pub fn markdown(r: &Results, reference: &PointEval, runs: &[Vec<RunEval>]) -> St
     for (name, pts) in &r.methods {
         s.push_str(&row(name, pts.last().expect("at least one point")));
     }
-    s.push_str("\n## Along training (the frontier)\n\n| policy | step | gold reward | KL (seq) | ε̂ |\n|---|---|---|---|---|\n");
+    s.push_str(
+        "\n## Along training (the frontier)\n\n| policy | step | gold reward | KL (seq) | ε̂ |\n|---|---|---|---|---|\n",
+    );
     for (name, pts) in &r.methods {
         for p in pts {
-            s.push_str(&format!("| {name} | {} | {} | {} | {} |\n", p.step, p.stats["gold"], p.stats["kl"], p.stats["eps_hat"]));
+            s.push_str(&format!(
+                "| {name} | {} | {} | {} | {} |\n",
+                p.step, p.stats["gold"], p.stats["kl"], p.stats["eps_hat"]
+            ));
         }
     }
     s.push_str("\n## Comparisons with DPO (differences; paired bootstrap)\n\n| method | gold at matched KL | at KL | ε̂ (end) | Pearson (end) | win rate (end) | KL (end) |\n|---|---|---|---|---|---|---|\n");
@@ -390,7 +405,11 @@ pub fn plots(dir: &Path, r: &Results, runs: &[Vec<RunEval>]) -> Result<()> {
             .legend(move |(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], color.stroke_width(2)));
         chart.draw_series(line.iter().map(|p| Circle::new((p.0, p.1.mean), 4, color.filled()))).map_err(err)?;
         chart
-            .draw_series(line.iter().filter(|p| p.1.lo.is_finite()).map(|p| PathElement::new([(p.0, p.1.lo), (p.0, p.1.hi)], color)))
+            .draw_series(
+                line.iter()
+                    .filter(|p| p.1.lo.is_finite())
+                    .map(|p| PathElement::new([(p.0, p.1.lo), (p.0, p.1.hi)], color)),
+            )
             .map_err(err)?;
     }
     legend(&mut chart, SeriesLabelPosition::LowerRight)?;
@@ -402,13 +421,17 @@ pub fn plots(dir: &Path, r: &Results, runs: &[Vec<RunEval>]) -> Result<()> {
     let panels = root.split_evenly((1, 2));
     type Pick = fn(&(usize, f64, f64)) -> f64;
     let picks: [(&str, Pick); 2] = [("training loss", |c| c.1), ("reward accuracy (strong negatives)", |c| c.2)];
-    for ((panel, (title, pick)), corner) in panels.iter().zip(picks).zip([SeriesLabelPosition::UpperRight, SeriesLabelPosition::LowerRight]) {
+    for ((panel, (title, pick)), corner) in
+        panels.iter().zip(picks).zip([SeriesLabelPosition::UpperRight, SeriesLabelPosition::LowerRight])
+    {
         let curves: Vec<Vec<(f64, f64)>> = runs
             .iter()
             .map(|rs| {
                 let n = rs.iter().map(|r| r.curve.len()).min().unwrap_or(0);
                 (0..n)
-                    .map(|i| (rs[0].curve[i].0 as f64, rs.iter().map(|r| pick(&r.curve[i])).sum::<f64>() / rs.len() as f64))
+                    .map(|i| {
+                        (rs[0].curve[i].0 as f64, rs.iter().map(|r| pick(&r.curve[i])).sum::<f64>() / rs.len() as f64)
+                    })
                     .collect()
             })
             .collect();
@@ -450,7 +473,7 @@ mod tests {
 
     #[test]
     fn bootstrap_interval_covers_the_mean_of_a_known_sample() {
-        let v = vec![(0..200).map(|i| (i % 10) as f64).collect::<Vec<f64>>()];
+        let v = [(0..200).map(|i| (i % 10) as f64).collect::<Vec<f64>>()];
         let refs: Vec<&Vec<f64>> = v.iter().collect();
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let reps: Vec<f64> = (0..2000).map(|_| Draw::random(1, 200, &mut rng).mean(&refs)).collect();

@@ -45,7 +45,10 @@ impl std::fmt::Display for JudgeSpec {
 /// A loaded judge.
 pub enum Judge<'a> {
     /// Conversations scored `batch` per forward pass.
-    RewardModel { rm: &'a RewardModel, batch: usize },
+    RewardModel {
+        rm: &'a RewardModel,
+        batch: usize,
+    },
     Gold(&'a GoldReward),
 }
 
@@ -82,7 +85,9 @@ impl Judge<'_> {
                         m
                     })
                     .collect();
-                let s = rm.score_conversations(&convs, *batch).map_err(|e| anyhow::anyhow!("{}: reward model: {e:#}", prompt.loc))?;
+                let s = rm
+                    .score_conversations(&convs, *batch)
+                    .map_err(|e| anyhow::anyhow!("{}: reward model: {e:#}", prompt.loc))?;
                 Ok(s.into_iter().map(f64::from).collect())
             }
         }

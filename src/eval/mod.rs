@@ -31,10 +31,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::gold::{GoldReward, GoldRewardConfig};
 use crate::data::ChatTemplateUse;
 use crate::data::store::encode_prompt;
 use crate::device::DeviceOptions;
+use crate::gold::{GoldReward, GoldRewardConfig};
 use crate::model::generate::SampleConfig;
 use crate::model::load::{LoadedModel, load_model};
 use crate::model::reward::RewardModel;
@@ -50,7 +50,8 @@ fn encode_prompts(lm: &LoadedModel, prompts: &[EvalPrompt], template: ChatTempla
     prompts
         .iter()
         .map(|p| {
-            let encoded = encode_prompt(codec, &p.prompt, template).map_err(|why| anyhow::anyhow!("{}: field `prompt`: {why}", p.loc))?;
+            let encoded = encode_prompt(codec, &p.prompt, template)
+                .map_err(|why| anyhow::anyhow!("{}: field `prompt`: {why}", p.loc))?;
             Ok(encoded.with_context(|| format!("{}: rendering the prompt for {}", p.loc, lm.source.display()))?.ids)
         })
         .collect()
@@ -162,10 +163,26 @@ pub fn run(args: &EvalOptions) -> Result<EvalReport> {
     let pb = crate::train::progress_bar((4 * n * p) as u64, true, "sampling and judging");
     let pad = policy.pad_id();
     let (pol_model, ref_model) = (policy.model.valid(), reference.model.valid());
-    let pol = sample::sample_scored((&pol_model, &policy.rope), (&ref_model, &reference.rope), pad, &prompt_ids, n, &cfg, args.batch, |k| {
-        pb.inc(k as u64)
-    });
-    let ref_gen = sample::sample_answers(&ref_model, &reference.rope, reference.pad_id(), &prompt_ids, n, &cfg, args.batch, |k| pb.inc(k as u64));
+    let pol = sample::sample_scored(
+        (&pol_model, &policy.rope),
+        (&ref_model, &reference.rope),
+        pad,
+        &prompt_ids,
+        n,
+        &cfg,
+        args.batch,
+        |k| pb.inc(k as u64),
+    );
+    let ref_gen = sample::sample_answers(
+        &ref_model,
+        &reference.rope,
+        reference.pad_id(),
+        &prompt_ids,
+        n,
+        &cfg,
+        args.batch,
+        |k| pb.inc(k as u64),
+    );
     let ref_ids: Vec<Vec<Vec<u32>>> = ref_gen.into_iter().map(|g| g.into_iter().map(|s| s.ids).collect()).collect();
     let pol_ids: Vec<Vec<Vec<u32>>> = pol.iter().map(|s| s.ids.clone()).collect();
     let (pol_texts, ref_texts) = (texts(&policy, &pol_ids, &stop)?, texts(&reference, &ref_ids, &stop)?);

@@ -51,7 +51,10 @@ fn parse_prompt(v: &Value, field: &str) -> Result<Prompt> {
             Ok(m) => Prompt::Messages(m),
             Err(e) => bail!("field `{field}`: a list of {{role, content}} messages expected ({e})"),
         },
-        other => bail!("field `{field}`: a string or a list of messages expected, found {}", crate::data::error::json_type(other)),
+        other => bail!(
+            "field `{field}`: a string or a list of messages expected, found {}",
+            crate::data::error::json_type(other)
+        ),
     };
     let empty = match &prompt {
         Prompt::Text(t) => t.trim().is_empty(),
@@ -88,7 +91,9 @@ pub fn read_prompts(path: &Path) -> Result<Vec<EvalPrompt>> {
         let topic = match row.value.get("topic") {
             None | Some(Value::Null) => match &prompt {
                 Prompt::Text(t) => crate::demo::topics::topic_of(t),
-                Prompt::Messages(m) => m.iter().rev().find(|m| m.role == "user").and_then(|m| crate::demo::topics::topic_of(&m.content)),
+                Prompt::Messages(m) => {
+                    m.iter().rev().find(|m| m.role == "user").and_then(|m| crate::demo::topics::topic_of(&m.content))
+                }
             },
             Some(Value::String(t)) if !t.trim().is_empty() => Some(t.trim().to_string()),
             Some(_) => bail!("{loc}: field `topic`: a non-empty string expected"),

@@ -104,7 +104,9 @@ fn fmt(i: &Interval) -> String {
 
 /// `eval.md`: the settings and one table.
 pub fn markdown(r: &EvalReport) -> String {
-    let s = |k: &str| r.settings.get(k).map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string())).unwrap_or_default();
+    let s = |k: &str| {
+        r.settings.get(k).map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string())).unwrap_or_default()
+    };
     let m = |side: &str, k: &str| r.metrics.get(side).and_then(|x| x.get(k)).map(fmt).unwrap_or_else(|| "—".into());
     let mut out = String::new();
     out.push_str("# epa eval\n\n");
@@ -116,12 +118,22 @@ pub fn markdown(r: &EvalReport) -> String {
     ));
     out.push_str("| metric | policy | reference |\n|---|---|---|\n");
     out.push_str(&format!("| mean reward | {} | {} |\n", m("policy", "reward"), m("reference", "reward")));
-    out.push_str(&format!("| reward difference (policy − reference) | {} | |\n", m("policy_vs_reference", "reward_difference")));
+    out.push_str(&format!(
+        "| reward difference (policy − reference) | {} | |\n",
+        m("policy_vs_reference", "reward_difference")
+    ));
     out.push_str(&format!("| win rate vs reference (ties ½) | {} | 0.500 |\n", m("policy_vs_reference", "win_rate")));
-    out.push_str(&format!("| length-controlled win rate | {} | 0.500 |\n", m("policy_vs_reference", "length_controlled_win_rate")));
+    out.push_str(&format!(
+        "| length-controlled win rate | {} | 0.500 |\n",
+        m("policy_vs_reference", "length_controlled_win_rate")
+    ));
     out.push_str(&format!("| KL(π_θ ‖ π_ref), nats per answer | {} | 0 |\n", m("policy", "kl")));
     out.push_str(&format!("| KL per token | {} | 0 |\n", m("policy", "kl_per_token")));
-    out.push_str(&format!("| mean answer length (tokens) | {} | {} |\n", m("policy", "length"), m("reference", "length")));
+    out.push_str(&format!(
+        "| mean answer length (tokens) | {} | {} |\n",
+        m("policy", "length"),
+        m("reference", "length")
+    ));
     out.push_str(
         "\nWin rate: policy answer j against reference answer j of the same prompt (same seed and settings). \
          Length-controlled: σ(a) of the logistic fit logit P(win) = a + b·tanh(Δlen / sd(Δlen)) (AlpacaEval 2.0 style), \
@@ -144,8 +156,10 @@ pub fn plot(path: &Path, r: &EvalReport) -> Result<()> {
     use crate::lab::plots::{bounds, err, font, legend};
     use plotters::prelude::*;
     font();
-    let pol: Vec<f64> = r.per_prompt.iter().flat_map(|p| p.policy.rewards.iter().copied()).filter(|x| x.is_finite()).collect();
-    let refr: Vec<f64> = r.per_prompt.iter().flat_map(|p| p.reference.rewards.iter().copied()).filter(|x| x.is_finite()).collect();
+    let pol: Vec<f64> =
+        r.per_prompt.iter().flat_map(|p| p.policy.rewards.iter().copied()).filter(|x| x.is_finite()).collect();
+    let refr: Vec<f64> =
+        r.per_prompt.iter().flat_map(|p| p.reference.rewards.iter().copied()).filter(|x| x.is_finite()).collect();
     let (x0, x1) = bounds(pol.iter().chain(&refr).copied().chain([0.0]));
     let bins = 20usize;
     let width = (x1 - x0) / bins as f64;
@@ -171,7 +185,13 @@ pub fn plot(path: &Path, r: &EvalReport) -> Result<()> {
             .y_label_area_size(50)
             .build_cartesian_2d(x0..x1, 0.0..top)
             .map_err(err)?;
-        chart.configure_mesh().x_desc("reward").y_desc("answers").label_style(("sans-serif", 13)).draw().map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("reward")
+            .y_desc("answers")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(err)?;
         for (h, color, name) in [(&hr, RED, "reference"), (&hp, BLUE, "policy")] {
             chart
                 .draw_series(h.iter().enumerate().map(|(k, &c)| {
@@ -201,7 +221,11 @@ mod tests {
     use super::*;
 
     fn prompt(pol: &[f64], refr: &[f64], lp: &[f64], lr: &[f64]) -> PromptResult {
-        let side = |r: &[f64], l: &[f64]| Side { answers: vec![String::new(); r.len()], rewards: r.to_vec(), lengths: l.to_vec() };
+        let side = |r: &[f64], l: &[f64]| Side {
+            answers: vec![String::new(); r.len()],
+            rewards: r.to_vec(),
+            lengths: l.to_vec(),
+        };
         PromptResult {
             prompt: Value::Null,
             topic: None,
@@ -217,7 +241,10 @@ mod tests {
 
     #[test]
     fn summary_numbers_are_means_over_prompts() {
-        let pp = vec![prompt(&[1.0, 3.0], &[2.0, 3.0], &[4.0, 6.0], &[5.0, 5.0]), prompt(&[0.0, 0.0], &[1.0, -1.0], &[2.0, 2.0], &[3.0, 1.0])];
+        let pp = vec![
+            prompt(&[1.0, 3.0], &[2.0, 3.0], &[4.0, 6.0], &[5.0, 5.0]),
+            prompt(&[0.0, 0.0], &[1.0, -1.0], &[2.0, 2.0], &[3.0, 1.0]),
+        ];
         let m = summarise(&pp, 200, 0);
         assert_eq!(m["policy"]["reward"].estimate, 1.0); // (2 + 0) / 2
         assert_eq!(m["reference"]["reward"].estimate, 1.25); // (2.5 + 0) / 2

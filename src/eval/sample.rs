@@ -56,7 +56,14 @@ pub fn answer_text(codec: &TextCodec, ids: &[u32], stop: &[u32]) -> Result<Strin
 }
 
 /// Log-prob sums of each `(prompt, responses)` group's responses, in order, `chunk` groups per pass.
-pub fn group_sums(model: &CausalLm, rope: &Rope, pad: u32, groups: &[(&[u32], Vec<&[u32]>)], chunk: usize, device: &Device) -> Vec<Vec<f64>> {
+pub fn group_sums(
+    model: &CausalLm,
+    rope: &Rope,
+    pad: u32,
+    groups: &[(&[u32], Vec<&[u32]>)],
+    chunk: usize,
+    device: &Device,
+) -> Vec<Vec<f64>> {
     let mut out = Vec::with_capacity(groups.len());
     let scorer = Scorer::new(model, rope, pad, device);
     for part in groups.chunks(chunk.max(1)) {
@@ -75,7 +82,13 @@ pub fn groups<'g>(prompts: &'g [Vec<u32>], responses: &'g [Vec<Vec<u32>>]) -> Ve
 }
 
 /// log π(answer | prompt) under `model`, summed over each answer's tokens, per prompt and sample.
-pub fn log_probs(model: &CausalLm, rope: &Rope, pad: u32, prompts: &[Vec<u32>], answers: &[Vec<Vec<u32>>]) -> Vec<Vec<f64>> {
+pub fn log_probs(
+    model: &CausalLm,
+    rope: &Rope,
+    pad: u32,
+    prompts: &[Vec<u32>],
+    answers: &[Vec<Vec<u32>>],
+) -> Vec<Vec<f64>> {
     group_sums(model, rope, pad, &groups(prompts, answers), 8, &model.device())
 }
 

@@ -74,10 +74,14 @@ fn sigmoid(t: f64) -> f64 {
 
 /// Penalised log-likelihood of `logit p = a + b·x` for labels `y ∈ [0, 1]`.
 fn objective(a: f64, b: f64, x: &[f64], y: &[f64], ridge: f64) -> f64 {
-    let ll: f64 = x.iter().zip(y).map(|(&xi, &yi)| {
-        let t = a + b * xi;
-        yi * log_sigmoid(t) + (1.0 - yi) * log_sigmoid(-t)
-    }).sum();
+    let ll: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(&xi, &yi)| {
+            let t = a + b * xi;
+            yi * log_sigmoid(t) + (1.0 - yi) * log_sigmoid(-t)
+        })
+        .sum();
     ll - 0.5 * ridge * (a * a + b * b)
 }
 

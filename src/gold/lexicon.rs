@@ -32,8 +32,5 @@ pub struct LexiconPaths {
 pub fn default_paths() -> Result<LexiconPaths> {
     let lexicon = artifacts::vader_lexicon().context("VADER word lexicon")?;
     let emoji_lexicon = artifacts::fetch(&VADER_EMOJI_LEXICON).context("VADER emoji lexicon")?;
-    Ok(LexiconPaths {
-        lexicon,
-        emoji_lexicon,
-    })
+    Ok(LexiconPaths { lexicon, emoji_lexicon })
 }

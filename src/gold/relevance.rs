@@ -13,9 +13,8 @@
 
 /// Function words dropped from a topic ("the sea" → "sea"), unless nothing else is left.
 const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "of", "and", "or", "in", "on", "at", "to", "for", "with", "about", "from",
-    "by", "my", "your", "his", "her", "its", "our", "their", "this", "that", "these", "those",
-    "some", "any",
+    "a", "an", "the", "of", "and", "or", "in", "on", "at", "to", "for", "with", "about", "from", "by", "my", "your",
+    "his", "her", "its", "our", "their", "this", "that", "these", "those", "some", "any",
 ];
 
 /// A prompt topic as the set of normalised content words a relevant response must contain.
@@ -30,15 +29,8 @@ impl Topic {
     /// stopwords remain), normalises each word and removes duplicates (first occurrence kept).
     pub fn new(topic: &str, inflections: bool) -> Self {
         let all: Vec<String> = words(topic).collect();
-        let content: Vec<&String> = all
-            .iter()
-            .filter(|w| !STOPWORDS.contains(&w.as_str()))
-            .collect();
-        let chosen: Vec<&String> = if content.is_empty() {
-            all.iter().collect()
-        } else {
-            content
-        };
+        let content: Vec<&String> = all.iter().filter(|w| !STOPWORDS.contains(&w.as_str())).collect();
+        let chosen: Vec<&String> = if content.is_empty() { all.iter().collect() } else { content };
         let mut norm: Vec<String> = Vec::new();
         for w in chosen {
             let n = normalize(w, inflections);
@@ -46,10 +38,7 @@ impl Topic {
                 norm.push(n);
             }
         }
-        Self {
-            words: norm,
-            inflections,
-        }
+        Self { words: norm, inflections }
     }
 
     /// The normalised content words.
@@ -62,9 +51,8 @@ impl Topic {
         if self.words.is_empty() {
             return 1.0;
         }
-        let seen: std::collections::HashSet<String> = words(response)
-            .map(|w| normalize(&w, self.inflections))
-            .collect();
+        let seen: std::collections::HashSet<String> =
+            words(response).map(|w| normalize(&w, self.inflections)).collect();
         let hits = self.words.iter().filter(|w| seen.contains(*w)).count();
         hits as f64 / self.words.len() as f64
     }
@@ -75,15 +63,11 @@ impl Topic {
 /// Everything else (spaces, punctuation, hyphens, emoji) separates words.
 pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     let apostrophe = |c: char| c == '\'' || c == '\u{2019}';
-    text.split(move |c: char| !(c.is_alphanumeric() || apostrophe(c)))
-        .filter_map(move |run| {
-            let w = run.trim_matches(apostrophe);
-            let w = w
-                .strip_suffix("'s")
-                .or_else(|| w.strip_suffix("\u{2019}s"))
-                .unwrap_or(w);
-            (!w.is_empty()).then(|| w.to_lowercase())
-        })
+    text.split(move |c: char| !(c.is_alphanumeric() || apostrophe(c))).filter_map(move |run| {
+        let w = run.trim_matches(apostrophe);
+        let w = w.strip_suffix("'s").or_else(|| w.strip_suffix("\u{2019}s")).unwrap_or(w);
+        (!w.is_empty()).then(|| w.to_lowercase())
+    })
 }
 
 /// Maps inflected forms of a lowercase word to one key (when `inflections`; else the word itself).
@@ -104,14 +88,9 @@ pub fn normalize(word: &str, inflections: bool) -> String {
     }
     let len = |s: &str| s.chars().count();
     // 1. plurals
-    if len(&w) > 4
-        && ["ies", "sses", "shes", "ches", "xes", "zes", "oes"]
-            .iter()
-            .any(|s| w.ends_with(s))
-    {
+    if len(&w) > 4 && ["ies", "sses", "shes", "ches", "xes", "zes", "oes"].iter().any(|s| w.ends_with(s)) {
         w.truncate(w.len() - 2); // "-ies" → "-i", the others lose "es"
-    } else if len(&w) > 3 && w.ends_with('s') && !["ss", "us", "is"].iter().any(|s| w.ends_with(s))
-    {
+    } else if len(&w) > 3 && w.ends_with('s') && !["ss", "us", "is"].iter().any(|s| w.ends_with(s)) {
         w.pop();
     }
     // 2. verb inflections
@@ -126,22 +105,14 @@ pub fn normalize(word: &str, inflections: bool) -> String {
         w.truncate(w.len() - cut);
         let b = w.as_bytes();
         let n = b.len();
-        if n >= 2
-            && b[n - 1] == b[n - 2]
-            && b[n - 1].is_ascii_alphabetic()
-            && !b"aeiouylsz".contains(&b[n - 1])
-        {
+        if n >= 2 && b[n - 1] == b[n - 2] && b[n - 1].is_ascii_alphabetic() && !b"aeiouylsz".contains(&b[n - 1]) {
             w.pop();
         }
     }
     // 3. y → i after a consonant
     let b = w.as_bytes();
     let n = b.len();
-    if len(&w) > 2
-        && b[n - 1] == b'y'
-        && b[n - 2].is_ascii_alphabetic()
-        && !b"aeiou".contains(&b[n - 2])
-    {
+    if len(&w) > 2 && b[n - 1] == b'y' && b[n - 2].is_ascii_alphabetic() && !b"aeiou".contains(&b[n - 2]) {
         w.pop();
         w.push('i');
     }
@@ -184,25 +155,13 @@ mod tests {
             ("fall", "falling"),
             ("bus", "buses"),
         ] {
-            assert!(
-                same(a, b),
-                "{a} / {b}: {} vs {}",
-                normalize(a, true),
-                normalize(b, true)
-            );
+            assert!(same(a, b), "{a} / {b}: {} vs {}", normalize(a, true), normalize(b, true));
         }
     }
 
     #[test]
     fn distinct_words_stay_apart() {
-        for (a, b) in [
-            ("sea", "see"),
-            ("cat", "car"),
-            ("glass", "glas"),
-            ("bus", "bu"),
-            ("sing", "s"),
-            ("red", "r"),
-        ] {
+        for (a, b) in [("sea", "see"), ("cat", "car"), ("glass", "glas"), ("bus", "bu"), ("sing", "s"), ("red", "r")] {
             assert!(!same(a, b), "{a} / {b} both give {}", normalize(a, true));
         }
         assert_eq!(normalize("is", true), "is");
@@ -220,20 +179,14 @@ mod tests {
     #[test]
     fn word_splitting() {
         let w: Vec<String> = words("The dog's ball—it’s ICE-cream, 'quoted' 2024!").collect();
-        assert_eq!(
-            w,
-            ["the", "dog", "ball", "it", "ice", "cream", "quoted", "2024"]
-        );
+        assert_eq!(w, ["the", "dog", "ball", "it", "ice", "cream", "quoted", "2024"]);
         assert_eq!(words("  ... !!! ").count(), 0);
     }
 
     #[test]
     fn topic_words() {
         assert_eq!(Topic::new("the sea", true).words(), ["sea"]);
-        assert_eq!(
-            Topic::new("a rainy day in the city", true).words(),
-            ["raini", "day", "citi"]
-        );
+        assert_eq!(Topic::new("a rainy day in the city", true).words(), ["raini", "day", "citi"]);
         assert_eq!(Topic::new("cats and cat", true).words(), ["cat"]);
         assert_eq!(Topic::new("the", true).words(), ["the"]); // only stopwords: keep them
         assert!(Topic::new(" ?! ", true).words().is_empty());

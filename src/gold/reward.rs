@@ -57,21 +57,14 @@ pub struct GoldRewardConfig {
 
 impl Default for GoldRewardConfig {
     fn default() -> Self {
-        Self {
-            sentiment_weight: 1.0,
-            relevance_weight: 2.0,
-            match_inflections: true,
-        }
+        Self { sentiment_weight: 1.0, relevance_weight: 2.0, match_inflections: true }
     }
 }
 
 impl GoldRewardConfig {
     /// Weights must be finite and non-negative.
     pub fn validate(&self) -> Result<()> {
-        for (name, w) in [
-            ("sentiment_weight", self.sentiment_weight),
-            ("relevance_weight", self.relevance_weight),
-        ] {
+        for (name, w) in [("sentiment_weight", self.sentiment_weight), ("relevance_weight", self.relevance_weight)] {
             if !w.is_finite() || w < 0.0 {
                 bail!("gold reward config: `{name}` must be a finite number ≥ 0, got {w}");
             }
@@ -131,13 +124,8 @@ impl GoldReward {
     pub fn score_parts(&self, prompt_topic: &str, response: &str) -> GoldScore {
         let sentiment = self.vader.compound(response);
         let relevance = self.relevance(prompt_topic, response);
-        let reward = self.config.sentiment_weight * sentiment
-            - self.config.relevance_weight * (1.0 - relevance);
-        GoldScore {
-            sentiment,
-            relevance,
-            reward,
-        }
+        let reward = self.config.sentiment_weight * sentiment - self.config.relevance_weight * (1.0 - relevance);
+        GoldScore { sentiment, relevance, reward }
     }
 }
 
@@ -147,12 +135,9 @@ mod tests {
 
     /// A tiny hand-made lexicon (real VADER ratings of these words), so these tests need no fetch.
     fn gold(config: GoldRewardConfig) -> GoldReward {
-        let lexicon = "good\t1.9\t0.9\t[2]\nwonderful\t2.7\t0.8\t[3]\nbad\t-2.5\t0.7\t[-2]\nterrible\t-2.1\t0.8\t[-2]\n";
-        GoldReward::new(
-            Vader::from_lexicon_text(lexicon, Some("😀\tgrinning face\n")).unwrap(),
-            config,
-        )
-        .unwrap()
+        let lexicon =
+            "good\t1.9\t0.9\t[2]\nwonderful\t2.7\t0.8\t[3]\nbad\t-2.5\t0.7\t[-2]\nterrible\t-2.1\t0.8\t[-2]\n";
+        GoldReward::new(Vader::from_lexicon_text(lexicon, Some("😀\tgrinning face\n")).unwrap(), config).unwrap()
     }
 
     #[test]
@@ -161,10 +146,7 @@ mod tests {
         let on = g.score_parts("the sea", "The sea is good.");
         let off = g.score_parts("the sea", "Coffee is wonderful!");
         assert_eq!((on.relevance, off.relevance), (1.0, 0.0));
-        assert!(
-            off.sentiment > on.sentiment,
-            "the off-topic answer is the more positive one"
-        );
+        assert!(off.sentiment > on.sentiment, "the off-topic answer is the more positive one");
         assert!(off.reward < on.reward);
         assert!((off.reward - (off.sentiment - 2.0)).abs() < 1e-12);
         assert!((on.reward - on.sentiment).abs() < 1e-12);
@@ -181,21 +163,11 @@ mod tests {
     #[test]
     fn case_punctuation_and_inflection() {
         let g = gold(GoldRewardConfig::default());
-        for response in [
-            "CATS!",
-            "a cat.",
-            "(cat)",
-            "the cat's toy",
-            "Cat—good",
-            "«cats»",
-        ] {
+        for response in ["CATS!", "a cat.", "(cat)", "the cat's toy", "Cat—good", "«cats»"] {
             assert_eq!(g.relevance("Cats", response), 1.0, "{response}");
         }
         assert_eq!(g.relevance("cats", "category"), 0.0);
-        let exact = gold(GoldRewardConfig {
-            match_inflections: false,
-            ..Default::default()
-        });
+        let exact = gold(GoldRewardConfig { match_inflections: false, ..Default::default() });
         assert_eq!(exact.relevance("cats", "a cat"), 0.0);
         assert_eq!(exact.relevance("cats", "CATS"), 1.0);
     }
@@ -212,14 +184,7 @@ mod tests {
     fn empty_and_degenerate_inputs() {
         let g = gold(GoldRewardConfig::default());
         let empty = g.score_parts("the sea", "");
-        assert_eq!(
-            empty,
-            GoldScore {
-                sentiment: 0.0,
-                relevance: 0.0,
-                reward: -2.0
-            }
-        );
+        assert_eq!(empty, GoldScore { sentiment: 0.0, relevance: 0.0, reward: -2.0 });
         assert_eq!(g.score_parts("the sea", "   \n\t ").reward, -2.0);
         assert_eq!(g.score_parts("", "good").relevance, 1.0); // no topic words: nothing to require
         assert_eq!(g.score_parts("the sea", "!!! ??? ...").relevance, 0.0);
@@ -243,44 +208,21 @@ mod tests {
             assert!(w[0] < w[1], "{:?}: {:?}", r, w);
         }
         // Weights scale the terms linearly.
-        let double = gold(GoldRewardConfig {
-            sentiment_weight: 2.0,
-            ..Default::default()
-        });
-        let (a, b) = (
-            g.score_parts("the sea", ladder[4]),
-            double.score_parts("the sea", ladder[4]),
-        );
+        let double = gold(GoldRewardConfig { sentiment_weight: 2.0, ..Default::default() });
+        let (a, b) = (g.score_parts("the sea", ladder[4]), double.score_parts("the sea", ladder[4]));
         assert!((b.reward - 2.0 * a.reward).abs() < 1e-12);
     }
 
     #[test]
     fn config_round_trip_and_validation() {
         let c: GoldRewardConfig = toml::from_str("relevance_weight = 3.0").unwrap();
-        assert_eq!(
-            c,
-            GoldRewardConfig {
-                relevance_weight: 3.0,
-                ..Default::default()
-            }
-        );
-        let back: GoldRewardConfig =
-            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(c, GoldRewardConfig { relevance_weight: 3.0, ..Default::default() });
+        let back: GoldRewardConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
         assert!(toml::from_str::<GoldRewardConfig>("relevance_wieght = 3.0").is_err());
-        let bad = GoldRewardConfig {
-            sentiment_weight: f64::NAN,
-            ..Default::default()
-        };
+        let bad = GoldRewardConfig { sentiment_weight: f64::NAN, ..Default::default() };
         let err = bad.validate().unwrap_err().to_string();
         assert!(err.contains("sentiment_weight"), "{err}");
-        assert!(
-            GoldRewardConfig {
-                relevance_weight: -1.0,
-                ..Default::default()
-            }
-            .validate()
-            .is_err()
-        );
+        assert!(GoldRewardConfig { relevance_weight: -1.0, ..Default::default() }.validate().is_err());
     }
 }

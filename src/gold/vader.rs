@@ -65,17 +65,10 @@ impl Vader {
     pub fn from_lexicon_text(lexicon: &str, emoji_lexicon: Option<&str>) -> Result<Self> {
         let mut lex = HashMap::new();
         for (n, line) in lines(lexicon) {
-            let (word, measure) =
-                two_fields(line).with_context(|| format!("VADER lexicon line {n}"))?;
-            let v: f64 = pystr::strip(measure)
-                .parse()
-                .ok()
-                .filter(|v: &f64| v.is_finite())
-                .with_context(|| {
-                    format!(
-                        "VADER lexicon line {n}: field 2 (mean rating) `{measure}` is not a number"
-                    )
-                })?;
+            let (word, measure) = two_fields(line).with_context(|| format!("VADER lexicon line {n}"))?;
+            let v: f64 = pystr::strip(measure).parse().ok().filter(|v: &f64| v.is_finite()).with_context(|| {
+                format!("VADER lexicon line {n}: field 2 (mean rating) `{measure}` is not a number")
+            })?;
             lex.insert(word.to_string(), v);
         }
         if lex.is_empty() {
@@ -83,31 +76,23 @@ impl Vader {
         }
         let mut emojis = HashMap::new();
         for (n, line) in emoji_lexicon.map(lines).into_iter().flatten() {
-            let (emoji, description) =
-                two_fields(line).with_context(|| format!("VADER emoji lexicon line {n}"))?;
+            let (emoji, description) = two_fields(line).with_context(|| format!("VADER emoji lexicon line {n}"))?;
             let mut chars = emoji.chars();
             if let (Some(c), None) = (chars.next(), chars.next()) {
                 emojis.insert(c, description.to_string());
             }
         }
-        Ok(Self {
-            lexicon: lex,
-            emojis,
-        })
+        Ok(Self { lexicon: lex, emojis })
     }
 
     /// Reads the two lexicon files (errors name the file and line).
     pub fn load(lexicon: &Path, emoji_lexicon: Option<&Path>) -> Result<Self> {
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
-        };
+        let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
         let lex_text = read(lexicon)?;
         let emoji_text = emoji_lexicon.map(read).transpose()?;
-        Self::from_lexicon_text(&lex_text, emoji_text.as_deref()).with_context(|| {
-            match emoji_lexicon {
-                Some(e) => format!("in {} / {}", lexicon.display(), e.display()),
-                None => format!("in {}", lexicon.display()),
-            }
+        Self::from_lexicon_text(&lex_text, emoji_text.as_deref()).with_context(|| match emoji_lexicon {
+            Some(e) => format!("in {} / {}", lexicon.display(), e.display()),
+            None => format!("in {}", lexicon.display()),
         })
     }
 
@@ -152,13 +137,9 @@ impl Vader {
         for i in 0..tokens.words.len() {
             let w = tokens.lower[i].as_str();
             // Degree adverbs and "kind of" modify their neighbours and carry no valence themselves.
-            let modifier = rules::booster(w).is_some()
-                || (w == "kind" && tokens.lower.get(i + 1).is_some_and(|n| n == "of"));
-            sentiments.push(if modifier {
-                0.0
-            } else {
-                self.word_valence(&tokens, i)
-            });
+            let modifier =
+                rules::booster(w).is_some() || (w == "kind" && tokens.lower.get(i + 1).is_some_and(|n| n == "of"));
+            sentiments.push(if modifier { 0.0 } else { self.word_valence(&tokens, i) });
         }
         but_rule(&tokens.lower, &mut sentiments);
         score(&sentiments, &text)
@@ -214,12 +195,7 @@ impl Vader {
         for distance in 0..3 {
             // Up to three preceding words that are not themselves rated.
             if i > distance && !self.in_lexicon(&lower[i - distance - 1]) {
-                let mut s = booster_shift(
-                    t.words[i - distance - 1],
-                    &lower[i - distance - 1],
-                    v,
-                    t.cap_diff,
-                );
+                let mut s = booster_shift(t.words[i - distance - 1], &lower[i - distance - 1], v, t.cap_diff);
                 if s != 0.0 {
                     s *= [1.0, 0.95, 0.9][distance];
                 }
@@ -238,11 +214,7 @@ impl Vader {
         if i == 0 || lower[i - 1] != "least" || self.in_lexicon(&lower[i - 1]) {
             return v;
         }
-        if i > 1 && matches!(lower[i - 2].as_str(), "at" | "very") {
-            v
-        } else {
-            v * N_SCALAR
-        }
+        if i > 1 && matches!(lower[i - 2].as_str(), "at" | "very") { v } else { v * N_SCALAR }
     }
 }
 
@@ -253,30 +225,19 @@ impl<'a> Tokens<'a> {
         let words: Vec<&str> = pystr::split_whitespace(text)
             .map(|tok| {
                 let stripped = pystr::strip_ascii_punctuation(tok);
-                if stripped.chars().count() <= 2 {
-                    tok
-                } else {
-                    stripped
-                }
+                if stripped.chars().count() <= 2 { tok } else { stripped }
             })
             .collect();
         let lower = words.iter().map(|w| w.to_lowercase()).collect();
         let caps = words.iter().filter(|w| pystr::is_upper(w)).count();
         let cap_diff = caps > 0 && caps < words.len();
-        Self {
-            words,
-            lower,
-            cap_diff,
-        }
+        Self { words, lower, cap_diff }
     }
 }
 
 /// Non-empty lines with 1-based numbers, as the reference reads a lexicon.
 fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.split('\n')
-        .enumerate()
-        .map(|(k, l)| (k + 1, l))
-        .filter(|(_, l)| !pystr::strip(l).is_empty())
+    text.split('\n').enumerate().map(|(k, l)| (k + 1, l)).filter(|(_, l)| !pystr::strip(l).is_empty())
 }
 
 /// The first two tab-separated fields of a stripped line.
@@ -284,10 +245,7 @@ fn two_fields(line: &str) -> Result<(&str, &str)> {
     let mut fields = pystr::strip(line).split('\t');
     match (fields.next(), fields.next()) {
         (Some(a), Some(b)) => Ok((a, b)),
-        _ => bail!(
-            "expected at least two tab-separated fields, found one: `{}`",
-            line.trim_end()
-        ),
+        _ => bail!("expected at least two tab-separated fields, found one: `{}`", line.trim_end()),
     }
 }
 
@@ -327,25 +285,11 @@ fn negation_rule(v: f64, lower: &[String], distance: usize, i: usize) -> f64 {
 /// Special-case idioms around word `i` (needs `i >= 3`) replace its valence ("the shit" = 3);
 /// two-word dampeners before it ("kind of good") then shift it.
 fn idiom_rule(mut v: f64, lower: &[String], i: usize) -> f64 {
-    let join = |ks: &[usize]| {
-        ks.iter()
-            .map(|&k| lower[k].as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let join = |ks: &[usize]| ks.iter().map(|&k| lower[k].as_str()).collect::<Vec<_>>().join(" ");
     let (one_zero, two_one_zero) = (join(&[i - 1, i]), join(&[i - 2, i - 1, i]));
-    let (two_one, three_two_one, three_two) = (
-        join(&[i - 2, i - 1]),
-        join(&[i - 3, i - 2, i - 1]),
-        join(&[i - 3, i - 2]),
-    );
-    let before = [
-        &one_zero,
-        &two_one_zero,
-        &two_one,
-        &three_two_one,
-        &three_two,
-    ];
+    let (two_one, three_two_one, three_two) =
+        (join(&[i - 2, i - 1]), join(&[i - 3, i - 2, i - 1]), join(&[i - 3, i - 2]));
+    let before = [&one_zero, &two_one_zero, &two_one, &three_two_one, &three_two];
     if let Some(s) = before.iter().find_map(|seq| rules::special_case(seq)) {
         v = s;
     }
@@ -400,12 +344,7 @@ fn punctuation_emphasis(text: &str) -> f64 {
 /// Combines the per-word valences into the four scores (unrounded).
 fn score(sentiments: &[f64], text: &str) -> Polarity {
     if sentiments.is_empty() {
-        return Polarity {
-            neg: 0.0,
-            neu: 0.0,
-            pos: 0.0,
-            compound: 0.0,
-        };
+        return Polarity { neg: 0.0, neu: 0.0, pos: 0.0, compound: 0.0 };
     }
     let emphasis = punctuation_emphasis(text);
     let mut sum = sentiments.iter().fold(0.0, |a, &s| a + s);
@@ -477,16 +416,7 @@ mod tests {
     fn rules_match_reference_on_small_lexicon() {
         let v = Vader::from_lexicon_text(LEXICON, Some(EMOJI)).unwrap();
         for &(text, neg, neu, pos, compound) in REFERENCE {
-            assert_eq!(
-                v.polarity_scores(text),
-                Polarity {
-                    neg,
-                    neu,
-                    pos,
-                    compound
-                },
-                "{text:?}"
-            );
+            assert_eq!(v.polarity_scores(text), Polarity { neg, neu, pos, compound }, "{text:?}");
         }
     }
 
@@ -518,9 +448,6 @@ mod tests {
         assert!(format!("{err:#}").contains("line 1: field 2"), "{err:#}");
         assert!(Vader::from_lexicon_text("\n\n", None).is_err());
         let err = Vader::from_lexicon_text("good\t1\n", Some("😊\n")).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("emoji lexicon line 1"),
-            "{err:#}"
-        );
+        assert!(format!("{err:#}").contains("emoji lexicon line 1"), "{err:#}");
     }
 }

@@ -13,7 +13,7 @@ use anyhow::Context;
 use super::loss_api::{
     DpoParams, EpaParams, InfoNcaParams, IpoParams, LossConfig, LossTerm, PlackettLuceParams, Role, ScoreBatch,
 };
-use super::methods::{ScoreRows, Method, MethodKind};
+use super::methods::{Method, MethodKind, ScoreRows};
 use super::world::World;
 
 /// Loss hyper-parameters shared by every method.
@@ -90,24 +90,14 @@ pub struct IndexBatch {
 }
 
 impl IndexBatch {
-    pub fn new(
-        layout: &ScoreRows,
-        world: &World,
-        inits: usize,
-        with_scores: bool,
-        device: &Device,
-    ) -> IndexBatch {
+    pub fn new(layout: &ScoreRows, world: &World, inits: usize, with_scores: bool, device: &Device) -> IndexBatch {
         let (n, m) = (world.n_prompts, world.n_responses);
         let rows = layout.rows.len();
         let cols = layout.roles.len();
         let mut index = Vec::with_capacity(inits * rows * cols);
         for i in 0..inits {
             for row in &layout.rows {
-                index.extend(
-                    row.ids
-                        .iter()
-                        .map(|&y| ((i * n + row.prompt) * m + y) as i64),
-                );
+                index.extend(row.ids.iter().map(|&y| ((i * n + row.prompt) * m + y) as i64));
             }
         }
         let per_init = |f: &dyn Fn(&super::methods::Row) -> Vec<f32>| -> Tensor<2> {
@@ -119,12 +109,7 @@ impl IndexBatch {
             }
             Tensor::from_data(TensorData::new(v, [inits * rows, cols]), device)
         };
-        let ref_logps = per_init(&|r| {
-            r.ids
-                .iter()
-                .map(|&y| world.ref_logp[r.prompt * m + y] as f32)
-                .collect()
-        });
+        let ref_logps = per_init(&|r| r.ids.iter().map(|&y| world.ref_logp[r.prompt * m + y] as f32).collect());
         let mask = per_init(&|r| r.mask.clone());
         let scores = with_scores.then(|| per_init(&|r| r.scores.clone()));
         IndexBatch {
@@ -142,10 +127,7 @@ impl IndexBatch {
 
     /// The score matrix of all inits from log π_θ, `[I·N, M]` (differentiable).
     pub fn batch(&self, logp: Tensor<2>) -> ScoreBatch {
-        let policy = logp
-            .flatten::<1>(0, 1)
-            .select(0, self.index.clone())
-            .reshape([self.inits * self.rows, self.cols]);
+        let policy = logp.flatten::<1>(0, 1).select(0, self.index.clone()).reshape([self.inits * self.rows, self.cols]);
         ScoreBatch {
             policy_logps: policy,
             ref_logps: Some(self.ref_logps.clone()),

@@ -54,14 +54,8 @@ pub fn sample(
 ) -> anyhow::Result<PrefData> {
     let (n, m) = (world.n_prompts, world.n_responses);
     let pool = if pool == 0 || pool > m { m } else { pool };
-    anyhow::ensure!(
-        k >= 2,
-        "--k (candidates per comparison) must be at least 2, got {k}"
-    );
-    anyhow::ensure!(
-        k <= pool,
-        "--k = {k} exceeds the candidate pool of {pool} responses"
-    );
+    anyhow::ensure!(k >= 2, "--k (candidates per comparison) must be at least 2, got {k}");
+    anyhow::ensure!(k <= pool, "--k = {k} exceeds the candidate pool of {pool} responses");
     anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
     let gumbel = Gumbel::new(0.0, 1.0)?;
     let mut rng = rng(seed, stream::DATA);
@@ -70,34 +64,19 @@ pub fn sample(
     for x in 0..n {
         // Pool: `pool` draws without replacement from π_ref(·|x) (Gumbel-top-k).
         let logp = world.row(&world.ref_logp, x);
-        let candidates = top_k(
-            logp.iter().map(|l| l + gumbel.sample(&mut rng)).collect(),
-            pool,
-        );
+        let candidates = top_k(logp.iter().map(|l| l + gumbel.sample(&mut rng)).collect(), pool);
         for _ in 0..rounds {
-            let picked: Vec<usize> = index::sample(&mut rng, pool, k)
-                .into_iter()
-                .map(|i| candidates[i])
-                .collect();
+            let picked: Vec<usize> = index::sample(&mut rng, pool, k).into_iter().map(|i| candidates[i]).collect();
             let r = world.row(&world.reward, x);
-            let keys: Vec<f64> = picked
-                .iter()
-                .map(|&y| r[y] + gumbel.sample(&mut rng))
-                .collect();
+            let keys: Vec<f64> = picked.iter().map(|&y| r[y] + gumbel.sample(&mut rng)).collect();
             let ranked: Vec<usize> = top_k(keys, k).into_iter().map(|i| picked[i]).collect();
             for &y in &ranked {
                 seen[x * m + y] = true;
             }
-            rounds_out.push(Round {
-                prompt: x,
-                ranked,
-                weak: Vec::new(),
-            });
+            rounds_out.push(Round { prompt: x, ranked, weak: Vec::new() });
         }
     }
-    let seen_by_any: Vec<usize> = (0..m)
-        .map(|y| (0..n).filter(|&x| seen[x * m + y]).count())
-        .collect();
+    let seen_by_any: Vec<usize> = (0..m).map(|y| (0..n).filter(|&x| seen[x * m + y]).count()).collect();
     let mut weak_rng = rng_weak(seed);
     let mut weak_pool_sizes = Vec::with_capacity(n);
     let mut weak_pools = Vec::with_capacity(n);
@@ -110,20 +89,10 @@ pub fn sample(
     for round in &mut rounds_out {
         let pool_x = &weak_pools[round.prompt];
         let take = max_weak.min(pool_x.len());
-        round.weak = index::sample(&mut weak_rng, pool_x.len(), take)
-            .into_iter()
-            .map(|i| pool_x[i])
-            .collect();
+        round.weak = index::sample(&mut weak_rng, pool_x.len(), take).into_iter().map(|i| pool_x[i]).collect();
     }
-    let seen_counts = (0..n)
-        .map(|x| (0..m).filter(|&y| seen[x * m + y]).count())
-        .collect();
-    Ok(PrefData {
-        rounds: rounds_out,
-        seen,
-        weak_pool_sizes,
-        seen_counts,
-    })
+    let seen_counts = (0..n).map(|x| (0..m).filter(|&y| seen[x * m + y]).count()).collect();
+    Ok(PrefData { rounds: rounds_out, seen, weak_pool_sizes, seen_counts })
 }
 
 fn rng_weak(seed: u64) -> rand_chacha::ChaCha8Rng {
@@ -156,8 +125,7 @@ pub fn finite_bt_mle(data: &PrefData, n_prompts: usize, n_responses: usize) -> u
             let nodes: Vec<usize> = (0..m).filter(|&y| data.seen[x * m + y]).collect();
             let forward: Vec<(usize, usize)> = beats[x].clone();
             let backward: Vec<(usize, usize)> = beats[x].iter().map(|&(a, b)| (b, a)).collect();
-            nodes.len() < 2
-                || (reaches_all(&nodes, &forward, m) && reaches_all(&nodes, &backward, m))
+            nodes.len() < 2 || (reaches_all(&nodes, &forward, m) && reaches_all(&nodes, &backward, m))
         })
         .count()
 }

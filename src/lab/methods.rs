@@ -52,10 +52,7 @@ pub struct Method {
 impl Method {
     pub fn new(kind: MethodKind, n_weak: usize) -> Method {
         let uses = matches!(kind, MethodKind::EpaWeak | MethodKind::Epa);
-        Method {
-            kind,
-            n_weak: if uses { n_weak } else { 0 },
-        }
+        Method { kind, n_weak: if uses { n_weak } else { 0 } }
     }
 
     /// Stable name used in results.json, the report and plots.
@@ -113,23 +110,12 @@ pub fn layout(method: &Method, data: &PrefData) -> ScoreRows {
         MethodKind::PlackettLuce | MethodKind::Infonca | MethodKind::EpaStrong => {
             for r in &data.rounds {
                 let scores = (0..k).map(|i| (k - 1 - i) as f32).collect();
-                rows.push(Row {
-                    prompt: r.prompt,
-                    ids: r.ranked.clone(),
-                    mask: vec![1.0; k],
-                    scores,
-                });
+                rows.push(Row { prompt: r.prompt, ids: r.ranked.clone(), mask: vec![1.0; k], scores });
             }
-            std::iter::once(Role::Positive)
-                .chain(std::iter::repeat_n(Role::Strong, k - 1))
-                .collect()
+            std::iter::once(Role::Positive).chain(std::iter::repeat_n(Role::Strong, k - 1)).collect()
         }
         MethodKind::EpaWeak | MethodKind::Epa => {
-            let strong = if method.kind == MethodKind::Epa {
-                k - 1
-            } else {
-                0
-            };
+            let strong = if method.kind == MethodKind::Epa { k - 1 } else { 0 };
             let n = method.n_weak;
             for r in &data.rounds {
                 let mut ids = r.ranked[..1 + strong].to_vec();
@@ -147,12 +133,7 @@ pub fn layout(method: &Method, data: &PrefData) -> ScoreRows {
                     }
                 }
                 let scores = vec![0.0; ids.len()];
-                rows.push(Row {
-                    prompt: r.prompt,
-                    ids,
-                    mask,
-                    scores,
-                });
+                rows.push(Row { prompt: r.prompt, ids, mask, scores });
             }
             std::iter::once(Role::Positive)
                 .chain(std::iter::repeat_n(Role::Strong, strong))

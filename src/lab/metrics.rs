@@ -38,10 +38,7 @@ pub fn log_policy(world: &World, logits: &[f32]) -> Vec<f64> {
 
 /// r_θ(x,y) = β (log π_θ − log π_ref), `[N·M]`.
 pub fn learned_reward(world: &World, logp: &[f64], beta: f64) -> Vec<f64> {
-    logp.iter()
-        .zip(&world.ref_logp)
-        .map(|(a, b)| beta * (a - b))
-        .collect()
+    logp.iter().zip(&world.ref_logp).map(|(a, b)| beta * (a - b)).collect()
 }
 
 /// All metrics of one policy given as logits.
@@ -60,13 +57,8 @@ pub fn evaluate(world: &World, logits: &[f32], seen: &[bool], beta: f64) -> Poli
         acc.pearson += pearson(rx, sx);
         let diff: Vec<f64> = rx.iter().zip(sx).map(|(a, b)| a - b).collect();
         acc.eps_hat += variance(&diff);
-        let pick = |want: bool| -> Vec<f64> {
-            diff.iter()
-                .zip(seenx)
-                .filter(|&(_, &s)| s == want)
-                .map(|(d, _)| *d)
-                .collect()
-        };
+        let pick =
+            |want: bool| -> Vec<f64> { diff.iter().zip(seenx).filter(|&(_, &s)| s == want).map(|(d, _)| *d).collect() };
         let (ds, du) = (pick(true), pick(false));
         if ds.len() >= 2 {
             acc.eps_hat_seen += variance(&ds);
@@ -76,18 +68,9 @@ pub fn evaluate(world: &World, logits: &[f32], seen: &[bool], beta: f64) -> Poli
             acc.eps_hat_unseen += variance(&du);
             n_unseen += 1;
         }
-        acc.kl += lx
-            .iter()
-            .zip(refx)
-            .map(|(l, q)| l.exp() * (l - q))
-            .sum::<f64>();
+        acc.kl += lx.iter().zip(refx).map(|(l, q)| l.exp() * (l - q)).sum::<f64>();
         acc.expected_reward += lx.iter().zip(sx).map(|(l, s)| l.exp() * s).sum::<f64>();
-        acc.mass_unseen += lx
-            .iter()
-            .zip(seenx)
-            .filter(|&(_, &s)| !s)
-            .map(|(l, _)| l.exp())
-            .sum::<f64>();
+        acc.mass_unseen += lx.iter().zip(seenx).filter(|&(_, &s)| !s).map(|(l, _)| l.exp()).sum::<f64>();
     }
     let n = world.n_prompts as f64;
     acc.pearson /= n;
@@ -95,16 +78,8 @@ pub fn evaluate(world: &World, logits: &[f32], seen: &[bool], beta: f64) -> Poli
     acc.kl /= n;
     acc.expected_reward /= n;
     acc.mass_unseen /= n;
-    acc.eps_hat_seen = if n_seen > 0 {
-        acc.eps_hat_seen / n_seen as f64
-    } else {
-        f64::NAN
-    };
-    acc.eps_hat_unseen = if n_unseen > 0 {
-        acc.eps_hat_unseen / n_unseen as f64
-    } else {
-        f64::NAN
-    };
+    acc.eps_hat_seen = if n_seen > 0 { acc.eps_hat_seen / n_seen as f64 } else { f64::NAN };
+    acc.eps_hat_unseen = if n_unseen > 0 { acc.eps_hat_unseen / n_unseen as f64 } else { f64::NAN };
     acc
 }
 
@@ -113,12 +88,7 @@ pub fn reference_points(world: &World, beta: f64) -> (PolicyMetrics, PolicyMetri
     let seen = vec![true; world.ref_logp.len()];
     let as_f32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
     let reference = evaluate(world, &as_f32(&world.ref_logp), &seen, beta);
-    let opt: Vec<f64> = world
-        .ref_logp
-        .iter()
-        .zip(&world.reward)
-        .map(|(l, r)| l + r / beta)
-        .collect();
+    let opt: Vec<f64> = world.ref_logp.iter().zip(&world.reward).map(|(l, r)| l + r / beta).collect();
     let optimum = evaluate(world, &as_f32(&opt), &seen, beta);
     (reference, optimum)
 }
@@ -132,11 +102,7 @@ pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
         saa += (x - ma) * (x - ma);
         sbb += (y - mb) * (y - mb);
     }
-    if saa <= 0.0 || sbb <= 0.0 {
-        0.0
-    } else {
-        sab / (saa * sbb).sqrt()
-    }
+    if saa <= 0.0 || sbb <= 0.0 { 0.0 } else { sab / (saa * sbb).sqrt() }
 }
 
 pub fn mean(a: &[f64]) -> f64 {

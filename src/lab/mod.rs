@@ -220,18 +220,9 @@ impl BanditResults {
 /// The methods of a run, in report order.
 pub fn method_list(args: &BanditOptions) -> anyhow::Result<Vec<Method>> {
     let want = |kind: MethodKind| args.methods.contains(&kind);
-    let fixed = [
-        MethodKind::Dpo,
-        MethodKind::Ipo,
-        MethodKind::PlackettLuce,
-        MethodKind::Infonca,
-        MethodKind::EpaStrong,
-    ];
-    let mut v: Vec<Method> = fixed
-        .into_iter()
-        .filter(|&k| want(k))
-        .map(|k| Method::new(k, 0))
-        .collect();
+    let fixed =
+        [MethodKind::Dpo, MethodKind::Ipo, MethodKind::PlackettLuce, MethodKind::Infonca, MethodKind::EpaStrong];
+    let mut v: Vec<Method> = fixed.into_iter().filter(|&k| want(k)).map(|k| Method::new(k, 0)).collect();
     if want(MethodKind::EpaWeak) {
         anyhow::ensure!(args.weak > 0, "--weak must be > 0 for epa_weak");
         v.push(Method::new(MethodKind::EpaWeak, args.weak));
@@ -254,33 +245,18 @@ pub fn method_list(args: &BanditOptions) -> anyhow::Result<Vec<Method>> {
 fn validate(a: &BanditOptions) -> anyhow::Result<()> {
     anyhow::ensure!(a.inits >= 1, "--inits must be at least 1");
     anyhow::ensure!(a.steps >= 1, "--steps must be at least 1");
-    anyhow::ensure!(
-        a.beta > 0.0 && a.beta.is_finite(),
-        "--beta must be > 0, got {}",
-        a.beta
-    );
-    anyhow::ensure!(
-        a.lr > 0.0 && a.lr.is_finite(),
-        "--lr must be > 0, got {}",
-        a.lr
-    );
-    anyhow::ensure!(
-        a.w > 0.0 && a.lambda_weak > 0.0,
-        "--w and --lambda-weak must be > 0"
-    );
+    anyhow::ensure!(a.beta > 0.0 && a.beta.is_finite(), "--beta must be > 0, got {}", a.beta);
+    anyhow::ensure!(a.lr > 0.0 && a.lr.is_finite(), "--lr must be > 0, got {}", a.lr);
+    anyhow::ensure!(a.w > 0.0 && a.lambda_weak > 0.0, "--w and --lambda-weak must be > 0");
     anyhow::ensure!(a.infonca_alpha > 0.0, "--infonca-alpha must be > 0");
-    anyhow::ensure!(
-        a.init_sd >= 0.0 && a.init_sd.is_finite(),
-        "--init-sd must be >= 0"
-    );
+    anyhow::ensure!(a.init_sd >= 0.0 && a.init_sd.is_finite(), "--init-sd must be >= 0");
     Ok(())
 }
 
 /// Runs the whole lab and writes results.json, report.md and the plots into `args.out`.
 pub fn run_bandit(args: &BanditOptions) -> anyhow::Result<BanditResults> {
     let (results, policies) = simulate(args)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let json = serde_json::to_string_pretty(&results)? + "\n";
     write(&args.out.join("results.json"), &json)?;
     write(&args.out.join("report.md"), &report::markdown(&results))?;
@@ -306,30 +282,14 @@ pub struct PolicySample {
 /// Trains every method; returns the results and the policies the scatter plot shows.
 pub fn simulate(args: &BanditOptions) -> anyhow::Result<(BanditResults, Vec<PolicySample>)> {
     validate(args)?;
-    let world = World::generate(
-        args.n_prompts,
-        args.n_responses,
-        args.ref_policy,
-        args.ref_sd,
-        args.reward_sd,
-        args.seed,
-    )?;
+    let world =
+        World::generate(args.n_prompts, args.n_responses, args.ref_policy, args.ref_sd, args.reward_sd, args.seed)?;
     let methods = method_list(args)?;
     let max_weak = methods.iter().map(|m| m.n_weak).max().unwrap_or(0);
     let data = data::sample(&world, args.pool, args.rounds, args.k, max_weak, args.seed)?;
-    let hyper = Hyper {
-        beta: args.beta,
-        w: args.w,
-        lambda_weak: args.lambda_weak,
-        infonca_alpha: args.infonca_alpha,
-    };
-    let spec = FitSettings {
-        steps: args.steps,
-        lr: args.lr,
-        inits: args.inits,
-        init_sd: args.init_sd,
-        seed: args.seed,
-    };
+    let hyper = Hyper { beta: args.beta, w: args.w, lambda_weak: args.lambda_weak, infonca_alpha: args.infonca_alpha };
+    let spec =
+        FitSettings { steps: args.steps, lr: args.lr, inits: args.inits, init_sd: args.init_sd, seed: args.seed };
     let init = init_logits(&world, &spec)?;
     // The tabular lab is tiny and its outputs are byte-reproducible: always the CPU.
     let device = crate::device::DeviceSpec::Cpu.device()?.autodiff();
@@ -341,10 +301,15 @@ pub fn simulate(args: &BanditOptions) -> anyhow::Result<(BanditResults, Vec<Poli
         let cfg = loss_config(method, &hyper)?;
         let ib = IndexBatch::new(&lay, &world, args.inits, needs_scores(method), &device);
         let started = std::time::Instant::now();
-        let trained = train(&world, &cfg, &ib, &init, &spec, &device)
-            .with_context(|| format!("training {}", method.label()))?;
+        let trained =
+            train(&world, &cfg, &ib, &init, &spec, &device).with_context(|| format!("training {}", method.label()))?;
         // Progress on stderr only: timings never enter the (byte-reproducible) outputs.
-        eprintln!("lab bandit: trained {} ({} inits) in {:.1}s", method.label(), args.inits, started.elapsed().as_secs_f64());
+        eprintln!(
+            "lab bandit: trained {} ({} inits) in {:.1}s",
+            method.label(),
+            args.inits,
+            started.elapsed().as_secs_f64()
+        );
         let per_init: Vec<InitResult> = (0..args.inits)
             .map(|i| InitResult {
                 init: i,
@@ -354,14 +319,7 @@ pub fn simulate(args: &BanditOptions) -> anyhow::Result<(BanditResults, Vec<Poli
             .collect();
         if scatter_labels.contains(&method.label()) {
             for i in 0..args.inits.min(2) {
-                samples.push(sample_points(
-                    &world,
-                    &data.seen,
-                    &trained.logits[i],
-                    args.beta,
-                    method.label(),
-                    i,
-                ));
+                samples.push(sample_points(&world, &data.seen, &trained.logits[i], args.beta, method.label(), i));
             }
         }
         out.push(summarise(method, &lay, per_init, trained.loss_at_90pct));
@@ -385,37 +343,19 @@ pub fn simulate(args: &BanditOptions) -> anyhow::Result<(BanditResults, Vec<Poli
         reference_policy,
         optimal_policy,
     };
-    Ok((
-        BanditResults {
-            config: args.clone(),
-            world: world_summary,
-            methods: out,
-        },
-        samples,
-    ))
+    Ok((BanditResults { config: args.clone(), world: world_summary, methods: out }, samples))
 }
 
 /// DPO and the EPA run with the most weak negatives.
 fn scatter_methods(methods: &[Method]) -> Vec<String> {
     let mut v = vec![Method::new(MethodKind::Dpo, 0).label()];
-    if let Some(m) = methods
-        .iter()
-        .filter(|m| m.kind == MethodKind::Epa)
-        .max_by_key(|m| m.n_weak)
-    {
+    if let Some(m) = methods.iter().filter(|m| m.kind == MethodKind::Epa).max_by_key(|m| m.n_weak) {
         v.push(m.label());
     }
     v
 }
 
-fn sample_points(
-    world: &World,
-    seen: &[bool],
-    logits: &[f32],
-    beta: f64,
-    label: String,
-    init: usize,
-) -> PolicySample {
+fn sample_points(world: &World, seen: &[bool], logits: &[f32], beta: f64, label: String, init: usize) -> PolicySample {
     let logp = metrics::log_policy(world, logits);
     let r = metrics::learned_reward(world, &logp, beta);
     let m = world.n_responses;
@@ -426,21 +366,11 @@ fn sample_points(
         let offset = rx.iter().zip(sx).map(|(a, b)| a - b).sum::<f64>() / m as f64;
         points.extend((0..m).map(|y| (sx[y], rx[y] - offset, seen[x * m + y])));
     }
-    PolicySample {
-        label,
-        init,
-        points,
-    }
+    PolicySample { label, init, points }
 }
 
-fn summarise(
-    method: &Method,
-    lay: &methods::ScoreRows,
-    per_init: Vec<InitResult>,
-    loss_at_90pct: f64,
-) -> MethodResult {
-    let col =
-        |f: &dyn Fn(&InitResult) -> f64| Summary::of(&per_init.iter().map(f).collect::<Vec<_>>());
+fn summarise(method: &Method, lay: &methods::ScoreRows, per_init: Vec<InitResult>, loss_at_90pct: f64) -> MethodResult {
+    let col = |f: &dyn Fn(&InitResult) -> f64| Summary::of(&per_init.iter().map(f).collect::<Vec<_>>());
     let final_loss = col(&|r| r.final_loss);
     MethodResult {
         label: method.label(),

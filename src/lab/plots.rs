@@ -44,9 +44,7 @@ pub(crate) fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 }
 
 pub(crate) fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-        (a.min(x), b.max(x))
-    });
+    let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
     let pad = ((hi - lo) * 0.05).max(1e-3);
     (lo - pad, hi + pad)
 }
@@ -77,26 +75,14 @@ pub fn scatter(path: &Path, samples: &[PolicySample]) -> anyhow::Result<()> {
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(err)?;
-        let unseen = s
-            .points
-            .iter()
-            .filter(|p| !p.2)
-            .map(|p| Circle::new((p.0, p.1), 2, RED.mix(0.5).filled()));
+        let unseen = s.points.iter().filter(|p| !p.2).map(|p| Circle::new((p.0, p.1), 2, RED.mix(0.5).filled()));
         chart
             .draw_series(unseen)
             .map_err(err)?
             .label("never compared")
             .legend(|(x, y)| Circle::new((x, y), 3, RED.filled()));
-        let seen = s
-            .points
-            .iter()
-            .filter(|p| p.2)
-            .map(|p| Circle::new((p.0, p.1), 2, BLUE.filled()));
-        chart
-            .draw_series(seen)
-            .map_err(err)?
-            .label("compared")
-            .legend(|(x, y)| Circle::new((x, y), 3, BLUE.filled()));
+        let seen = s.points.iter().filter(|p| p.2).map(|p| Circle::new((p.0, p.1), 2, BLUE.filled()));
+        chart.draw_series(seen).map_err(err)?.label("compared").legend(|(x, y)| Circle::new((x, y), 3, BLUE.filled()));
         chart
             .draw_series(LineSeries::new([(x0, x0), (x1, x1)], BLACK.stroke_width(2)))
             .map_err(err)?
@@ -111,19 +97,11 @@ pub fn scatter(path: &Path, samples: &[PolicySample]) -> anyhow::Result<()> {
 /// mean ± sd over inits, with DPO and EPA strong-only as horizontal references.
 pub fn weak_sweep(path: &Path, r: &BanditResults) -> anyhow::Result<()> {
     font();
-    let sweep: Vec<_> = r
-        .methods
-        .iter()
-        .filter(|m| m.kind == MethodKind::Epa)
-        .collect();
+    let sweep: Vec<_> = r.methods.iter().filter(|m| m.kind == MethodKind::Epa).collect();
     if sweep.is_empty() {
         return Ok(());
     }
-    let refs: Vec<_> = r
-        .methods
-        .iter()
-        .filter(|m| matches!(m.kind, MethodKind::Dpo | MethodKind::EpaStrong))
-        .collect();
+    let refs: Vec<_> = r.methods.iter().filter(|m| matches!(m.kind, MethodKind::Dpo | MethodKind::EpaStrong)).collect();
     let x = |n: usize| (n as f64).log2();
     let (x0, x1) = bounds(sweep.iter().map(|m| x(m.n_weak)));
     let ys = sweep
@@ -136,10 +114,7 @@ pub fn weak_sweep(path: &Path, r: &BanditResults) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, (800, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "eps-hat vs number of weak negatives (EPA strong+weak)",
-            ("sans-serif", 22),
-        )
+        .caption("eps-hat vs number of weak negatives (EPA strong+weak)", ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(56)
@@ -151,11 +126,7 @@ pub fn weak_sweep(path: &Path, r: &BanditResults) -> anyhow::Result<()> {
         .y_desc("eps-hat = mean_x Var_y(r_θ − r*)  (mean ± sd over inits)")
         .x_labels(((x1 - x0).ceil() as usize + 1).max(2))
         .x_label_formatter(&|v| {
-            if (v - v.round()).abs() < 1e-6 {
-                format!("{:.0}", v.round().exp2())
-            } else {
-                String::new()
-            }
+            if (v - v.round()).abs() < 1e-6 { format!("{:.0}", v.round().exp2()) } else { String::new() }
         })
         .label_style(("sans-serif", 13))
         .draw()
@@ -166,25 +137,17 @@ pub fn weak_sweep(path: &Path, r: &BanditResults) -> anyhow::Result<()> {
         ("never-compared responses", RED, |m| &m.eps_hat_unseen),
     ];
     for (name, color, get) in series {
-        let pts: Vec<(f64, f64, f64)> = sweep
-            .iter()
-            .map(|m| (x(m.n_weak), get(m).mean, get(m).sd))
-            .filter(|p| p.1.is_finite())
-            .collect();
+        let pts: Vec<(f64, f64, f64)> =
+            sweep.iter().map(|m| (x(m.n_weak), get(m).mean, get(m).sd)).filter(|p| p.1.is_finite()).collect();
         chart
-            .draw_series(LineSeries::new(
-                pts.iter().map(|p| (p.0, p.1)),
-                color.stroke_width(2),
-            ))
+            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
             .map_err(err)?
             .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new([(x - 8, y), (x + 8, y)], color.stroke_width(2))
-            });
+            .legend(move |(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], color.stroke_width(2)));
         chart
-            .draw_series(pts.iter().map(|p| {
-                PathElement::new([(p.0, p.1 - p.2), (p.0, p.1 + p.2)], color.stroke_width(2))
-            }))
+            .draw_series(
+                pts.iter().map(|p| PathElement::new([(p.0, p.1 - p.2), (p.0, p.1 + p.2)], color.stroke_width(2))),
+            )
             .map_err(err)?;
     }
     for (m, color) in refs.iter().zip([MAGENTA, GREEN]) {

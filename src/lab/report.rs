@@ -6,11 +6,7 @@ use std::fmt::Write;
 use super::{BanditResults, MethodResult, Summary};
 
 fn ms(s: &Summary) -> String {
-    if s.mean.is_finite() {
-        format!("{:.4} ± {:.4}", s.mean, s.sd)
-    } else {
-        "n/a".into()
-    }
+    if s.mean.is_finite() { format!("{:.4} ± {:.4}", s.mean, s.sd) } else { "n/a".into() }
 }
 
 fn row(m: &MethodResult) -> String {
@@ -77,11 +73,8 @@ pub fn markdown(r: &BanditResults) -> String {
         "Reference points: π_ref has E[r*] = {:.4}; the KL-regularised optimum π* ∝ π_ref·exp(r*/β) has E[r*] = {:.4}, KL = {:.4} (and ε̂ = 0).\n",
         w.reference_policy.expected_reward, w.optimal_policy.expected_reward, w.optimal_policy.kl
     );
-    let _ = writeln!(
-        s,
-        "## Results (mean ± sd over {} inits; metrics over ALL M responses of every prompt)\n",
-        c.inits
-    );
+    let _ =
+        writeln!(s, "## Results (mean ± sd over {} inits; metrics over ALL M responses of every prompt)\n", c.inits);
     let _ = writeln!(
         s,
         "| method | weak | final loss | loss range | Pearson | ε̂ all | ε̂ compared | ε̂ never compared | KL(π‖π_ref) | E_π[r*] | π mass never compared |"

@@ -43,12 +43,7 @@ pub fn init_logits(world: &World, spec: &FitSettings) -> anyhow::Result<Vec<f32>
     let mut v = Vec::with_capacity(spec.inits * world.ref_logp.len());
     for i in 0..spec.inits {
         let mut r = rng(spec.seed, stream::INIT + i as u64);
-        v.extend(
-            world
-                .ref_logp
-                .iter()
-                .map(|l| (l + spec.init_sd * unit.sample(&mut r)) as f32),
-        );
+        v.extend(world.ref_logp.iter().map(|l| (l + spec.init_sd * unit.sample(&mut r)) as f32));
     }
     Ok(v)
 }
@@ -82,9 +77,7 @@ pub fn train(
     let (n, m) = (world.n_prompts, world.n_responses);
     let shape = [spec.inits * n, m];
     let t0 = Tensor::<2>::from_data(TensorData::new(init.to_vec(), shape), device);
-    let mut policy = TabularPolicy {
-        logits: Param::from_tensor(t0),
-    };
+    let mut policy = TabularPolicy { logits: Param::from_tensor(t0) };
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let mut loss_at_90pct = f64::NAN;
     let mark = spec.steps * 9 / 10;
@@ -103,19 +96,10 @@ pub fn train(
     let mut final_loss = Vec::with_capacity(spec.inits);
     for i in 0..spec.inits {
         let l = cfg.compute(&ib.slice(&batch, i))?.loss.into_scalar::<f32>();
-        anyhow::ensure!(
-            l.is_finite(),
-            "training diverged: final loss of init {i} is {l}"
-        );
+        anyhow::ensure!(l.is_finite(), "training diverged: final loss of init {i} is {l}");
         final_loss.push(l as f64);
     }
-    let flat: Vec<f32> = logits
-        .try_into_vec_as::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+    let flat: Vec<f32> = logits.try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
     let logits = flat.chunks(n * m).map(|c| c.to_vec()).collect();
-    Ok(Trained {
-        logits,
-        final_loss,
-        loss_at_90pct,
-    })
+    Ok(Trained { logits, final_loss, loss_at_90pct })
 }

@@ -57,10 +57,7 @@ impl World {
     ) -> anyhow::Result<World> {
         anyhow::ensure!(n_prompts >= 1, "--n-prompts must be at least 1");
         anyhow::ensure!(n_responses >= 2, "--n-responses must be at least 2");
-        anyhow::ensure!(
-            reward_sd > 0.0 && reward_sd.is_finite(),
-            "--reward-sd must be > 0"
-        );
+        anyhow::ensure!(reward_sd > 0.0 && reward_sd.is_finite(), "--reward-sd must be > 0");
         anyhow::ensure!(ref_sd >= 0.0 && ref_sd.is_finite(), "--ref-sd must be >= 0");
         let mut rng = rng(seed, stream::WORLD);
         let n = n_prompts * n_responses;
@@ -73,12 +70,7 @@ impl World {
         for row in ref_logp.chunks_mut(n_responses) {
             log_normalise(row);
         }
-        Ok(World {
-            n_prompts,
-            n_responses,
-            ref_logp,
-            reward,
-        })
+        Ok(World { n_prompts, n_responses, ref_logp, reward })
     }
 
     /// Row `x` of an `[N, M]` vector.

@@ -57,17 +57,11 @@ impl ScoreBatch {
         let HostRows { policy_logps, ref_logps, lengths, mask, roles, true_scores } = rows;
         let batch = Self {
             policy_logps: matrix(device, policy_logps).context("policy_logps")?,
-            ref_logps: ref_logps
-                .map(|r| matrix(device, r))
-                .transpose()
-                .context("ref_logps")?,
+            ref_logps: ref_logps.map(|r| matrix(device, r)).transpose().context("ref_logps")?,
             lengths: matrix(device, lengths).context("lengths")?,
             mask: matrix(device, mask).context("mask")?,
             roles,
-            true_scores: true_scores
-                .map(|s| matrix(device, s))
-                .transpose()
-                .context("true_scores")?,
+            true_scores: true_scores.map(|s| matrix(device, s)).transpose().context("true_scores")?,
         };
         batch.check()?;
         Ok(batch)
@@ -86,10 +80,7 @@ impl ScoreBatch {
     /// Shapes agree, column 0 is the only positive, and there is at least one prompt.
     pub fn check(&self) -> Result<()> {
         let (p, c) = self.dims();
-        ensure!(
-            p > 0 && c > 0,
-            "score batch is empty: policy_logps has shape [{p}, {c}]"
-        );
+        ensure!(p > 0 && c > 0, "score batch is empty: policy_logps has shape [{p}, {c}]");
         let named = [
             ("lengths", Some(&self.lengths)),
             ("mask", Some(&self.mask)),
@@ -105,20 +96,10 @@ impl ScoreBatch {
                 );
             }
         }
-        ensure!(
-            self.roles.len() == c,
-            "score batch: {} roles for {c} candidate columns",
-            self.roles.len()
-        );
-        ensure!(
-            self.roles[0] == Role::Positive,
-            "score batch: column 0 must be the Positive"
-        );
+        ensure!(self.roles.len() == c, "score batch: {} roles for {c} candidate columns", self.roles.len());
+        ensure!(self.roles[0] == Role::Positive, "score batch: column 0 must be the Positive");
         if let Some(j) = self.roles.iter().skip(1).position(|r| *r == Role::Positive) {
-            bail!(
-                "score batch: column {} is a second Positive (only column 0 may be)",
-                j + 1
-            );
+            bail!("score batch: column {} is a second Positive (only column 0 may be)", j + 1);
         }
         Ok(())
     }
@@ -142,24 +123,14 @@ impl ScoreBatch {
     /// `[1, C]` a constant per column (broadcasts over prompts).
     pub fn column_values(&self, value: impl Fn(usize, Role) -> f32) -> Tensor<2> {
         let c = self.roles.len();
-        let v: Vec<f32> = self
-            .roles
-            .iter()
-            .enumerate()
-            .map(|(j, r)| value(j, *r))
-            .collect();
+        let v: Vec<f32> = self.roles.iter().enumerate().map(|(j, r)| value(j, *r)).collect();
         Tensor::from_data(TensorData::new(v, [1, c]), &self.device())
     }
 
     /// `[P]` 1.0 where the positive (column 0) is real.
     pub fn positive_valid(&self) -> Tensor<1> {
         let p = self.dims().0;
-        self.mask
-            .clone()
-            .narrow(1, 0, 1)
-            .greater_elem(0.5)
-            .float()
-            .reshape([p])
+        self.mask.clone().narrow(1, 0, 1).greater_elem(0.5).float().reshape([p])
     }
 
     /// `[P, C]` Σ log π_θ with padded slots set to 0.
@@ -170,9 +141,7 @@ impl ScoreBatch {
     /// `[P, C]` log π_θ − log π_ref with padded slots set to 0. Errors when `ref_logps` is absent.
     pub fn logratios(&self, loss: &str) -> Result<Tensor<2>> {
         let Some(reference) = &self.ref_logps else {
-            bail!(
-                "loss '{loss}' needs reference log-probs, but the score batch has ref_logps = None"
-            );
+            bail!("loss '{loss}' needs reference log-probs, but the score batch has ref_logps = None");
         };
         Ok(self.clean(self.policy_logps.clone() - reference.clone().detach()))
     }
@@ -239,10 +208,7 @@ impl PromptLosses {
     /// Zeroes `values` wherever `valid` is 0 (with a select: no NaN leaks from skipped rows).
     pub fn new(values: Tensor<1>, valid: Tensor<1>) -> Self {
         let skipped = valid.clone().lower_elem(0.5);
-        Self {
-            values: values.mask_fill(skipped, 0.0),
-            valid,
-        }
+        Self { values: values.mask_fill(skipped, 0.0), valid }
     }
 
     /// `[1]` mean over counted prompts; 0 (still attached to the graph) when none counts.
@@ -272,9 +238,5 @@ pub fn masked_log_softmax(x: Tensor<2>, keep: Tensor<2>) -> Tensor<2> {
 /// `[P]` 1.0 where the row has at least `n` kept slots.
 pub fn at_least(keep: &Tensor<2>, n: usize) -> Tensor<1> {
     let p = keep.dims()[0];
-    keep.clone()
-        .sum_dim(1)
-        .greater_equal_elem(n as f64 - 0.5)
-        .float()
-        .reshape([p])
+    keep.clone().sum_dim(1).greater_equal_elem(n as f64 - 0.5).float().reshape([p])
 }

@@ -80,12 +80,8 @@ loss_registry! {
 impl LossTerm {
     /// This term with default hyper-parameters, by name (aliases accepted).
     pub fn from_name(name: &str) -> Result<Self> {
-        serde_json::from_value(serde_json::json!({ "name": name })).map_err(|_| {
-            anyhow::anyhow!(
-                "unknown loss name '{name}'; expected one of {}",
-                LOSS_NAMES.join(", ")
-            )
-        })
+        serde_json::from_value(serde_json::json!({ "name": name }))
+            .map_err(|_| anyhow::anyhow!("unknown loss name '{name}'; expected one of {}", LOSS_NAMES.join(", ")))
     }
 
     pub fn weight(&self) -> f64 {
@@ -104,10 +100,7 @@ impl LossTerm {
     /// The weight is finite and ≥ 0, and the term's own hyper-parameters are in range.
     pub fn validate(&self) -> Result<()> {
         let w = self.weight();
-        ensure!(
-            w.is_finite() && w >= 0.0,
-            "weight must be finite and ≥ 0, got {w}"
-        );
+        ensure!(w.is_finite() && w >= 0.0, "weight must be finite and ≥ 0, got {w}");
         self.as_loss().validate()
     }
 
@@ -134,10 +127,7 @@ impl LossTerm {
 
 /// `x` must be finite and > 0.
 pub(crate) fn check_positive(name: &str, x: f64) -> Result<()> {
-    ensure!(
-        x.is_finite() && x > 0.0,
-        "{name} must be finite and > 0, got {x}"
-    );
+    ensure!(x.is_finite() && x > 0.0, "{name} must be finite and > 0, got {x}");
     Ok(())
 }
 
@@ -155,10 +145,7 @@ pub struct LossConfig {
 impl Default for LossConfig {
     /// EPA with β = 0.1, w = 1, all negatives.
     fn default() -> Self {
-        Self {
-            terms: vec![LossTerm::Epa(Default::default())],
-            metrics_beta: None,
-        }
+        Self { terms: vec![LossTerm::Epa(Default::default())], metrics_beta: None }
     }
 }
 
@@ -166,12 +153,7 @@ impl LossConfig {
     /// TRL style: term names with default hyper-parameters and optional weights (default 1).
     pub fn from_names(names: &[&str], weights: Option<&[f64]>) -> Result<Self> {
         if let Some(w) = weights {
-            ensure!(
-                w.len() == names.len(),
-                "{} loss weights for {} loss names",
-                w.len(),
-                names.len()
-            );
+            ensure!(w.len() == names.len(), "{} loss weights for {} loss names", w.len(), names.len());
         }
         let mut terms = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
@@ -181,10 +163,7 @@ impl LossConfig {
             }
             terms.push(term);
         }
-        let cfg = Self {
-            terms,
-            metrics_beta: None,
-        };
+        let cfg = Self { terms, metrics_beta: None };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -205,13 +184,9 @@ impl LossConfig {
 
     /// Every value in range; errors name the term (index and name) and the field.
     pub fn validate(&self) -> Result<()> {
-        ensure!(
-            !self.terms.is_empty(),
-            "loss configuration has no terms (give at least one [[terms]] with a name)"
-        );
+        ensure!(!self.terms.is_empty(), "loss configuration has no terms (give at least one [[terms]] with a name)");
         for (i, term) in self.terms.iter().enumerate() {
-            term.validate()
-                .with_context(|| format!("loss term #{} ('{}')", i + 1, term.name()))?;
+            term.validate().with_context(|| format!("loss term #{} ('{}')", i + 1, term.name()))?;
         }
         if let Some(b) = self.metrics_beta {
             check_positive("metrics_beta", b)?;
@@ -242,20 +217,13 @@ impl LossConfig {
             .map(|t| {
                 let n = seen.entry(t.name()).or_default();
                 *n += 1;
-                if *n == 1 {
-                    t.name().to_string()
-                } else {
-                    format!("{}#{n}", t.name())
-                }
+                if *n == 1 { t.name().to_string() } else { format!("{}#{n}", t.name()) }
             })
             .collect()
     }
 
     fn reward_kind(&self, batch: &ScoreBatch) -> RewardKind {
-        let first = self
-            .terms
-            .iter()
-            .find_map(|t| t.beta().map(|b| (b, t.needs_reference())));
+        let first = self.terms.iter().find_map(|t| t.beta().map(|b| (b, t.needs_reference())));
         let beta = self.metrics_beta.or(first.map(|f| f.0)).unwrap_or(0.1);
         match (first, &batch.ref_logps) {
             (Some((_, true)), Some(_)) | (None, Some(_)) => RewardKind::LogRatio { beta },
@@ -301,31 +269,18 @@ impl LossConfig {
 fn locate_term_error(text: &str) -> Option<anyhow::Error> {
     let table: toml::Table = toml::from_str(text).ok()?;
     let terms = table.get("terms")?.as_array()?;
-    let headers: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim_start().starts_with("[[terms]]"))
-        .map(|(i, _)| i + 1)
-        .collect();
+    let headers: Vec<usize> =
+        text.lines().enumerate().filter(|(_, l)| l.trim_start().starts_with("[[terms]]")).map(|(i, _)| i + 1).collect();
     terms.iter().enumerate().find_map(|(i, term)| {
         let err = term.clone().try_into::<LossTerm>().err()?;
         let name = term.get("name").and_then(|n| n.as_str()).unwrap_or("?");
-        let line = headers
-            .get(i)
-            .map(|l| format!(", [[terms]] at line {l}"))
-            .unwrap_or_default();
-        Some(anyhow::anyhow!(
-            "loss term #{} (name = '{name}'{line}): {err}",
-            i + 1
-        ))
+        let line = headers.get(i).map(|l| format!(", [[terms]] at line {l}")).unwrap_or_default();
+        Some(anyhow::anyhow!("loss term #{} (name = '{name}'{line}): {err}", i + 1))
     })
 }
 
 /// Host value of a one-element tensor.
 fn scalar(t: Tensor<1>) -> Result<f64> {
-    let v = t
-        .into_data()
-        .try_into_vec_as::<f64>()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let v = t.into_data().try_into_vec_as::<f64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     v.first().copied().context("empty tensor")
 }

@@ -38,12 +38,7 @@ pub struct DpoParams {
 
 impl Default for DpoParams {
     fn default() -> Self {
-        Self {
-            weight: 1.0,
-            beta: 0.1,
-            label_smoothing: 0.0,
-            use_weak: false,
-        }
+        Self { weight: 1.0, beta: 0.1, label_smoothing: 0.0, use_weak: false }
     }
 }
 
@@ -80,12 +75,7 @@ pub struct IpoParams {
 
 impl Default for IpoParams {
     fn default() -> Self {
-        Self {
-            weight: 1.0,
-            beta: 0.1,
-            length_normalize: true,
-            use_weak: false,
-        }
+        Self { weight: 1.0, beta: 0.1, length_normalize: true, use_weak: false }
     }
 }
 
@@ -101,19 +91,12 @@ pub struct HingeParams {
 
 impl Default for HingeParams {
     fn default() -> Self {
-        Self {
-            weight: 1.0,
-            beta: 0.1,
-            use_weak: false,
-        }
+        Self { weight: 1.0, beta: 0.1, use_weak: false }
     }
 }
 
 pub fn check_label_smoothing(eps: f64) -> Result<()> {
-    ensure!(
-        (0.0..0.5).contains(&eps),
-        "label_smoothing must be in [0, 0.5), got {eps}"
-    );
+    ensure!((0.0..0.5).contains(&eps), "label_smoothing must be in [0, 0.5), got {eps}");
     Ok(())
 }
 
@@ -146,11 +129,7 @@ pub fn pairwise(
 /// −(1−ε)·logσ(z) − ε·logσ(−z).
 pub(crate) fn smoothed_sigmoid_loss(z: Tensor<2>, eps: f64) -> Tensor<2> {
     let clean = log_sigmoid(z.clone()).mul_scalar(-(1.0 - eps));
-    if eps == 0.0 {
-        clean
-    } else {
-        clean - log_sigmoid(z.neg()).mul_scalar(eps)
-    }
+    if eps == 0.0 { clean } else { clean - log_sigmoid(z.neg()).mul_scalar(eps) }
 }
 
 /// DPO / cDPO.
@@ -229,9 +208,7 @@ impl Loss for IpoParams {
             lr = lr / batch.lengths();
         }
         let target = 1.0 / (2.0 * self.beta);
-        pairwise(batch, lr, pair_roles(self.use_weak), "ipo", |c, r| {
-            (c - r).sub_scalar(target).square()
-        })
+        pairwise(batch, lr, pair_roles(self.use_weak), "ipo", |c, r| (c - r).sub_scalar(target).square())
     }
     fn uses_weak(&self) -> bool {
         self.use_weak

@@ -63,10 +63,7 @@ impl EpaParams {
     /// `[P, C]` 1.0 on the real negatives EPA uses: per prompt, the first `max_strong` real
     /// strong and the first `max_weak` real weak negatives of the enabled kinds.
     fn negatives(&self, batch: &ScoreBatch) -> Tensor<2> {
-        let kinds = [
-            (self.use_strong, Strong, self.max_strong),
-            (self.use_weak, Weak, self.max_weak),
-        ];
+        let kinds = [(self.use_strong, Strong, self.max_strong), (self.use_weak, Weak, self.max_weak)];
         let mut used = batch.valid(&[]);
         for (_, role, max) in kinds.into_iter().filter(|k| k.0) {
             let real = batch.valid(&[role]);
@@ -95,10 +92,7 @@ impl Loss for EpaParams {
         check_positive("w", self.w)?;
         check_positive("lambda_strong", self.lambda_strong)?;
         check_positive("lambda_weak", self.lambda_weak)?;
-        ensure!(
-            self.use_strong || self.use_weak,
-            "use_strong and use_weak are both false: no negatives left"
-        );
+        ensure!(self.use_strong || self.use_weak, "use_strong and use_weak are both false: no negatives left");
         Ok(())
     }
     fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
@@ -111,19 +105,13 @@ impl Loss for EpaParams {
 
 /// EPA loss per prompt. A prompt counts when its positive and at least one used negative are real.
 fn epa(batch: &ScoreBatch, p: &EpaParams) -> Result<PromptLosses> {
-    let kinds: Vec<Role> = [(p.use_strong, Strong), (p.use_weak, Weak)]
-        .into_iter()
-        .filter_map(|(on, k)| on.then_some(k))
-        .collect();
+    let kinds: Vec<Role> =
+        [(p.use_strong, Strong), (p.use_weak, Weak)].into_iter().filter_map(|(on, k)| on.then_some(k)).collect();
     batch.require_roles(&kinds, "epa")?;
     let r = batch.rewards(p.beta, "epa")?; // [P, C]
     let r_pos = r.clone().narrow(1, 0, 1); // [P, 1]
     // Column offsets: log w on the positive's slot (where r − r⁺ = 0), log λ on negatives.
-    let (log_w, log_ls, log_lw) = (
-        p.w.ln() as f32,
-        p.lambda_strong.ln() as f32,
-        p.lambda_weak.ln() as f32,
-    );
+    let (log_w, log_ls, log_lw) = (p.w.ln() as f32, p.lambda_strong.ln() as f32, p.lambda_weak.ln() as f32);
     let offsets = batch.column_values(|_, role| match role {
         Positive => log_w,
         Strong => log_ls,
@@ -133,8 +121,5 @@ fn epa(batch: &ScoreBatch, p: &EpaParams) -> Result<PromptLosses> {
     // The positive's slot holds log w and is always kept (even when the row is skipped).
     let keep = negatives.clone() + batch.column_values(|j, _| if j == 0 { 1.0 } else { 0.0 });
     let losses = masked_logsumexp(r - r_pos + offsets, keep);
-    Ok(PromptLosses::new(
-        losses,
-        batch.positive_valid() * at_least(&negatives, 1),
-    ))
+    Ok(PromptLosses::new(losses, batch.positive_valid() * at_least(&negatives, 1)))
 }

@@ -40,13 +40,7 @@ pub struct InfoNcaParams {
 
 impl Default for InfoNcaParams {
     fn default() -> Self {
-        Self {
-            weight: 1.0,
-            beta: 0.1,
-            alpha: 1.0,
-            labels: Labels::Soft,
-            include_weak: false,
-        }
+        Self { weight: 1.0, beta: 0.1, alpha: 1.0, labels: Labels::Soft, include_weak: false }
     }
 }
 
@@ -77,11 +71,7 @@ impl Loss for InfoNcaParams {
 
 /// Roles of the candidate set of the listwise losses.
 pub(crate) fn list_roles(include_weak: bool) -> &'static [Role] {
-    if include_weak {
-        &[Positive, Strong, Weak]
-    } else {
-        &[Positive, Strong]
-    }
+    if include_weak { &[Positive, Strong, Weak] } else { &[Positive, Strong] }
 }
 
 /// `[P, C]` target distribution over the candidates `cand` (0 elsewhere).
@@ -110,8 +100,5 @@ fn infonca(batch: &ScoreBatch, p: &InfoNcaParams) -> Result<PromptLosses> {
     let q = targets(batch, p.labels, p.alpha, &cand, "infonca")?;
     let log_probs = masked_log_softmax(batch.rewards(p.beta, "infonca")?, cand.clone());
     let losses = (q * log_probs).sum_dim(1).reshape([n]).neg();
-    Ok(PromptLosses::new(
-        losses,
-        batch.positive_valid() * at_least(&cand, 2),
-    ))
+    Ok(PromptLosses::new(losses, batch.positive_valid() * at_least(&cand, 2)))
 }

@@ -64,18 +64,10 @@ impl Metrics {
 
     /// Mean of every key with a nonzero count, plus the derived `loss`.
     pub fn mean(&self) -> BTreeMap<String, f64> {
-        let mut out: BTreeMap<String, f64> = self
-            .stats
-            .iter()
-            .filter(|(_, s)| s.count > 0.0)
-            .map(|(k, s)| (k.clone(), s.sum / s.count))
-            .collect();
+        let mut out: BTreeMap<String, f64> =
+            self.stats.iter().filter(|(_, s)| s.count > 0.0).map(|(k, s)| (k.clone(), s.sum / s.count)).collect();
         if !self.loss_terms.is_empty() {
-            let loss = self
-                .loss_terms
-                .iter()
-                .map(|(k, w)| w * out.get(k).copied().unwrap_or(0.0))
-                .sum();
+            let loss = self.loss_terms.iter().map(|(k, w)| w * out.get(k).copied().unwrap_or(0.0)).sum();
             out.insert("loss".to_string(), loss);
         }
         out
@@ -104,10 +96,7 @@ pub enum RewardKind {
 /// Host copy of a `[P, C]` tensor as rows of f64.
 fn rows(t: &Tensor<2>) -> Result<Vec<Vec<f64>>> {
     let [_, c] = t.dims();
-    let flat: Vec<f64> = t
-        .to_data()
-        .try_into_vec_as::<f64>()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let flat: Vec<f64> = t.to_data().try_into_vec_as::<f64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(flat.chunks(c.max(1)).map(<[f64]>::to_vec).collect())
 }
 
@@ -145,11 +134,7 @@ pub fn batch_metrics(m: &mut Metrics, batch: &ScoreBatch, kind: RewardKind) -> R
         if !strong.is_empty() {
             let mean = strong.iter().sum::<f64>() / strong.len() as f64;
             m.add("rewards/margins", chosen - mean, 1.0);
-            m.add(
-                "rewards/accuracies",
-                f64::from(strong.iter().all(|&r| chosen > r)),
-                1.0,
-            );
+            m.add("rewards/accuracies", f64::from(strong.iter().all(|&r| chosen > r)), 1.0);
         }
         if !strong.is_empty() || !weak.is_empty() {
             let all = strong.iter().chain(&weak).all(|&r| chosen > r);

@@ -29,11 +29,7 @@ pub struct NcaPairParams {
 
 impl Default for NcaPairParams {
     fn default() -> Self {
-        Self {
-            weight: 1.0,
-            beta: 0.1,
-            use_weak: false,
-        }
+        Self { weight: 1.0, beta: 0.1, use_weak: false }
     }
 }
 
@@ -119,8 +115,5 @@ fn nca(batch: &ScoreBatch, p: &InfoNcaParams) -> Result<PromptLosses> {
     let attract = (q * log_sigmoid(r.clone())).sum_dim(1);
     let repel = (log_sigmoid(r.neg()) * cand.clone()).sum_dim(1) / k;
     let losses = (attract + repel).reshape([n]).neg();
-    Ok(PromptLosses::new(
-        losses,
-        batch.positive_valid() * at_least(&cand, 2),
-    ))
+    Ok(PromptLosses::new(losses, batch.positive_valid() * at_least(&cand, 2)))
 }

@@ -29,11 +29,7 @@ pub struct PlackettLuceParams {
 
 impl Default for PlackettLuceParams {
     fn default() -> Self {
-        Self {
-            weight: 1.0,
-            beta: 0.1,
-            include_weak: false,
-        }
+        Self { weight: 1.0, beta: 0.1, include_weak: false }
     }
 }
 
@@ -73,9 +69,7 @@ fn plackett_luce(batch: &ScoreBatch, p: &PlackettLuceParams) -> Result<PromptLos
     // below[p, i, j] = 1 when candidate j is ranked at or below candidate i.
     let s_i = s.clone().reshape([n, c, 1]).expand([n, c, c]);
     let s_j = s.reshape([n, 1, c]).expand([n, c, c]);
-    let upper: Vec<f32> = (0..c * c)
-        .map(|k| if k % c >= k / c { 1.0 } else { 0.0 })
-        .collect();
+    let upper: Vec<f32> = (0..c * c).map(|k| if k % c >= k / c { 1.0 } else { 0.0 }).collect();
     let upper = Tensor::<3>::from_data(TensorData::new(upper, [1, c, c]), &batch.device());
     let tie = s_i.clone().equal(s_j.clone()).float() * upper;
     let below = s_i.greater(s_j).float() + tie;
@@ -87,8 +81,5 @@ fn plackett_luce(batch: &ScoreBatch, p: &PlackettLuceParams) -> Result<PromptLos
     let max = r_j.clone().detach().max_dim(2);
     let lse = ((r_j - max.clone()).exp().sum_dim(2).log() + max).reshape([n, c]);
     let losses = ((lse - r) * cand.clone()).sum_dim(1).reshape([n]);
-    Ok(PromptLosses::new(
-        losses,
-        batch.positive_valid() * at_least(&cand, 2),
-    ))
+    Ok(PromptLosses::new(losses, batch.positive_valid() * at_least(&cand, 2)))
 }

@@ -22,10 +22,7 @@ pub struct SftParams {
 
 impl Default for SftParams {
     fn default() -> Self {
-        Self {
-            weight: 1.0,
-            length_normalize: true,
-        }
+        Self { weight: 1.0, length_normalize: true }
     }
 }
 

@@ -27,13 +27,7 @@ pub struct SimpoParams {
 
 impl Default for SimpoParams {
     fn default() -> Self {
-        Self {
-            weight: 1.0,
-            beta: 2.0,
-            gamma: 0.5,
-            label_smoothing: 0.0,
-            use_weak: false,
-        }
+        Self { weight: 1.0, beta: 2.0, gamma: 0.5, label_smoothing: 0.0, use_weak: false }
     }
 }
 
@@ -50,20 +44,13 @@ impl Loss for SimpoParams {
     }
     fn validate(&self) -> Result<()> {
         check_positive("beta", self.beta)?;
-        anyhow::ensure!(
-            self.gamma.is_finite(),
-            "gamma must be finite, got {}",
-            self.gamma
-        );
+        anyhow::ensure!(self.gamma.is_finite(), "gamma must be finite, got {}", self.gamma);
         check_label_smoothing(self.label_smoothing)
     }
     fn per_prompt(&self, batch: &ScoreBatch) -> Result<PromptLosses> {
         let avg = batch.policy() / batch.lengths();
         pairwise(batch, avg, pair_roles(self.use_weak), "simpo", |c, r| {
-            smoothed_sigmoid_loss(
-                (c - r).mul_scalar(self.beta).sub_scalar(self.gamma),
-                self.label_smoothing,
-            )
+            smoothed_sigmoid_loss((c - r).mul_scalar(self.beta).sub_scalar(self.gamma), self.label_smoothing)
         })
     }
     fn needs_reference(&self) -> bool {

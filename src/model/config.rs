@@ -101,25 +101,21 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Parses a Hugging Face `config.json`. Errors name the file and the field.
     pub fn from_hf_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read model config {}", path.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not valid JSON", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read model config {}", path.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
         Self::from_hf_json(&value).with_context(|| format!("in model config {}", path.display()))
     }
 
     /// Parses the JSON value of a Hugging Face `config.json`.
     pub fn from_hf_json(v: &serde_json::Value) -> Result<Self> {
         let obj = v.as_object().context("config.json must be a JSON object")?;
-        let model_type = obj
-            .get("model_type")
-            .and_then(|x| x.as_str())
-            .context("field `model_type` is missing or not a string")?;
+        let model_type =
+            obj.get("model_type").and_then(|x| x.as_str()).context("field `model_type` is missing or not a string")?;
         let arch = match Arch::from_model_type(model_type) {
             Some(a) => a,
-            None => bail!(
-                "unsupported architecture: model_type = {model_type:?} (supported: llama, mistral, qwen2)"
-            ),
+            None => bail!("unsupported architecture: model_type = {model_type:?} (supported: llama, mistral, qwen2)"),
         };
         let req_usize = |k: &str| -> Result<usize> {
             obj.get(k)
@@ -130,10 +126,7 @@ impl ModelConfig {
         let opt_f64 = |k: &str| -> Result<Option<f64>> {
             match obj.get(k) {
                 None | Some(serde_json::Value::Null) => Ok(None),
-                Some(x) => x
-                    .as_f64()
-                    .map(Some)
-                    .with_context(|| format!("field `{k}` is not a number")),
+                Some(x) => x.as_f64().map(Some).with_context(|| format!("field `{k}` is not a number")),
             }
         };
         let opt_bool = |k: &str, default: bool| -> Result<bool> {
@@ -177,10 +170,10 @@ impl ModelConfig {
         // transformers >= 5 writes rope_theta inside rope_parameters; older files at top level.
         let rope_theta = match obj.get("rope_parameters") {
             Some(serde_json::Value::Object(rp)) => {
-                if let Some(t) = rp.get("rope_type").and_then(|x| x.as_str()) {
-                    if t != "default" {
-                        bail!("field `rope_parameters.rope_type` = {t:?} is not supported (only \"default\")");
-                    }
+                if let Some(t) = rp.get("rope_type").and_then(|x| x.as_str())
+                    && t != "default"
+                {
+                    bail!("field `rope_parameters.rope_type` = {t:?} is not supported (only \"default\")");
                 }
                 rp.get("rope_theta").and_then(|x| x.as_f64())
             }
@@ -188,10 +181,7 @@ impl ModelConfig {
         };
         let rope_theta = match rope_theta {
             Some(t) => t,
-            None => match opt_f64("rope_theta")? {
-                Some(t) => t,
-                None => 10000.0,
-            },
+            None => opt_f64("rope_theta")?.unwrap_or(10000.0),
         };
         if let Some(serde_json::Value::Object(rs)) = obj.get("rope_scaling") {
             let t = rs.get("rope_type").or(rs.get("type")).and_then(|x| x.as_str()).unwrap_or("?");
@@ -199,10 +189,10 @@ impl ModelConfig {
                 bail!("field `rope_scaling` with rope_type {t:?} is not supported");
             }
         }
-        if let Some(act) = obj.get("hidden_act").and_then(|x| x.as_str()) {
-            if act != "silu" {
-                bail!("field `hidden_act` = {act:?} is not supported (only \"silu\")");
-            }
+        if let Some(act) = obj.get("hidden_act").and_then(|x| x.as_str())
+            && act != "silu"
+        {
+            bail!("field `hidden_act` = {act:?} is not supported (only \"silu\")");
         }
         let (attention_bias, o_bias) = match arch {
             Arch::Qwen2 => (true, false),
@@ -253,10 +243,11 @@ impl ModelConfig {
                 bail!("field `{name}` must be > 0");
             }
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             bail!("field `head_dim` = {} must be even for RoPE", self.head_dim);
         }
-        if !(self.rope_theta > 0.0) {
+        // NaN fails this too.
+        if self.rope_theta.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             bail!("rope theta must be > 0");
         }
         Ok(())
@@ -306,11 +297,12 @@ impl ModelConfig {
         let h = self.hidden_size;
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
-        let attn = h * q + 2 * h * kv + q * h
+        let attn = h * q
+            + 2 * h * kv
+            + q * h
             + if self.attention_bias { q + 2 * kv } else { 0 }
             + if self.o_bias { h } else { 0 };
-        let mlp = 3 * h * self.intermediate_size
-            + if self.mlp_bias { 2 * self.intermediate_size + h } else { 0 };
+        let mlp = 3 * h * self.intermediate_size + if self.mlp_bias { 2 * self.intermediate_size + h } else { 0 };
         let layer = attn + mlp + 2 * h;
         let emb = self.vocab_size * h;
         emb + self.num_hidden_layers * layer + h + if self.tie_word_embeddings { 0 } else { emb }

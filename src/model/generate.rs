@@ -42,11 +42,7 @@ impl SampleConfig {
             "temperature must be a finite number ≥ 0 (0 = greedy), got {}",
             self.temperature
         );
-        anyhow::ensure!(
-            self.top_p > 0.0 && self.top_p <= 1.0,
-            "top_p must be in (0, 1] (1 = off), got {}",
-            self.top_p
-        );
+        anyhow::ensure!(self.top_p > 0.0 && self.top_p <= 1.0, "top_p must be in (0, 1] (1 = off), got {}", self.top_p);
         Ok(())
     }
 }
@@ -63,11 +59,8 @@ pub fn sample_token(logits: &[f32], cfg: &SampleConfig, rng: &mut ChaCha8Rng) ->
         return best as u32;
     }
     let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let mut probs: Vec<(usize, f64)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| (i, (((x - m) / cfg.temperature) as f64).exp()))
-        .collect();
+    let mut probs: Vec<(usize, f64)> =
+        logits.iter().enumerate().map(|(i, &x)| (i, (((x - m) / cfg.temperature) as f64).exp())).collect();
     let z: f64 = probs.iter().map(|p| p.1).sum();
     probs.iter_mut().for_each(|p| p.1 /= z);
     if cfg.top_p < 1.0 {
@@ -104,7 +97,14 @@ pub fn sample_token(logits: &[f32], cfg: &SampleConfig, rng: &mut ChaCha8Rng) ->
 }
 
 /// Generates continuations for each prompt; returns only the new tokens of each row.
-pub fn generate(model: &CausalLm, rope: &Rope, prompts: &[Vec<u32>], cfg: &SampleConfig, pad_id: u32, device: &Device) -> Vec<Vec<u32>> {
+pub fn generate(
+    model: &CausalLm,
+    rope: &Rope,
+    prompts: &[Vec<u32>],
+    cfg: &SampleConfig,
+    pad_id: u32,
+    device: &Device,
+) -> Vec<Vec<u32>> {
     generate_scored(model, rope, prompts, cfg, pad_id, device).into_iter().map(|g| g.ids).collect()
 }
 
@@ -127,7 +127,14 @@ fn log_prob(logits: &[f32], tok: u32) -> f64 {
 
 /// [`generate`], also returning each continuation's log-prob. Identical prompts (several samples of one
 /// prompt) are prefilled once and their key/value cache shared.
-pub fn generate_scored(model: &CausalLm, rope: &Rope, prompts: &[Vec<u32>], cfg: &SampleConfig, pad_id: u32, device: &Device) -> Vec<Generated> {
+pub fn generate_scored(
+    model: &CausalLm,
+    rope: &Rope,
+    prompts: &[Vec<u32>],
+    cfg: &SampleConfig,
+    pad_id: u32,
+    device: &Device,
+) -> Vec<Generated> {
     let b = prompts.len();
     if b == 0 || cfg.max_new_tokens == 0 {
         return vec![Generated { ids: Vec::new(), logp: 0.0 }; b];
@@ -219,7 +226,8 @@ mod tests {
     /// The nucleus by sorting the whole vocabulary, as the definition reads.
     fn nucleus_reference(logits: &[f32], t: f32, top_p: f64) -> Vec<(usize, f64)> {
         let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let mut p: Vec<(usize, f64)> = logits.iter().enumerate().map(|(i, &x)| (i, (((x - m) / t) as f64).exp())).collect();
+        let mut p: Vec<(usize, f64)> =
+            logits.iter().enumerate().map(|(i, &x)| (i, (((x - m) / t) as f64).exp())).collect();
         let z: f64 = p.iter().map(|q| q.1).sum();
         p.iter_mut().for_each(|q| q.1 /= z);
         p.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));

@@ -98,7 +98,12 @@ pub fn decode(f: &GgufFile, bytes: &[u8], t: &GgufTensorInfo) -> Result<Vec<f32>
     }
     let (block, _) = t.ty.block_layout().expect("supported types have a layout");
     if t.dims.first().is_some_and(|&d| d % block as u64 != 0) {
-        bail!("{p}: tensor `{}` of type {} has {} columns, not a multiple of its block size {block}", t.name, t.ty.name(), t.dims[0]);
+        bail!(
+            "{p}: tensor `{}` of type {} has {} columns, not a multiple of its block size {block}",
+            t.name,
+            t.ty.name(),
+            t.dims[0]
+        );
     }
     let data = f.tensor_bytes(t, bytes)?;
     let n = usize::try_from(t.n_elements()).with_context(|| format!("{p}: tensor `{}` is too large", t.name))?;
@@ -136,7 +141,9 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<ModelConfig> {
     let arch = match arch_name {
         "llama" => Arch::Llama,
         "qwen2" => Arch::Qwen2,
-        other => bail!("{p}: GGUF architecture `general.architecture` = {other:?} is not supported (supported: llama, qwen2)"),
+        other => bail!(
+            "{p}: GGUF architecture `general.architecture` = {other:?} is not supported (supported: llama, qwen2)"
+        ),
     };
     let key = |k: &str| format!("{arch_name}.{k}");
     let usize_of = |k: &str| -> Result<usize> { Ok(f.get_u64(&key(k))? as usize) };
@@ -158,36 +165,37 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<ModelConfig> {
         None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
         None => bail!("{p}: embedding_length {hidden_size} is not a multiple of head_count {num_attention_heads}"),
     };
-    if let Some(v) = f.get(&key("attention.value_length")) {
-        if v.as_u64() != Some(head_dim as u64) {
-            bail!("{p}: `{}` = {v:?} differs from the key length {head_dim}: not supported", key("attention.value_length"));
-        }
+    if let Some(v) = f.get(&key("attention.value_length"))
+        && v.as_u64() != Some(head_dim as u64)
+    {
+        bail!("{p}: `{}` = {v:?} differs from the key length {head_dim}: not supported", key("attention.value_length"));
     }
-    if let Some(v) = f.get(&key("rope.dimension_count")) {
-        if v.as_u64() != Some(head_dim as u64) {
-            bail!("{p}: `{}` = {v:?} (partial rotary embedding) is not supported; head_dim is {head_dim}", key("rope.dimension_count"));
-        }
+    if let Some(v) = f.get(&key("rope.dimension_count"))
+        && v.as_u64() != Some(head_dim as u64)
+    {
+        bail!(
+            "{p}: `{}` = {v:?} (partial rotary embedding) is not supported; head_dim is {head_dim}",
+            key("rope.dimension_count")
+        );
     }
-    if let Some(v) = f.get(&key("rope.scaling.type")) {
-        if !matches!(v.as_str(), Some("none")) {
-            bail!("{p}: `{}` = {v:?} is not supported (only unscaled RoPE)", key("rope.scaling.type"));
-        }
+    if let Some(v) = f.get(&key("rope.scaling.type"))
+        && !matches!(v.as_str(), Some("none"))
+    {
+        bail!("{p}: `{}` = {v:?} is not supported (only unscaled RoPE)", key("rope.scaling.type"));
     }
     if f.tensor("rope_freqs.weight").is_some() {
         bail!("{p}: tensor `rope_freqs.weight` (Llama-3.1-style RoPE scaling) is not supported");
     }
 
-    let embd = f
-        .tensor("token_embd.weight")
-        .with_context(|| format!("{p}: tensor `token_embd.weight` is missing"))?;
+    let embd = f.tensor("token_embd.weight").with_context(|| format!("{p}: tensor `token_embd.weight` is missing"))?;
     if embd.dims.len() != 2 || embd.dims[0] as usize != hidden_size {
         bail!("{p}: tensor `token_embd.weight` has dims {:?}, expected [{hidden_size}, vocab]", embd.dims);
     }
     let vocab_size = embd.dims[1] as usize;
-    if let Some(tokens) = f.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
-        if tokens.len() > vocab_size {
-            bail!("{p}: {} tokens in `tokenizer.ggml.tokens` but only {vocab_size} embedding rows", tokens.len());
-        }
+    if let Some(tokens) = f.get("tokenizer.ggml.tokens").and_then(|v| v.as_array())
+        && tokens.len() > vocab_size
+    {
+        bail!("{p}: {} tokens in `tokenizer.ggml.tokens` but only {vocab_size} embedding rows", tokens.len());
     }
     let has = |name: &str| f.tensor(name).is_some();
     let id = |k: &str| f.get(k).and_then(|v| v.as_u64()).map(|x| x as u32);
@@ -219,16 +227,24 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<ModelConfig> {
     Ok(config)
 }
 
+/// A tensor under its Hugging Face name: name, shape (HF order), f32 values.
+type HfTensor = (String, Vec<usize>, Vec<f32>);
+
 /// Dequantises every tensor, renames it, reverses its dims and (llama) un-permutes q/k rows.
 /// Tensors are decoded on all available cores; the result keeps file order.
-fn load_tensors(f: &GgufFile, bytes: &[u8], cfg: &ModelConfig) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+fn load_tensors(f: &GgufFile, bytes: &[u8], cfg: &ModelConfig) -> Result<Vec<HfTensor>> {
     // Names first, so that an unknown tensor is reported before any work is done.
     let hf_names = f
         .tensors
         .iter()
         .map(|t| {
             names::hf_name(&t.name).with_context(|| {
-                format!("{}: tensor `{}` has no Hugging Face counterpart in a {:?} model", f.path.display(), t.name, cfg.arch)
+                format!(
+                    "{}: tensor `{}` has no Hugging Face counterpart in a {:?} model",
+                    f.path.display(),
+                    t.name,
+                    cfg.arch
+                )
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -251,7 +267,8 @@ fn load_one(f: &GgufFile, bytes: &[u8], cfg: &ModelConfig, t: &GgufTensorInfo) -
         None => Ok(values),
         Some(heads) => {
             let rows = t.shape().first().copied().unwrap_or(0);
-            names::unpermute_rows(&values, rows, heads).with_context(|| format!("{}: tensor `{}`", f.path.display(), t.name))
+            names::unpermute_rows(&values, rows, heads)
+                .with_context(|| format!("{}: tensor `{}`", f.path.display(), t.name))
         }
     }
 }
@@ -286,7 +303,8 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) ->
 fn check_shapes(f: &GgufFile, cfg: &ModelConfig, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let (q, kv) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
-    let mut want: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![v, h]), ("model.norm.weight".into(), vec![h])];
+    let mut want: Vec<(String, Vec<usize>)> =
+        vec![("model.embed_tokens.weight".into(), vec![v, h]), ("model.norm.weight".into(), vec![h])];
     if !cfg.tie_word_embeddings {
         want.push(("lm_head.weight".into(), vec![v, h]));
     }
@@ -304,13 +322,21 @@ fn check_shapes(f: &GgufFile, cfg: &ModelConfig, tensors: &[(String, Vec<usize>,
             (n("post_attention_layernorm.weight"), vec![h]),
         ]);
         if cfg.attention_bias {
-            want.extend([(n("self_attn.q_proj.bias"), vec![q]), (n("self_attn.k_proj.bias"), vec![kv]), (n("self_attn.v_proj.bias"), vec![kv])]);
+            want.extend([
+                (n("self_attn.q_proj.bias"), vec![q]),
+                (n("self_attn.k_proj.bias"), vec![kv]),
+                (n("self_attn.v_proj.bias"), vec![kv]),
+            ]);
         }
         if cfg.o_bias {
             want.push((n("self_attn.o_proj.bias"), vec![h]));
         }
         if cfg.mlp_bias {
-            want.extend([(n("mlp.gate_proj.bias"), vec![i]), (n("mlp.up_proj.bias"), vec![i]), (n("mlp.down_proj.bias"), vec![h])]);
+            want.extend([
+                (n("mlp.gate_proj.bias"), vec![i]),
+                (n("mlp.up_proj.bias"), vec![i]),
+                (n("mlp.down_proj.bias"), vec![h]),
+            ]);
         }
     }
     for (name, shape) in &want {
@@ -323,7 +349,12 @@ fn check_shapes(f: &GgufFile, cfg: &ModelConfig, tensors: &[(String, Vec<usize>,
         }
     }
     if tensors.len() != want.len() {
-        bail!("{}: {} tensors, but the metadata implies {}: extra layers or parameters?", f.path.display(), tensors.len(), want.len());
+        bail!(
+            "{}: {} tensors, but the metadata implies {}: extra layers or parameters?",
+            f.path.display(),
+            tensors.len(),
+            want.len()
+        );
     }
     Ok(())
 }

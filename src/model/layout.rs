@@ -43,12 +43,8 @@ impl Layout {
     /// sees exactly what it would see as a separate sequence `prompt ⊕ response`.
     pub fn shared_prefix(groups: &[(&[u32], Vec<&[u32]>)], pad_id: u32) -> Layout {
         let batch = groups.len();
-        let len = groups
-            .iter()
-            .map(|(p, rs)| p.len() + rs.iter().map(|r| r.len()).sum::<usize>())
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let len =
+            groups.iter().map(|(p, rs)| p.len() + rs.iter().map(|r| r.len()).sum::<usize>()).max().unwrap_or(0).max(1);
         let mut input_ids = vec![pad_id as i64; batch * len];
         let mut position_ids = vec![0i64; batch * len];
         let mut segment = vec![-1i32; batch * len];

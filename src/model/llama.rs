@@ -123,8 +123,7 @@ impl ForwardInputs {
     /// Dense inputs for any layout (the mask as a `[B, 1, T, T]` bias).
     pub fn from_layout(layout: &Layout, rope: &Rope, device: &Device) -> Self {
         let (b, t) = (layout.batch, layout.len);
-        let bias = Tensor::<3>::from_data(TensorData::new(layout.attention_bias(), [b, t, t]), device)
-            .unsqueeze_dim(1);
+        let bias = Tensor::<3>::from_data(TensorData::new(layout.attention_bias(), [b, t, t]), device).unsqueeze_dim(1);
         Self::with_bias(layout, rope, bias, device)
     }
 
@@ -172,7 +171,10 @@ impl BlockInputs {
             prompt_bias: Tensor::from_data(TensorData::new(a.prompt_bias.clone(), [a.rows, 1, lp, lp]), device),
             response_pos: ids(&a.response_pos),
             key_pos: ids(&a.key_pos),
-            response_bias: Tensor::from_data(TensorData::new(a.response_bias.clone(), [a.responses, 1, lr, lp + lr]), device),
+            response_bias: Tensor::from_data(
+                TensorData::new(a.response_bias.clone(), [a.responses, 1, lr, lp + lr]),
+                device,
+            ),
             back: ids(&a.back),
             rows: a.rows,
             prompt_len: lp,
@@ -250,7 +252,8 @@ impl Attention {
             }
             Mask::Blocks(bl) => {
                 assert!(cache.is_none(), "block attention has no key/value cache");
-                let (q, k, v) = (q.reshape([b * t, nh * hd]), k.reshape([b * t, nkv * hd]), v.reshape([b * t, nkv * hd]));
+                let (q, k, v) =
+                    (q.reshape([b * t, nh * hd]), k.reshape([b * t, nkv * hd]), v.reshape([b * t, nkv * hd]));
                 let pick = |x: &Tensor<2>, idx: &Tensor<1, Int>, n: usize, l: usize, heads: usize| {
                     x.clone().select(0, idx.clone()).reshape([n, l, heads, hd])
                 };
@@ -307,7 +310,12 @@ impl CausalLm {
 
     /// Final hidden states, with block-sparse attention when `blocks` is given (from
     /// [`ForwardInputs::blocked`]; no cache then).
-    pub fn hidden_with(&self, inputs: &ForwardInputs, blocks: Option<&BlockInputs>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn hidden_with(
+        &self,
+        inputs: &ForwardInputs,
+        blocks: Option<&BlockInputs>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         let mask = match blocks {
             Some(b) => Mask::Blocks(b),
             None => Mask::Dense(&inputs.bias),

@@ -29,16 +29,17 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// The tokenizer, or an error naming the source when it has none.
     pub fn codec(&self) -> Result<&TextCodec> {
-        self.codec
-            .as_ref()
-            .with_context(|| format!("{}: no tokenizer.json beside the model", self.source.display()))
+        self.codec.as_ref().with_context(|| format!("{}: no tokenizer.json beside the model", self.source.display()))
     }
 
     /// Refuses sequences longer than the model's `max_position_embeddings` (`what` names them).
     pub fn check_length(&self, len: usize, what: &str) -> Result<()> {
         let max = self.config.max_position_embeddings;
         if max > 0 && len > max {
-            bail!("{what} is {len} tokens, more than {} handles (max_position_embeddings = {max})", self.source.display());
+            bail!(
+                "{what} is {len} tokens, more than {} handles (max_position_embeddings = {max})",
+                self.source.display()
+            );
         }
         Ok(())
     }
@@ -111,9 +112,7 @@ pub fn load_model(spec: &str, device: &Device) -> Result<LoadedModel> {
 pub(crate) fn looks_like_hub_id(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
     parts.len() == 2
-        && parts.iter().all(|p| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        })
+        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
 }
 
 /// Loads a Hugging Face model folder: config.json, safetensors weights, tokenizer and template.
@@ -122,12 +121,14 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let mut weights = WeightMap::from_hf_folder(dir)?;
     let model = build_model(&config, &mut weights, device)
         .with_context(|| format!("loading weights from {}", dir.display()))?;
-    let codec = if dir.join("tokenizer.json").exists() {
-        Some(TextCodec::from_hf_folder(dir)?)
-    } else {
-        None
+    let codec = if dir.join("tokenizer.json").exists() { Some(TextCodec::from_hf_folder(dir)?) } else { None };
+    let lm = LoadedModel {
+        rope: Rope::new(config.head_dim, config.rope_theta),
+        model,
+        config,
+        codec,
+        source: dir.to_path_buf(),
     };
-    let lm = LoadedModel { rope: Rope::new(config.head_dim, config.rope_theta), model, config, codec, source: dir.to_path_buf() };
     lm.check_vocab()?;
     Ok(lm)
 }
@@ -161,15 +162,15 @@ pub fn download_from_hub(id: &str) -> Result<PathBuf> {
         .build()
         .with_context(|| format!("cannot start the Hugging Face hub client for `{id}`"))?;
     let repo = api.model(id.to_string());
-    let config = repo
-        .get("config.json")
-        .with_context(|| format!("hub model `{id}`: cannot download config.json (offline? set HF_ENDPOINT or pass a local folder)"))?;
+    let config = repo.get("config.json").with_context(|| {
+        format!("hub model `{id}`: cannot download config.json (offline? set HF_ENDPOINT or pass a local folder)")
+    })?;
     match repo.get("model.safetensors") {
         Ok(_) => {}
         Err(_) => {
-            let index = repo
-                .get("model.safetensors.index.json")
-                .with_context(|| format!("hub model `{id}`: neither model.safetensors nor model.safetensors.index.json"))?;
+            let index = repo.get("model.safetensors.index.json").with_context(|| {
+                format!("hub model `{id}`: neither model.safetensors nor model.safetensors.index.json")
+            })?;
             let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index)?)?;
             let mut shards: Vec<String> = v["weight_map"]
                 .as_object()

@@ -443,7 +443,8 @@ struct PeftConfigFile {
 impl PeftConfigFile {
     fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let c: PeftConfigFile = serde_json::from_str(&text).with_context(|| format!("{}: not a PEFT LoRA config", path.display()))?;
+        let c: PeftConfigFile =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a PEFT LoRA config", path.display()))?;
         let unsupported = |what: &str| anyhow::anyhow!("{}: {what} is not supported", path.display());
         ensure!(c.peft_type == "LORA", "{}: peft_type is {:?}, expected \"LORA\"", path.display(), c.peft_type);
         ensure!(c.r > 0 && c.lora_alpha > 0.0, "{}: r and lora_alpha must be > 0", path.display());
@@ -459,7 +460,9 @@ impl PeftConfigFile {
         if c.bias.as_deref().is_some_and(|b| b != "none") {
             return Err(unsupported("bias other than \"none\""));
         }
-        if c.rank_pattern.as_ref().is_some_and(|m| !m.is_empty()) || c.alpha_pattern.as_ref().is_some_and(|m| !m.is_empty()) {
+        if c.rank_pattern.as_ref().is_some_and(|m| !m.is_empty())
+            || c.alpha_pattern.as_ref().is_some_and(|m| !m.is_empty())
+        {
             return Err(unsupported("a per-module rank_pattern / alpha_pattern"));
         }
         Ok(c)
@@ -480,7 +483,8 @@ pub fn load_peft_adapter(model: CausalLm, dir: &Path) -> Result<(CausalLm, LoraC
     let (r, scale) = (conf.r, conf.lora_alpha / conf.r as f64);
     let mut targets: Vec<&'static str> = Vec::new();
     let model = map_linears(model.no_grad(), |module, name, lin| {
-        let (an, bn) = (format!("base_model.model.{module}.lora_A.weight"), format!("base_model.model.{module}.lora_B.weight"));
+        let (an, bn) =
+            (format!("base_model.model.{module}.lora_A.weight"), format!("base_model.model.{module}.lora_B.weight"));
         if !tensors.contains(&an) && !tensors.contains(&bn) {
             return Ok(lin);
         }

@@ -54,7 +54,10 @@ impl RewardModel {
             return Self::load_folder(path, device);
         }
         if path.is_file() {
-            bail!("{}: a reward model is a Hugging Face folder (config.json, model.safetensors, tokenizer.json)", path.display());
+            bail!(
+                "{}: a reward model is a Hugging Face folder (config.json, model.safetensors, tokenizer.json)",
+                path.display()
+            );
         }
         if looks_like_hub_id(spec) {
             let dir = download_from_hub(spec)?;
@@ -70,7 +73,10 @@ impl RewardModel {
         let (body, score) = build_reward_model(&config, &mut weights, device)
             .with_context(|| format!("loading a reward model from {}", dir.display()))?;
         if !dir.join("tokenizer.json").exists() {
-            bail!("{}: no tokenizer.json beside the reward model (it must read text as it was trained to)", dir.display());
+            bail!(
+                "{}: no tokenizer.json beside the reward model (it must read text as it was trained to)",
+                dir.display()
+            );
         }
         let codec = TextCodec::from_hf_folder(dir)?;
         check_vocab(&codec, config.vocab_size, dir)?;
@@ -111,10 +117,17 @@ impl RewardModel {
                 bail!("sequence {i} is empty: a reward model needs at least one token");
             }
             if max > 0 && s.len() > max {
-                bail!("sequence {i} is {} tokens, more than {} handles (max_position_embeddings = {max})", s.len(), self.source.display());
+                bail!(
+                    "sequence {i} is {} tokens, more than {} handles (max_position_embeddings = {max})",
+                    s.len(),
+                    self.source.display()
+                );
             }
             if let Some(bad) = s.iter().find(|&&t| t as usize >= self.config.vocab_size) {
-                bail!("sequence {i} holds id {bad}, outside the reward model's vocabulary ({})", self.config.vocab_size);
+                bail!(
+                    "sequence {i} holds id {bad}, outside the reward model's vocabulary ({})",
+                    self.config.vocab_size
+                );
             }
         }
         let device = self.decoder.device();
@@ -138,5 +151,4 @@ impl RewardModel {
         }
         Ok(out)
     }
-
 }

@@ -15,9 +15,7 @@ impl Rope {
     /// Inverse frequencies for heads of width `head_dim` and base `theta`, computed as transformers does.
     pub fn new(head_dim: usize, theta: f64) -> Self {
         // transformers computes inv_freq in float32 from an int64 arange: 1 / theta^(2i/d).
-        let inv_freq = (0..head_dim / 2)
-            .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
-            .collect();
+        let inv_freq = (0..head_dim / 2).map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
         Rope { inv_freq, head_dim }
     }
 

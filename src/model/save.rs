@@ -48,7 +48,11 @@ impl NamedTensor {
     }
 
     /// The same entry with each tensor mapped (e.g. to its gradient).
-    pub fn map(&self, f1: impl Fn(&Tensor<1>) -> Option<Tensor<1>>, f2: impl Fn(&Tensor<2>) -> Option<Tensor<2>>) -> Option<NamedTensor> {
+    pub fn map(
+        &self,
+        f1: impl Fn(&Tensor<1>) -> Option<Tensor<1>>,
+        f2: impl Fn(&Tensor<2>) -> Option<Tensor<2>>,
+    ) -> Option<NamedTensor> {
         Some(match self {
             NamedTensor::LinearWeight(t) => NamedTensor::LinearWeight(f2(t)?),
             NamedTensor::Plain1(t) => NamedTensor::Plain1(f1(t)?),
@@ -77,10 +81,7 @@ pub fn named_params(model: &CausalLm) -> Vec<(String, NamedTensor)> {
         linear(format!("{p}.self_attn.k_proj"), &a.k_proj, &mut out);
         linear(format!("{p}.self_attn.v_proj"), &a.v_proj, &mut out);
         linear(format!("{p}.self_attn.o_proj"), &a.o_proj, &mut out);
-        out.push((
-            format!("{p}.post_attention_layernorm.weight"),
-            Plain1(layer.post_attention_layernorm.gamma.val()),
-        ));
+        out.push((format!("{p}.post_attention_layernorm.weight"), Plain1(layer.post_attention_layernorm.gamma.val())));
         linear(format!("{p}.mlp.gate_proj"), &layer.mlp.gate_proj, &mut out);
         linear(format!("{p}.mlp.up_proj"), &layer.mlp.up_proj, &mut out);
         linear(format!("{p}.mlp.down_proj"), &layer.mlp.down_proj, &mut out);
@@ -114,7 +115,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|_| tmp.1.sync_all())
         .with_context(|| format!("cannot write {}", tmp.0.display()))
         .and_then(|_| {
-            std::fs::rename(&tmp.0, path).with_context(|| format!("cannot move {} to {}", tmp.0.display(), path.display()))
+            std::fs::rename(&tmp.0, path)
+                .with_context(|| format!("cannot move {} to {}", tmp.0.display(), path.display()))
         });
     if r.is_err() {
         std::fs::remove_file(&tmp.0).ok();
@@ -133,10 +135,8 @@ fn tempfile_in(dir: &Path, target: &Path) -> Result<(std::path::PathBuf, std::fs
 /// transformers expects).
 pub fn safetensors_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
     use safetensors::tensor::TensorView;
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
+    let bytes: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .zip(&bytes)

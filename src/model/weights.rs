@@ -56,10 +56,9 @@ impl WeightMap {
         if single.exists() {
             map.read_safetensors(&single)?;
         } else if index.exists() {
-            let text = std::fs::read_to_string(&index)
-                .with_context(|| format!("cannot read {}", index.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not valid JSON", index.display()))?;
+            let text = std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", index.display()))?;
             let wm = v
                 .get("weight_map")
                 .and_then(|x| x.as_object())
@@ -71,10 +70,7 @@ impl WeightMap {
                 map.read_safetensors(&dir.join(s))?;
             }
         } else {
-            bail!(
-                "{}: no model.safetensors or model.safetensors.index.json in this folder",
-                dir.display()
-            );
+            bail!("{}: no model.safetensors or model.safetensors.index.json in this folder", dir.display());
         }
         Ok(map)
     }
@@ -84,29 +80,18 @@ impl WeightMap {
         use safetensors::{Dtype, SafeTensors};
         let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         // SAFETY: the file is opened read-only and not modified while mapped.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }
-            .with_context(|| format!("cannot map {}", path.display()))?;
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
         let st = SafeTensors::deserialize(&mmap)
             .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
         for (name, view) in st.tensors() {
             let bytes = view.data();
             let data: Vec<f32> = match view.dtype() {
-                Dtype::F32 => bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-                Dtype::F16 => bytes
-                    .chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-                Dtype::BF16 => bytes
-                    .chunks_exact(2)
-                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-                other => bail!(
-                    "{}: tensor `{name}` has dtype {other:?}; supported: F32, F16, BF16",
-                    path.display()
-                ),
+                Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                Dtype::BF16 => {
+                    bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+                }
+                other => bail!("{}: tensor `{name}` has dtype {other:?}; supported: F32, F16, BF16", path.display()),
             };
             self.insert(name, HostTensor { shape: view.shape().to_vec(), data }, path);
         }
@@ -258,7 +243,11 @@ pub fn build_model(cfg: &ModelConfig, w: &mut WeightMap, device: &Device) -> Res
 /// message saying so; every tensor must be used, as for [`build_model`].
 pub fn build_reward_model(cfg: &ModelConfig, w: &mut WeightMap, device: &Device) -> Result<(DecoderBody, Linear)> {
     let Some(shape) = w.shape("score.weight").map(<[usize]>::to_vec) else {
-        let what = if w.contains("lm_head.weight") || cfg.tie_word_embeddings { "a causal LM (an `lm_head`)" } else { "no reward head" };
+        let what = if w.contains("lm_head.weight") || cfg.tie_word_embeddings {
+            "a causal LM (an `lm_head`)"
+        } else {
+            "no reward head"
+        };
         bail!(
             "tensor `score.weight` is missing: these weights are {what}, not a sequence-classification reward model \
              (LlamaForSequenceClassification, Qwen2ForSequenceClassification, MistralForSequenceClassification)"

@@ -84,12 +84,10 @@ impl TextCodec {
     /// Loads `tokenizer.json`, `tokenizer_config.json` and `chat_template.jinja` from a Hugging Face folder.
     pub fn from_hf_folder(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&path)
-            .map_err(tok_err)
-            .with_context(|| format!("loading {}", path.display()))?;
+        let tokenizer =
+            Tokenizer::from_file(&path).map_err(tok_err).with_context(|| format!("loading {}", path.display()))?;
         let config = HfTokenizerConfig::read(dir)?;
-        Self::build(tokenizer, config)
-            .with_context(|| format!("tokenizer folder {}", dir.display()))
+        Self::build(tokenizer, config).with_context(|| format!("tokenizer folder {}", dir.display()))
     }
 
     /// Builds a codec from parts (e.g. a tokenizer reconstructed from GGUF metadata).
@@ -99,62 +97,32 @@ impl TextCodec {
         bos: Option<String>,
         eos: Option<String>,
     ) -> Result<Self> {
-        let config = HfTokenizerConfig {
-            bos,
-            eos,
-            chat_template,
-            ..Default::default()
-        };
+        let config = HfTokenizerConfig { bos, eos, chat_template, ..Default::default() };
         Self::build(tok, config)
     }
 
     fn build(tokenizer: Tokenizer, config: HfTokenizerConfig) -> Result<Self> {
-        for (name, tok) in [
-            ("bos", &config.bos),
-            ("eos", &config.eos),
-            ("pad", &config.pad),
-        ] {
+        for (name, tok) in [("bos", &config.bos), ("eos", &config.eos), ("pad", &config.pad)] {
             if let Some(t) = tok
                 && tokenizer.token_to_id(t).is_none()
             {
                 bail!("{name} token {t:?} is not in the tokenizer's vocabulary");
             }
         }
-        let template = config
-            .chat_template
-            .as_deref()
-            .map(ChatTemplate::new)
-            .transpose()?;
+        let template = config.chat_template.as_deref().map(ChatTemplate::new).transpose()?;
         let special = SpecialTokens {
             bos_token: config.bos.clone(),
             eos_token: config.eos.clone(),
             pad_token: config.pad.clone(),
             unk_token: config.unk.clone(),
         };
-        let with = tokenizer
-            .encode_fast("a", true)
-            .map_err(tok_err)?
-            .get_ids()
-            .to_vec();
-        let without = tokenizer
-            .encode_fast("a", false)
-            .map_err(tok_err)?
-            .get_ids()
-            .to_vec();
-        let lead_ids = match with
-            .windows(without.len().max(1))
-            .position(|w| w == without.as_slice())
-        {
+        let with = tokenizer.encode_fast("a", true).map_err(tok_err)?.get_ids().to_vec();
+        let without = tokenizer.encode_fast("a", false).map_err(tok_err)?.get_ids().to_vec();
+        let lead_ids = match with.windows(without.len().max(1)).position(|w| w == without.as_slice()) {
             Some(p) if !without.is_empty() => with[..p].to_vec(),
             _ => Vec::new(),
         };
-        Ok(Self {
-            tokenizer,
-            template,
-            special,
-            lead_ids,
-            config,
-        })
+        Ok(Self { tokenizer, template, special, lead_ids, config })
     }
 
     /// The largest id the tokenizer can produce (added tokens included), with its token.
@@ -181,19 +149,12 @@ impl TextCodec {
 
     /// Tokenises `text`; `add_special_tokens` lets the post-processor add its tokens (e.g. BOS).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        Ok(self
-            .tokenizer
-            .encode_fast(text, add_special_tokens)
-            .map_err(tok_err)?
-            .get_ids()
-            .to_vec())
+        Ok(self.tokenizer.encode_fast(text, add_special_tokens).map_err(tok_err)?.get_ids().to_vec())
     }
 
     /// Turns ids back into text, dropping special tokens when `skip_special_tokens`.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.tokenizer
-            .decode(ids, skip_special_tokens)
-            .map_err(tok_err)
+        self.tokenizer.decode(ids, skip_special_tokens).map_err(tok_err)
     }
 
     fn id_of(&self, tok: &Option<String>) -> Option<u32> {
@@ -210,8 +171,7 @@ impl TextCodec {
     /// The pad token, or EOS when the tokenizer defines none (the usual convention; padded positions are
     /// masked anyway).
     pub fn pad_token_id(&self) -> Option<u32> {
-        self.id_of(&self.special.pad_token)
-            .or_else(|| self.eos_token_id())
+        self.id_of(&self.special.pad_token).or_else(|| self.eos_token_id())
     }
 
     /// Renders `messages` with the chat template. Without a template the contents are concatenated.
@@ -258,12 +218,7 @@ impl TextCodec {
     pub fn encode_prompt(&self, prompt: &[Message]) -> Result<EncodedPrompt> {
         let text = self.render_chat(prompt, true)?;
         let ids = self.encode_chat_text(&text)?;
-        Ok(EncodedPrompt {
-            messages: prompt.to_vec(),
-            text,
-            ids,
-            templated: self.template.is_some(),
-        })
+        Ok(EncodedPrompt { messages: prompt.to_vec(), text, ids, templated: self.template.is_some() })
     }
 
     /// Tokenises a plain-text prompt verbatim, without the chat template (as TRL and transformers'
@@ -310,11 +265,7 @@ impl TextCodec {
         };
         let pair = if full_ids.starts_with(&prompt.ids) {
             let response_ids = full_ids.split_off(prompt.ids.len());
-            EncodedPair {
-                prompt_ids: prompt.ids.clone(),
-                response_ids,
-                boundary: Boundary::Clean,
-            }
+            EncodedPair { prompt_ids: prompt.ids.clone(), response_ids, boundary: Boundary::Clean }
         } else if let Some(suffix) = full_text.strip_prefix(prompt.text.as_str()) {
             let mut response_ids = self.encode(suffix, false)?;
             if !prompt.templated
@@ -323,11 +274,7 @@ impl TextCodec {
             {
                 response_ids.push(eos);
             }
-            EncodedPair {
-                prompt_ids: prompt.ids.clone(),
-                response_ids,
-                boundary: Boundary::TextSplit,
-            }
+            EncodedPair { prompt_ids: prompt.ids.clone(), response_ids, boundary: Boundary::TextSplit }
         } else {
             bail!("the chat template renders the prompt differently once a response follows it");
         };
@@ -355,10 +302,7 @@ impl TextCodec {
     pub fn save_to_folder(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("tokenizer.json");
-        self.tokenizer
-            .save(&path, false)
-            .map_err(tok_err)
-            .with_context(|| format!("writing {}", path.display()))?;
+        self.tokenizer.save(&path, false).map_err(tok_err).with_context(|| format!("writing {}", path.display()))?;
         let mut cfg = self.config.clone();
         cfg.chat_template = self.template.as_ref().map(|t| t.source().to_owned());
         cfg.write(dir)

@@ -24,15 +24,11 @@ fn token_string(v: Option<&Value>, file: &Path, key: &str) -> Result<Option<Stri
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Object(o)) => match o.get("content") {
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            _ => bail!(
-                "{}: field `{key}`: object without a string `content`",
-                file.display()
-            ),
+            _ => bail!("{}: field `{key}`: object without a string `content`", file.display()),
         },
-        Some(other) => bail!(
-            "{}: field `{key}`: expected a string or {{\"content\": ...}}, found {other}",
-            file.display()
-        ),
+        Some(other) => {
+            bail!("{}: field `{key}`: expected a string or {{\"content\": ...}}, found {other}", file.display())
+        }
     }
 }
 
@@ -46,10 +42,7 @@ fn template_from_value(v: &Value, file: &Path) -> Result<Option<String>> {
             for item in items {
                 let name = item.get("name").and_then(Value::as_str);
                 let Some(t) = item.get("template").and_then(Value::as_str) else {
-                    bail!(
-                        "{}: field `chat_template`: list entry without a string `template`",
-                        file.display()
-                    );
+                    bail!("{}: field `chat_template`: list entry without a string `template`", file.display());
                 };
                 if name == Some("default") {
                     return Ok(Some(t.to_owned()));
@@ -58,10 +51,7 @@ fn template_from_value(v: &Value, file: &Path) -> Result<Option<String>> {
             }
             Ok(first)
         }
-        other => bail!(
-            "{}: field `chat_template`: expected a string or a list, found {other}",
-            file.display()
-        ),
+        other => bail!("{}: field `chat_template`: expected a string or a list, found {other}", file.display()),
     }
 }
 
@@ -70,13 +60,9 @@ impl HfTokenizerConfig {
         let mut cfg = Self::default();
         let path = dir.join("tokenizer_config.json");
         if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let json: Value = serde_json::from_str(&text)
-                .with_context(|| format!("parsing {}", path.display()))?;
-            let Value::Object(map) = json else {
-                bail!("{}: expected a JSON object", path.display())
-            };
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let json: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            let Value::Object(map) = json else { bail!("{}: expected a JSON object", path.display()) };
             cfg.bos = token_string(map.get("bos_token"), &path, "bos_token")?;
             cfg.eos = token_string(map.get("eos_token"), &path, "eos_token")?;
             cfg.pad = token_string(map.get("pad_token"), &path, "pad_token")?;
@@ -89,10 +75,8 @@ impl HfTokenizerConfig {
         let jinja = dir.join("chat_template.jinja");
         if jinja.exists() {
             // transformers prefers the standalone file when both exist.
-            cfg.chat_template = Some(
-                std::fs::read_to_string(&jinja)
-                    .with_context(|| format!("reading {}", jinja.display()))?,
-            );
+            cfg.chat_template =
+                Some(std::fs::read_to_string(&jinja).with_context(|| format!("reading {}", jinja.display()))?);
         }
         Ok(cfg)
     }
@@ -100,15 +84,11 @@ impl HfTokenizerConfig {
     /// Writes `tokenizer_config.json`, `special_tokens_map.json` and `chat_template.jinja` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let mut map = self.raw.clone().unwrap_or_default();
-        map.entry("tokenizer_class")
-            .or_insert_with(|| Value::from("PreTrainedTokenizerFast"));
+        map.entry("tokenizer_class").or_insert_with(|| Value::from("PreTrainedTokenizerFast"));
         let mut specials = serde_json::Map::new();
-        for (key, val) in [
-            ("bos_token", &self.bos),
-            ("eos_token", &self.eos),
-            ("pad_token", &self.pad),
-            ("unk_token", &self.unk),
-        ] {
+        for (key, val) in
+            [("bos_token", &self.bos), ("eos_token", &self.eos), ("pad_token", &self.pad), ("unk_token", &self.unk)]
+        {
             let v = val.clone().map(Value::from).unwrap_or(Value::Null);
             if val.is_some() {
                 specials.insert(key.to_owned(), v.clone());
@@ -124,14 +104,8 @@ impl HfTokenizerConfig {
                 map.remove("chat_template");
             }
         }
-        write(
-            &dir.join("tokenizer_config.json"),
-            &serde_json::to_string_pretty(&Value::Object(map))?,
-        )?;
-        write(
-            &dir.join("special_tokens_map.json"),
-            &serde_json::to_string_pretty(&Value::Object(specials))?,
-        )
+        write(&dir.join("tokenizer_config.json"), &serde_json::to_string_pretty(&Value::Object(map))?)?;
+        write(&dir.join("special_tokens_map.json"), &serde_json::to_string_pretty(&Value::Object(specials))?)
     }
 }
 

@@ -40,10 +40,7 @@ pub struct Message {
 impl Message {
     /// A turn with any role.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
+        Self { role: role.into(), content: content.into() }
     }
     /// A `user` turn.
     pub fn user(content: impl Into<String>) -> Self {

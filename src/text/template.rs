@@ -23,9 +23,7 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate")
-            .field("source", &self.source)
-            .finish()
+        f.debug_struct("ChatTemplate").field("source", &self.source).finish()
     }
 }
 
@@ -73,10 +71,7 @@ impl ChatTemplate {
         env.add_template_owned(NAME, source.to_owned())
             .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
             .context("compiling the chat template")?;
-        Ok(Self {
-            env,
-            source: source.to_owned(),
-        })
+        Ok(Self { env, source: source.to_owned() })
     }
 
     /// The template text.
@@ -85,23 +80,9 @@ impl ChatTemplate {
     }
 
     /// Renders `messages`; `add_generation_prompt` appends the assistant header.
-    pub fn render(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-        special: &SpecialTokens,
-    ) -> Result<String> {
-        let tmpl = self
-            .env
-            .get_template(NAME)
-            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
-        let ctx = RenderContext {
-            messages,
-            tools: None,
-            documents: None,
-            add_generation_prompt,
-            special,
-        };
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool, special: &SpecialTokens) -> Result<String> {
+        let tmpl = self.env.get_template(NAME).map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+        let ctx = RenderContext { messages, tools: None, documents: None, add_generation_prompt, special };
         tmpl.render(Value::from_serialize(&ctx))
             .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
             .context("rendering the chat template")
@@ -121,19 +102,14 @@ fn describe(e: &Error) -> String {
 }
 
 /// Prints booleans and none as Python does (`True`, `False`, `None`); everything else as minijinja does.
-fn python_formatter(
-    out: &mut minijinja::Output,
-    state: &minijinja::State,
-    value: &Value,
-) -> Result<(), Error> {
+fn python_formatter(out: &mut minijinja::Output, state: &minijinja::State, value: &Value) -> Result<(), Error> {
     let text = match value.kind() {
         minijinja::value::ValueKind::Bool if value.is_true() => "True",
         minijinja::value::ValueKind::Bool => "False",
         minijinja::value::ValueKind::None => "None",
         _ => return minijinja::escape_formatter(out, state, value),
     };
-    out.write_str(text)
-        .map_err(|_| Error::new(ErrorKind::WriteFailure, "writing the rendering"))
+    out.write_str(text).map_err(|_| Error::new(ErrorKind::WriteFailure, "writing the rendering"))
 }
 
 fn raise_exception(message: String) -> Result<Value, Error> {
@@ -144,12 +120,8 @@ fn raise_exception(message: String) -> Result<Value, Error> {
 fn strftime_now(format: String) -> Result<String, Error> {
     use std::fmt::Write;
     let mut out = String::new();
-    write!(out, "{}", chrono::Local::now().format(&format)).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidOperation,
-            format!("bad strftime format {format:?}"),
-        )
-    })?;
+    write!(out, "{}", chrono::Local::now().format(&format))
+        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("bad strftime format {format:?}")))?;
     Ok(out)
 }
 
@@ -171,22 +143,14 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let (item_sep, key_sep) = match separators {
         Some(s) if s.len() == 2 => (s[0].clone(), s[1].clone()),
         Some(_) => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                "tojson: separators must be a pair",
-            ));
+            return Err(Error::new(ErrorKind::InvalidOperation, "tojson: separators must be a pair"));
         }
         None if indent.is_some() => (",".to_owned(), ": ".to_owned()),
         None => (", ".to_owned(), ": ".to_owned()),
     };
-    let json = serde_json::to_value(&value)
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
-    let style = PyJson {
-        indent,
-        item_sep,
-        key_sep,
-        sort_keys: sort_keys.unwrap_or(false),
-    };
+    let json =
+        serde_json::to_value(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    let style = PyJson { indent, item_sep, key_sep, sort_keys: sort_keys.unwrap_or(false) };
     let mut out = String::new();
     style.dump(&json, 0, &mut out);
     Ok(Value::from_safe_string(out))
@@ -263,13 +227,7 @@ mod tests {
             "{% for m in messages %}\n    {% if m.role == 'user' %}\n[{{ m.content }}]\n    {% endif %}\n{% endfor %}\n",
         )
         .unwrap();
-        let out = t
-            .render(
-                &msgs(&[("user", "a"), ("user", "b")]),
-                false,
-                &SpecialTokens::default(),
-            )
-            .unwrap();
+        let out = t.render(&msgs(&[("user", "a"), ("user", "b")]), false, &SpecialTokens::default()).unwrap();
         assert_eq!(out, "[a]\n[b]\n");
     }
 
@@ -280,48 +238,31 @@ mod tests {
                    {% if messages | length > 2 %}{{ raise_exception('too many') }}{% endif %}";
         let t = ChatTemplate::new(src).unwrap();
         let sp = SpecialTokens::default();
-        assert_eq!(
-            t.render(&msgs(&[("system", "s"), ("user", " xy ")]), false, &sp)
-                .unwrap(),
-            "XY!"
-        );
-        let err = t
-            .render(&msgs(&[("a", "1"), ("b", "2"), ("c", "3")]), false, &sp)
-            .unwrap_err();
+        assert_eq!(t.render(&msgs(&[("system", "s"), ("user", " xy ")]), false, &sp).unwrap(), "XY!");
+        let err = t.render(&msgs(&[("a", "1"), ("b", "2"), ("c", "3")]), false, &sp).unwrap_err();
         assert!(format!("{err:#}").contains("too many"), "{err:#}");
     }
 
     #[test]
     fn tojson_matches_python_json_dumps() {
-        let t = ChatTemplate::new("{{ {'a': [1, 2.5, 'é<'], 'b': none} | tojson }}|{{ [1, {'k': true}] | tojson(indent=2) }}").unwrap();
+        let t = ChatTemplate::new(
+            "{{ {'a': [1, 2.5, 'é<'], 'b': none} | tojson }}|{{ [1, {'k': true}] | tojson(indent=2) }}",
+        )
+        .unwrap();
         let out = t.render(&[], false, &SpecialTokens::default()).unwrap();
-        assert_eq!(
-            out,
-            "{\"a\": [1, 2.5, \"é<\"], \"b\": null}|[\n  1,\n  {\n    \"k\": true\n  }\n]"
-        );
+        assert_eq!(out, "{\"a\": [1, 2.5, \"é<\"], \"b\": null}|[\n  1,\n  {\n    \"k\": true\n  }\n]");
     }
 
     #[test]
     fn booleans_and_none_print_like_python() {
-        let t =
-            ChatTemplate::new("{{ true }} {{ 1 > 2 }} {{ none }} {{ undefined_thing }}|{{ 'a' }}")
-                .unwrap();
-        assert_eq!(
-            t.render(&[], false, &SpecialTokens::default()).unwrap(),
-            "True False None |a"
-        );
+        let t = ChatTemplate::new("{{ true }} {{ 1 > 2 }} {{ none }} {{ undefined_thing }}|{{ 'a' }}").unwrap();
+        assert_eq!(t.render(&[], false, &SpecialTokens::default()).unwrap(), "True False None |a");
     }
 
     #[test]
     fn special_tokens_and_strftime_are_available() {
-        let t =
-            ChatTemplate::new("{{ bos_token }}{{ eos_token }}{{ strftime_now('%Y') | length }}")
-                .unwrap();
-        let sp = SpecialTokens {
-            bos_token: Some("<s>".into()),
-            eos_token: Some("</s>".into()),
-            ..Default::default()
-        };
+        let t = ChatTemplate::new("{{ bos_token }}{{ eos_token }}{{ strftime_now('%Y') | length }}").unwrap();
+        let sp = SpecialTokens { bos_token: Some("<s>".into()), eos_token: Some("</s>".into()), ..Default::default() };
         assert_eq!(t.render(&[], false, &sp).unwrap(), "<s></s>4");
     }
 }

@@ -53,7 +53,14 @@ pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
 /// folder aside first and deletes it only after the new one is in place; a run that dies between
 /// the two renames finds the old folder put back by [`super::run_dir::RunDir::open`]. No step ever
 /// deletes the last good checkpoint before its replacement exists.
-pub fn save(dir: &Path, model: &CausalLm, optim: &ModuleOptimizer, state: &TrainerState, config_toml: &str, keep_last: usize) -> Result<PathBuf> {
+pub fn save(
+    dir: &Path,
+    model: &CausalLm,
+    optim: &ModuleOptimizer,
+    state: &TrainerState,
+    config_toml: &str,
+    keep_last: usize,
+) -> Result<PathBuf> {
     let final_dir = dir.join(name(state.step));
     let pid = std::process::id();
     let tmp = dir.join(format!(".{}.tmp-{pid}", name(state.step)));
@@ -123,7 +130,8 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 /// Loads a checkpoint into `model` and `optim` (built as the run builds them); returns them with the trainer state.
 pub fn load(ckpt: &Path, model: CausalLm, optim: ModuleOptimizer) -> Result<(CausalLm, ModuleOptimizer, TrainerState)> {
     let state: TrainerState = serde_json::from_str(
-        &std::fs::read_to_string(ckpt.join("state.json")).with_context(|| format!("cannot read {}", ckpt.join("state.json").display()))?,
+        &std::fs::read_to_string(ckpt.join("state.json"))
+            .with_context(|| format!("cannot read {}", ckpt.join("state.json").display()))?,
     )
     .with_context(|| format!("{}: corrupt state.json", ckpt.display()))?;
     let model = model

@@ -255,7 +255,15 @@ pub struct OutputSection {
 
 impl Default for OutputSection {
     fn default() -> Self {
-        Self { dir: "runs/train".into(), save_every_steps: 0, keep_last: 2, final_checkpoint: true, export: true, progress: true, overwrite: false }
+        Self {
+            dir: "runs/train".into(),
+            save_every_steps: 0,
+            keep_last: 2,
+            final_checkpoint: true,
+            export: true,
+            progress: true,
+            overwrite: false,
+        }
     }
 }
 
@@ -339,7 +347,8 @@ pub fn apply_override(root: &mut toml::Value, kv: &str) -> Result<()> {
     let parts: Vec<&str> = key.split('.').collect();
     let mut cur = root;
     for (i, part) in parts.iter().enumerate() {
-        let table = cur.as_table_mut().with_context(|| format!("--set {key}: `{}` is not a table", parts[..i].join(".")))?;
+        let table =
+            cur.as_table_mut().with_context(|| format!("--set {key}: `{}` is not a table", parts[..i].join(".")))?;
         if i + 1 == parts.len() {
             table.insert(part.to_string(), value);
             return Ok(());

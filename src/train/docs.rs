@@ -102,7 +102,11 @@ pub fn annotate(toml_text: &str, schema: &Value) -> (String, Vec<String>) {
     };
     for line in toml_text.lines() {
         let t = line.trim();
-        if let Some(header) = t.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")).or_else(|| t.strip_prefix('[').and_then(|h| h.strip_suffix(']'))) {
+        if let Some(header) = t
+            .strip_prefix("[[")
+            .and_then(|h| h.strip_suffix("]]"))
+            .or_else(|| t.strip_prefix('[').and_then(|h| h.strip_suffix(']')))
+        {
             table = header.split('.').map(str::to_owned).collect();
             let (parent, last) = table.split_at(table.len() - 1);
             match at(parent).and_then(|p| property(p, &last[0], schema)).and_then(|p| describe(p, schema)) {

@@ -58,8 +58,10 @@ pub(crate) fn progress_bar(total: u64, enabled: bool, label: &str) -> indicatif:
     let pb = indicatif::ProgressBar::new(total);
     let label = if label.is_empty() { String::new() } else { format!("{label} ") };
     pb.set_style(
-        indicatif::ProgressStyle::with_template(&format!("{label}{{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"))
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(&format!(
+            "{label}{{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"
+        ))
+        .expect("valid template"),
     );
     pb
 }

@@ -33,11 +33,19 @@ impl Reference {
     /// run will score, in order: the cache is filled batch by batch as training will score them).
     /// `scorer` is the policy's; `cache_name` separates the train and eval caches. Returns the
     /// reference and the seconds spent filling the cache.
-    pub fn build(cfg: &TrainConfig, scorer: &Scorer, store: &GroupStore, batches: &[Vec<(usize, usize)>], cache_name: &str) -> Result<(Reference, f64)> {
+    pub fn build(
+        cfg: &TrainConfig,
+        scorer: &Scorer,
+        store: &GroupStore,
+        batches: &[Vec<(usize, usize)>],
+        cache_name: &str,
+    ) -> Result<(Reference, f64)> {
         let spec = cfg.reference.path.clone().unwrap_or_else(|| cfg.model.path.clone());
         let t0 = std::time::Instant::now();
         match cfg.reference.mode {
-            ReferenceMode::Frozen => Ok((Reference::Frozen(Box::new(load_reference(cfg, &spec, &scorer.device)?)), 0.0)),
+            ReferenceMode::Frozen => {
+                Ok((Reference::Frozen(Box::new(load_reference(cfg, &spec, &scorer.device)?)), 0.0))
+            }
             ReferenceMode::LoraOff => Ok((Reference::LoraOff, 0.0)),
             ReferenceMode::Cached => {
                 // The compute dtype changes the numbers: a bf16 reference is cached apart from a float32 one.
@@ -45,7 +53,8 @@ impl Reference {
                     crate::device::Precision::Float32 => "",
                     crate::device::Precision::Bfloat16 => "-bf16",
                 };
-                let key = format!("{}-{}{precision}", &model_fingerprint(&spec)?[..16], &store_fingerprint(store)[..16]);
+                let key =
+                    format!("{}-{}{precision}", &model_fingerprint(&spec)?[..16], &store_fingerprint(store)[..16]);
                 let dir = cfg.reference.cache_dir.clone().unwrap_or_else(|| {
                     cfg.output.dir.parent().unwrap_or(Path::new(".")).join(".ref-cache").join(cache_name)
                 });
@@ -218,7 +227,12 @@ impl RefCache {
     pub fn get(&self, pairs: &[(usize, usize)]) -> Result<Vec<f32>> {
         pairs
             .iter()
-            .map(|p| self.values.get(p).copied().with_context(|| format!("reference log-prob of {p:?} missing from the cache")))
+            .map(|p| {
+                self.values
+                    .get(p)
+                    .copied()
+                    .with_context(|| format!("reference log-prob of {p:?} missing from the cache"))
+            })
             .collect()
     }
 }

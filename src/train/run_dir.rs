@@ -61,7 +61,11 @@ impl RunDir {
                     remove(&dir.join(name))?;
                 }
                 if !earlier.is_empty() {
-                    eprintln!("output.overwrite: deleted the earlier run in {} ({})", dir.display(), earlier.join(", "));
+                    eprintln!(
+                        "output.overwrite: deleted the earlier run in {} ({})",
+                        dir.display(),
+                        earlier.join(", ")
+                    );
                 }
             }
         }
@@ -100,7 +104,8 @@ impl RunDir {
                     let home = self.dir.join(format!("checkpoint-{step}"));
                     if !home.join("state.json").exists() {
                         if home.exists() {
-                            std::fs::remove_dir_all(&home).with_context(|| format!("cannot delete {}", home.display()))?;
+                            std::fs::remove_dir_all(&home)
+                                .with_context(|| format!("cannot delete {}", home.display()))?;
                         }
                         std::fs::rename(&path, &home).with_context(|| format!("cannot restore {}", home.display()))?;
                         cleaned.push(format!("restored {}", home.display()));
@@ -126,7 +131,9 @@ impl RunDir {
 /// Deletes a file or a folder; one that is not there is fine.
 fn remove(p: &Path) -> Result<()> {
     match if p.is_dir() { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) } {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("cannot delete {}", p.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot delete {}", p.display()))
+        }
         _ => Ok(()),
     }
 }
@@ -222,7 +229,9 @@ impl MetricsLog {
     pub fn write(&mut self, step: usize, row: &std::collections::BTreeMap<String, f64>) -> Result<()> {
         let mut v = serde_json::to_value(row)?;
         v["step"] = step.into();
-        writeln!(self.file, "{v}").and_then(|_| self.file.flush()).with_context(|| format!("cannot write {}", self.path.display()))?;
+        writeln!(self.file, "{v}")
+            .and_then(|_| self.file.flush())
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
         faults::point("metrics row appended");
         Ok(())
     }

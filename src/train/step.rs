@@ -33,7 +33,8 @@ pub fn arrange(batch: &Batch, store: &GroupStore) -> Arrangement {
     let mut roles = vec![Role::Positive];
     roles.extend(std::iter::repeat_n(Role::Strong, s));
     roles.extend(std::iter::repeat_n(Role::Weak, w));
-    let mut a = Arrangement { pairs: Vec::new(), slot: vec![0; p * c], mask: vec![0.0; p * c], roles, prompts: p, columns: c };
+    let mut a =
+        Arrangement { pairs: Vec::new(), slot: vec![0; p * c], mask: vec![0.0; p * c], roles, prompts: p, columns: c };
     for (row, bg) in batch.groups.iter().enumerate() {
         let g = store.group(bg.group);
         let put = |col: usize, cand: usize, a: &mut Arrangement| {
@@ -77,7 +78,11 @@ pub fn score_batch(
     let own = |s: usize| store.candidate(a.pairs[s].1).group() == a.pairs[s].0;
     let has_scores = (0..a.pairs.len()).all(|s| !own(s) || store.candidate(a.pairs[s].1).score().is_some());
     let true_scores = if has_scores {
-        Some(matrix(gather(&|s| if own(s) { store.candidate(a.pairs[s].1).score().unwrap_or(0.0) } else { 0.0 }), a, device))
+        Some(matrix(
+            gather(&|s| if own(s) { store.candidate(a.pairs[s].1).score().unwrap_or(0.0) } else { 0.0 }),
+            a,
+            device,
+        ))
     } else {
         None
     };
@@ -112,10 +117,7 @@ pub fn batch_loss(
     let policy = scorer.pairs(store, &a.pairs);
     let ref_sums = if loss.needs_reference() { Some(reference(&a.pairs)?) } else { None };
     let sb = score_batch(&a, policy, ref_sums.as_deref(), store, &scorer.device)?;
-    let tokens: usize = a
-        .pairs
-        .iter()
-        .map(|&(g, c)| store.group(g).prompt_ids().len() + store.candidate(c).ids().len())
-        .sum();
+    let tokens: usize =
+        a.pairs.iter().map(|&(g, c)| store.group(g).prompt_ids().len() + store.candidate(c).ids().len()).sum();
     Ok((loss.compute(&sb)?, tokens))
 }

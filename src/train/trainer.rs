@@ -30,11 +30,8 @@ use super::{RunOptions, StepHook, TrainSummary, config_diff, optim, run_dir, ste
 pub fn training_device(cfg: &TrainConfig) -> Result<Device> {
     let plain = cfg.model.device.device()?;
     cfg.model.dtype.check(cfg.model.device, &plain)?;
-    let device = if cfg.model.gradient_checkpointing {
-        plain.autodiff().gradient_checkpointing()
-    } else {
-        plain.autodiff()
-    };
+    let device =
+        if cfg.model.gradient_checkpointing { plain.autodiff().gradient_checkpointing() } else { plain.autodiff() };
     device.seed(cfg.optim.seed);
     Ok(device)
 }
@@ -119,7 +116,9 @@ impl<'d> Trainer<'d> {
         crate::model::save::write_atomic(&cfg.output.dir.join("config.toml"), config_toml.as_bytes())?;
 
         if data.is_empty() {
-            bail!("the training data (data.paths) has no groups left, every row was dropped (see the data report above)");
+            bail!(
+                "the training data (data.paths) has no groups left, every row was dropped (see the data report above)"
+            );
         }
         check_lengths(&lm, data, cfg.data.weak.k > 0, "training data")?;
         if let Some(es) = eval {
@@ -130,7 +129,8 @@ impl<'d> Trainer<'d> {
             let n = lm.model.layers.len();
             let keep = cfg.model.train_last_layers.min(n);
             let layers = std::mem::take(&mut lm.model.layers);
-            lm.model.layers = layers.into_iter().enumerate().map(|(i, l)| if i < n - keep { l.no_grad() } else { l }).collect();
+            lm.model.layers =
+                layers.into_iter().enumerate().map(|(i, l)| if i < n - keep { l.no_grad() } else { l }).collect();
             lm.model.embed_tokens = lm.model.embed_tokens.clone().no_grad();
         }
         let mut batcher = Batcher::new(data, &cfg.data)?;
@@ -163,7 +163,8 @@ impl<'d> Trainer<'d> {
         let scorer = Scorer::new(&model, &lm.rope, pad, &device).prefix_sharing(cfg.model.prefix_sharing);
         let (reference, reference_seconds) = if cfg.loss.needs_reference() {
             let remaining = total.saturating_sub(state.step) * accum;
-            let batches = planned_batches(data, &cfg.data.batch, &cfg.data.weak, cfg.data.seed, batcher.state(), remaining)?;
+            let batches =
+                planned_batches(data, &cfg.data.batch, &cfg.data.weak, cfg.data.seed, batcher.state(), remaining)?;
             let (r, s) = Reference::build(&cfg, &scorer, data, &batches, "train")?;
             (Some(r), s)
         } else {
@@ -253,7 +254,8 @@ impl<'d> Trainer<'d> {
     /// the first non-finite loss.
     fn micro_batches(&mut self, model: &CausalLm) -> Result<Option<(GradientsParams, Metrics, usize)>> {
         let accum = self.cfg.optim.grad_accum;
-        let scorer = Scorer::new(model, &self.rope, self.pad, &self.device).prefix_sharing(self.cfg.model.prefix_sharing);
+        let scorer =
+            Scorer::new(model, &self.rope, self.pad, &self.device).prefix_sharing(self.cfg.model.prefix_sharing);
         let mut acc = GradientsAccumulator::new();
         let mut metrics = Metrics::default();
         let mut tokens = 0;
@@ -285,7 +287,10 @@ impl<'d> Trainer<'d> {
                 self.batcher.state().next_batch
             ),
             OnNonFinite::Skip => {
-                eprintln!("non-finite loss at optimiser step {}: skipped (optim.on_non_finite = \"skip\")", self.state.step + 1);
+                eprintln!(
+                    "non-finite loss at optimiser step {}: skipped (optim.on_non_finite = \"skip\")",
+                    self.state.step + 1
+                );
                 self.state.skipped += 1;
                 self.state.step += 1;
                 // The skipped step's remaining micro-batches are not drawn: the next step starts
@@ -302,7 +307,8 @@ impl<'d> Trainer<'d> {
     pub fn evaluate(&mut self) -> Result<Option<BTreeMap<String, f64>>> {
         let Some((store, reference)) = &self.eval else { return Ok(None) };
         let frozen = self.model().clone().no_grad();
-        let policy = Scorer::new(&frozen, &self.rope, self.pad, &self.device).prefix_sharing(self.cfg.model.prefix_sharing);
+        let policy =
+            Scorer::new(&frozen, &self.rope, self.pad, &self.device).prefix_sharing(self.cfg.model.prefix_sharing);
         let mut batcher = Batcher::with(store, &eval_batch_config(&self.cfg), &self.cfg.data.weak, self.cfg.data.seed)?;
         let mut metrics = Metrics::default();
         for _ in 0..batcher.batches_per_epoch() {
@@ -318,7 +324,14 @@ impl<'d> Trainer<'d> {
     /// far; keeps the newest `output.keep_last`. Returns its folder.
     pub fn save(&mut self) -> Result<PathBuf> {
         self.log.sync()?;
-        checkpoint::save(&self.cfg.output.dir, self.model(), &self.optim, &self.state, &self.config_toml, self.cfg.output.keep_last)
+        checkpoint::save(
+            &self.cfg.output.dir,
+            self.model(),
+            &self.optim,
+            &self.state,
+            &self.config_toml,
+            self.cfg.output.keep_last,
+        )
     }
 
     /// Writes the model as a Hugging Face folder in `<output>/final` (LoRA: merged there, and the
@@ -433,7 +446,10 @@ fn check_lengths(lm: &LoadedModel, store: &GroupStore, weak: bool, what: &str) -
     match store.longest_sequence(weak) {
         (n, Some(at)) => lm.check_length(n, &format!("the longest prompt + response of the {what} ({at})")),
         (n, None) => lm
-            .check_length(n, &format!("with weak negatives, the longest prompt + another prompt's response in the {what}"))
+            .check_length(
+                n,
+                &format!("with weak negatives, the longest prompt + another prompt's response in the {what}"),
+            )
             .context("set data.max_length to bound it"),
     }
 }

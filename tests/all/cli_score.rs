@@ -23,11 +23,15 @@ fn run_score(model: &PathBuf, input: &str, per_token: bool) -> (bool, String, St
 #[test]
 fn score_cli_matches_golden_per_token() {
     for name in ["tiny-llama", "tiny-qwen2"] {
-        let g: Value = serde_json::from_str(&std::fs::read_to_string(fixture(name).join("golden.json")).unwrap()).unwrap();
+        let g: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(name).join("golden.json")).unwrap()).unwrap();
         let seqs = g["sequences"].as_array().unwrap();
         let input: String = seqs
             .iter()
-            .map(|s| serde_json::json!({"input_ids": s["input_ids"], "completion_mask": s["completion_mask"]}).to_string() + "\n")
+            .map(|s| {
+                serde_json::json!({"input_ids": s["input_ids"], "completion_mask": s["completion_mask"]}).to_string()
+                    + "\n"
+            })
             .collect();
         let (ok, stdout, stderr) = run_score(&fixture(name), &input, true);
         assert!(ok, "{stderr}");

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 /// binary carried to another machine (scripts/gpu_check.py) finds the repository through
 /// `$EPA_REPO_ROOT` instead of the folder it was built in.
 pub fn fixture(name: &str) -> PathBuf {
-    let root = std::env::var_os("EPA_REPO_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let root = std::env::var_os("EPA_REPO_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     root.join("tests/fixtures").join(name)
 }
 

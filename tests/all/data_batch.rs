@@ -12,7 +12,6 @@ use epa::data::{
 use epa::text::{Message, TextCodec};
 use serde_json::{Value, json};
 
-
 /// A store built from token ids keeps them, positive first, with roles, scores and shared prompt keys.
 #[test]
 fn store_from_tokens_keeps_ids_roles_scores_and_prompt_keys() {
@@ -45,11 +44,7 @@ fn codec() -> TextCodec {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 /// The golden groups as a JSONL file (prompt, chosen, rejected), built into a store: every prompt ++
@@ -58,17 +53,11 @@ fn ids(v: &Value) -> Vec<u32> {
 #[test]
 fn store_ids_match_transformers_golden_sequences() {
     let golden: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("tiny-llama/golden.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture("tiny-llama/golden.json")).unwrap()).unwrap();
     let seqs = golden["sequences"].as_array().unwrap();
     let user_of = |s: &Value| {
         let t = s["text"].as_str().unwrap();
-        t.strip_prefix("<|im_start|>user\n")
-            .unwrap()
-            .split("<|im_end|>")
-            .next()
-            .unwrap()
-            .to_owned()
+        t.strip_prefix("<|im_start|>user\n").unwrap().split("<|im_end|>").next().unwrap().to_owned()
     };
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("golden.jsonl");
@@ -90,23 +79,14 @@ fn store_ids_match_transformers_golden_sequences() {
         let whole = |c: usize| [group.prompt_ids(), store.candidate(c).ids()].concat();
         let pos = group.positive();
         assert_eq!(pos.role(), Role::Positive);
-        assert_eq!(
-            whole(pos.index()),
-            ids(&seqs[g["positive"].as_u64().unwrap() as usize]["input_ids"])
-        );
+        assert_eq!(whole(pos.index()), ids(&seqs[g["positive"].as_u64().unwrap() as usize]["input_ids"]));
         let strong: Vec<_> = group.strong().collect();
         assert_eq!(strong.len(), 1);
-        assert_eq!(
-            whole(strong[0].index()),
-            ids(&seqs[g["strong"][0].as_u64().unwrap() as usize]["input_ids"])
-        );
+        assert_eq!(whole(strong[0].index()), ids(&seqs[g["strong"][0].as_u64().unwrap() as usize]["input_ids"]));
         // Weak: the next group's responses, scored under this prompt.
         let next = store.group((gi + 1) % 3);
         for (w, c) in g["weak"].as_array().unwrap().iter().zip(next.candidates()) {
-            assert_eq!(
-                whole(c.index()),
-                ids(&seqs[w.as_u64().unwrap() as usize]["input_ids"])
-            );
+            assert_eq!(whole(c.index()), ids(&seqs[w.as_u64().unwrap() as usize]["input_ids"]));
         }
     }
 }
@@ -114,17 +94,8 @@ fn store_ids_match_transformers_golden_sequences() {
 fn group(prompt: &str, pos: &str, negs: &[&str]) -> PreferenceGroup {
     PreferenceGroup {
         prompt: Prompt::Text(prompt.into()),
-        positive: Candidate {
-            text: pos.into(),
-            score: Some(1.0),
-        },
-        strong: negs
-            .iter()
-            .map(|n| Candidate {
-                text: (*n).into(),
-                score: Some(0.0),
-            })
-            .collect(),
+        positive: Candidate { text: pos.into(), score: Some(1.0) },
+        strong: negs.iter().map(|n| Candidate { text: (*n).into(), score: Some(0.0) }).collect(),
     }
 }
 
@@ -138,10 +109,7 @@ fn truncation_keeps_prompt_ends_and_drops_what_cannot_fit() {
         group("hi again", &"long ".repeat(60), &["fine"]),
         group("one more", "fine", &[&"long ".repeat(60)]),
     ];
-    let full = codec
-        .encode_prompt(&[Message::user(long_prompt.clone())])
-        .unwrap()
-        .ids;
+    let full = codec.encode_prompt(&[Message::user(long_prompt.clone())]).unwrap().ids;
     assert!(full.len() > 30);
     let trunc = TruncationConfig {
         max_length: Some(50),
@@ -157,46 +125,23 @@ fn truncation_keeps_prompt_ends_and_drops_what_cannot_fit() {
     assert_eq!(p.len(), 20);
     assert_eq!(p[0], 1);
     assert_eq!(&p[1..], &full[full.len() - 19..]);
-    assert_eq!(
-        store.group(1).num_strong(),
-        1,
-        "the over-long negative is dropped, the group kept"
-    );
+    assert_eq!(store.group(1).num_strong(), 1, "the over-long negative is dropped, the group kept");
     // group 1's long negative, and group 3's (whose row then has no strong negative left).
-    assert_eq!(
-        report.dropped_candidates["prompt + response longer than max_length"],
-        2
-    );
+    assert_eq!(report.dropped_candidates["prompt + response longer than max_length"], 2);
     assert_eq!(report.dropped_rows["positive longer than max_length"], 1);
     assert_eq!(report.dropped_rows["no strong negative fits max_length"], 1);
     for g in store.groups() {
         for c in g.candidates() {
             assert!(g.prompt_ids().len() + c.ids().len() <= 50);
-            assert_eq!(
-                *c.ids().last().unwrap(),
-                201,
-                "responses are never cut: they end with <|im_end|>\\n"
-            );
+            assert_eq!(*c.ids().last().unwrap(), 201, "responses are never cut: they end with <|im_end|>\\n");
         }
     }
-    let keep_start = TruncationConfig {
-        prompt: PromptTruncation::KeepStart,
-        ..trunc.clone()
-    };
+    let keep_start = TruncationConfig { prompt: PromptTruncation::KeepStart, ..trunc.clone() };
     let (store, _) = GroupStore::from_groups(&groups[..1], &cfg(&keep_start), &codec);
     assert_eq!(store.group(0).prompt_ids(), &full[..20]);
-    let drop = TruncationConfig {
-        prompt: PromptTruncation::Drop,
-        ..trunc
-    };
+    let drop = TruncationConfig { prompt: PromptTruncation::Drop, ..trunc };
     let (store, report) = GroupStore::from_groups(&groups[..1], &cfg(&drop), &codec);
-    assert_eq!(
-        (
-            store.len(),
-            report.dropped_rows["prompt longer than max_prompt_length"]
-        ),
-        (0, 1)
-    );
+    assert_eq!((store.len(), report.dropped_rows["prompt longer than max_prompt_length"]), (0, 1));
 }
 
 /// Many groups, some sharing a prompt text (as datasets with several pairs per prompt do).
@@ -206,15 +151,9 @@ fn corpus(n: usize) -> (GroupStore, Vec<String>) {
     for i in 0..n {
         let topic = i % (n * 2 / 3); // ~1/3 of the prompts repeat another's text
         let prompt = format!("Tell me about topic {topic}.");
-        let negs: Vec<String> = (0..1 + i % 3)
-            .map(|j| format!("Wrong {j} about {i}."))
-            .collect();
+        let negs: Vec<String> = (0..1 + i % 3).map(|j| format!("Wrong {j} about {i}.")).collect();
         let negs: Vec<&str> = negs.iter().map(String::as_str).collect();
-        groups.push(group(
-            &prompt,
-            &format!("Right about {i}{}", " and more".repeat(i % 7)),
-            &negs,
-        ));
+        groups.push(group(&prompt, &format!("Right about {i}{}", " and more".repeat(i % 7)), &negs));
         texts.push(prompt);
     }
     let (store, report) = GroupStore::from_groups(&groups, &cfg(&TruncationConfig::default()), &codec());
@@ -223,10 +162,7 @@ fn corpus(n: usize) -> (GroupStore, Vec<String>) {
 }
 
 fn check_weak(store: &GroupStore, texts: &[String], weak: &WeakConfig, p: usize) {
-    let batch = BatchConfig {
-        prompts_per_batch: p,
-        ..Default::default()
-    };
+    let batch = BatchConfig { prompts_per_batch: p, ..Default::default() };
     let mut b = Batcher::with(store, &batch, weak, 3).unwrap();
     let mut exact = 0;
     for _ in 0..3 * b.batches_per_epoch() {
@@ -238,29 +174,19 @@ fn check_weak(store: &GroupStore, texts: &[String], weak: &WeakConfig, p: usize)
             assert_eq!(distinct.len(), bg.weak.len(), "no repeats");
             for &c in &bg.weak {
                 let cand = store.candidate(c);
-                assert_ne!(
-                    &texts[cand.group()],
-                    my_text,
-                    "never a response to the same prompt text"
-                );
+                assert_ne!(&texts[cand.group()], my_text, "never a response to the same prompt text");
                 match weak.source {
                     WeakSource::Chosen => assert_eq!(cand.role(), Role::Positive),
                     WeakSource::Rejected => assert_eq!(cand.role(), Role::Strong),
                     WeakSource::Both => {}
                 }
                 if weak.scope == WeakScope::InBatch {
-                    assert!(
-                        in_batch.contains(&cand.group()),
-                        "in-batch weak negatives come from the batch"
-                    );
+                    assert!(in_batch.contains(&cand.group()), "in-batch weak negatives come from the batch");
                 }
             }
             // Exact count whenever enough eligible responses exist.
             let pool: Vec<usize> = match weak.scope {
-                WeakScope::InBatch => in_batch
-                    .iter()
-                    .flat_map(|&g| store.group(g).candidate_indices())
-                    .collect(),
+                WeakScope::InBatch => in_batch.iter().flat_map(|&g| store.group(g).candidate_indices()).collect(),
                 WeakScope::Dataset => (0..store.num_candidates()).collect(),
             };
             let eligible = pool
@@ -337,18 +263,12 @@ fn stream(b: &mut Batcher, n: usize) -> Vec<epa::data::Batch> {
 #[test]
 fn batches_cover_each_group_once_per_epoch_and_are_deterministic() {
     let (store, _) = corpus(50);
-    let cfg = DataConfig {
-        seed: 11,
-        ..Default::default()
-    };
+    let cfg = DataConfig { seed: 11, ..Default::default() };
     let mut b = Batcher::new(&store, &cfg).unwrap();
     let per_epoch = b.batches_per_epoch();
     assert_eq!(per_epoch, 50usize.div_ceil(cfg.batch.prompts_per_batch));
     let epoch0 = stream(&mut b, per_epoch);
-    let mut seen: Vec<usize> = epoch0
-        .iter()
-        .flat_map(|x| x.groups.iter().map(|g| g.group))
-        .collect();
+    let mut seen: Vec<usize> = epoch0.iter().flat_map(|x| x.groups.iter().map(|g| g.group)).collect();
     seen.sort_unstable();
     assert_eq!(seen, (0..50).collect::<Vec<_>>());
     assert!(epoch0.iter().all(|x| x.epoch == 0));
@@ -356,19 +276,8 @@ fn batches_cover_each_group_once_per_epoch_and_are_deterministic() {
     assert!(epoch1.iter().all(|x| x.epoch == 1));
     assert_ne!(epoch0, epoch1, "each epoch is reshuffled");
     let mut again = Batcher::new(&store, &cfg).unwrap();
-    assert_eq!(
-        stream(&mut again, per_epoch),
-        epoch0,
-        "same seed, same stream"
-    );
-    let mut other = Batcher::new(
-        &store,
-        &DataConfig {
-            seed: 12,
-            ..cfg.clone()
-        },
-    )
-    .unwrap();
+    assert_eq!(stream(&mut again, per_epoch), epoch0, "same seed, same stream");
+    let mut other = Batcher::new(&store, &DataConfig { seed: 12, ..cfg.clone() }).unwrap();
     assert_ne!(stream(&mut other, per_epoch), epoch0);
     // Items: positive, strong negatives, then weak negatives, per group.
     let items = epoch0[0].items(&store);
@@ -377,26 +286,13 @@ fn batches_cover_each_group_once_per_epoch_and_are_deterministic() {
     assert_eq!(items[0].group, g0);
     let n0 = 1 + store.group(g0).num_strong() + epoch0[0].groups[0].weak.len();
     assert!(items[..n0].iter().all(|i| i.group == g0));
-    assert_eq!(
-        items[n0 - 1].role,
-        if epoch0[0].groups[0].weak.is_empty() {
-            Role::Strong
-        } else {
-            Role::Weak
-        }
-    );
+    assert_eq!(items[n0 - 1].role, if epoch0[0].groups[0].weak.is_empty() { Role::Strong } else { Role::Weak });
 }
 
 #[test]
 fn resuming_from_saved_state_replays_the_same_stream_across_epochs() {
     let (store, _) = corpus(30);
-    let cfg = DataConfig {
-        batch: BatchConfig {
-            prompts_per_batch: 4,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let cfg = DataConfig { batch: BatchConfig { prompts_per_batch: 4, ..Default::default() }, ..Default::default() };
     let mut a = Batcher::new(&store, &cfg).unwrap();
     let per_epoch = a.batches_per_epoch();
     let _ = stream(&mut a, per_epoch - 2);
@@ -404,13 +300,9 @@ fn resuming_from_saved_state_replays_the_same_stream_across_epochs() {
     let rest = stream(&mut a, 5); // crosses into epoch 1
     assert!(rest.iter().any(|b| b.epoch == 1));
     let mut b = Batcher::new(&store, &cfg).unwrap();
-    b.restore(serde_json::from_str::<BatcherState>(&saved).unwrap())
-        .unwrap();
+    b.restore(serde_json::from_str::<BatcherState>(&saved).unwrap()).unwrap();
     assert_eq!(stream(&mut b, 5), rest);
-    let wrong = BatcherState {
-        seed: 999,
-        ..a.state()
-    };
+    let wrong = BatcherState { seed: 999, ..a.state() };
     assert!(b.restore(wrong).is_err());
 }
 
@@ -418,24 +310,12 @@ fn resuming_from_saved_state_replays_the_same_stream_across_epochs() {
 fn length_bucketing_cuts_padding() {
     let (store, _) = corpus(200);
     let padding = |bucket_batches: usize| {
-        let cfg = BatchConfig {
-            prompts_per_batch: 8,
-            bucket_batches,
-            ..Default::default()
-        };
-        let weak = WeakConfig {
-            k: 0,
-            ..Default::default()
-        };
+        let cfg = BatchConfig { prompts_per_batch: 8, bucket_batches, ..Default::default() };
+        let weak = WeakConfig { k: 0, ..Default::default() };
         let mut b = Batcher::with(&store, &cfg, &weak, 5).unwrap();
         let mut pad = 0usize;
         for _ in 0..b.batches_per_epoch() {
-            let lens: Vec<usize> = b
-                .next_batch()
-                .groups
-                .iter()
-                .map(|g| store.group(g.group).max_len())
-                .collect();
+            let lens: Vec<usize> = b.next_batch().groups.iter().map(|g| store.group(g.group).max_len()).collect();
             let max = *lens.iter().max().unwrap();
             pad += lens.iter().map(|l| max - l).sum::<usize>();
         }
@@ -448,11 +328,7 @@ fn length_bucketing_cuts_padding() {
 #[test]
 fn drop_last_and_empty_store() {
     let (store, _) = corpus(10);
-    let batch = BatchConfig {
-        prompts_per_batch: 4,
-        drop_last: true,
-        ..Default::default()
-    };
+    let batch = BatchConfig { prompts_per_batch: 4, drop_last: true, ..Default::default() };
     let mut b = Batcher::with(&store, &batch, &WeakConfig::default(), 0).unwrap();
     assert_eq!(b.batches_per_epoch(), 2);
     assert!(stream(&mut b, 6).iter().all(|x| x.groups.len() == 4));

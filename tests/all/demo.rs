@@ -28,14 +28,23 @@ fn tiny_preset_runs_end_to_end_and_writes_a_complete_report() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("demo");
     run(&args(&out, false)).unwrap().expect("results");
-    for f in ["report.md", "results.json", "config.toml", "frontier.png", "curves.png", "data/train.jsonl", "data/held_out.jsonl"] {
+    for f in [
+        "report.md",
+        "results.json",
+        "config.toml",
+        "frontier.png",
+        "curves.png",
+        "data/train.jsonl",
+        "data/held_out.jsonl",
+    ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     for png in ["frontier.png", "curves.png"] {
         let b = std::fs::read(out.join(png)).unwrap();
         assert!(b.starts_with(b"\x89PNG") && b.len() > 5_000, "{png} is not a drawn PNG");
     }
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(r["config"]["preset"], "tiny");
     assert_eq!(r["data"]["prompts_train"], 8.0);
     for m in ["dpo", "epa-strong", "epa-weak"] {
@@ -47,7 +56,11 @@ fn tiny_preset_runs_end_to_end_and_writes_a_complete_report() {
                     finite(&r, &format!("/methods/{m}/{i}/stats/{k}/{part}"));
                 }
                 let s = &r["methods"][m][i]["stats"][k];
-                assert!(s["lo"].as_f64() <= s["mean"].as_f64().map(|x| x + 1e-12) && s["mean"].as_f64().map(|x| x - 1e-12) <= s["hi"].as_f64(), "{m} {k}: {s}");
+                assert!(
+                    s["lo"].as_f64() <= s["mean"].as_f64().map(|x| x + 1e-12)
+                        && s["mean"].as_f64().map(|x| x - 1e-12) <= s["hi"].as_f64(),
+                    "{m} {k}: {s}"
+                );
             }
             // The random tiny model never names the topic, so r* can be constant within a prompt and
             // Pearson undefined (null); when defined it is a correlation.
@@ -79,7 +92,10 @@ fn tiny_preset_runs_end_to_end_and_writes_a_complete_report() {
     // Redone from scratch elsewhere: same data, same numbers.
     let out2 = d.path().join("demo2");
     let fresh = run(&args(&out2, true)).unwrap().unwrap();
-    assert_eq!(std::fs::read(out.join("data/train.jsonl")).unwrap(), std::fs::read(out2.join("data/train.jsonl")).unwrap());
+    assert_eq!(
+        std::fs::read(out.join("data/train.jsonl")).unwrap(),
+        std::fs::read(out2.join("data/train.jsonl")).unwrap()
+    );
     assert_eq!(serde_json::to_string(&fresh.methods).unwrap(), methods);
 }
 

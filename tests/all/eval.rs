@@ -50,7 +50,22 @@ fn eval_writes_a_complete_report_and_is_deterministic() {
     let png = std::fs::read(out1.join("rewards.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 3_000, "rewards.png is not a drawn PNG");
     let v = read_json(&out1.join("eval.json"));
-    for k in ["policy", "reference", "prompts", "judge", "samples", "seed", "temperature", "top_p", "max_new_tokens", "chat_template", "bootstrap", "device", "lc_ridge", "num_prompts"] {
+    for k in [
+        "policy",
+        "reference",
+        "prompts",
+        "judge",
+        "samples",
+        "seed",
+        "temperature",
+        "top_p",
+        "max_new_tokens",
+        "chat_template",
+        "bootstrap",
+        "device",
+        "lc_ridge",
+        "num_prompts",
+    ] {
         assert!(!v["settings"][k].is_null(), "settings.{k} missing");
     }
     let keys = [
@@ -91,7 +106,11 @@ fn eval_writes_a_complete_report_and_is_deterministic() {
     let out2 = d.path().join("b");
     let (ok, err) = run_eval(d.path(), "tiny-llama", "tiny-qwen2", &rm_judge(), &["--out", out2.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert_eq!(std::fs::read(out1.join("eval.json")).unwrap(), std::fs::read(out2.join("eval.json")).unwrap(), "two runs differ");
+    assert_eq!(
+        std::fs::read(out1.join("eval.json")).unwrap(),
+        std::fs::read(out2.join("eval.json")).unwrap(),
+        "two runs differ"
+    );
 }
 
 #[test]
@@ -124,7 +143,8 @@ fn eval_gold_judge_needs_topics_and_bad_input_names_the_line() {
     assert!(!ok && err.contains("prompts.jsonl: line 2") && err.contains("topic"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     // A causal LM as the judge, a reward model as the policy, a bad judge.
-    let (ok, err) = run_eval(d.path(), "tiny-llama", "tiny-llama", &format!("rm:{}", fixture("tiny-llama").display()), &[]);
+    let (ok, err) =
+        run_eval(d.path(), "tiny-llama", "tiny-llama", &format!("rm:{}", fixture("tiny-llama").display()), &[]);
     assert!(!ok && err.contains("score.weight"), "{err}");
     let (ok, err) = run_eval(d.path(), "tiny-rm-llama", "tiny-llama", &rm_judge(), &[]);
     assert!(!ok && err.contains("reward") && err.contains("--policy"), "{err}");
@@ -137,7 +157,11 @@ fn eval_gold_judge_needs_topics_and_bad_input_names_the_line() {
 fn eval_gold_judge_scores_demo_prompts() {
     let d = tempfile::tempdir().unwrap();
     let prompts = d.path().join("p.jsonl");
-    std::fs::write(&prompts, "{\"prompt\": \"Write one sentence about the sea.\"}\n{\"prompt\": \"Tell me.\", \"topic\": \"cats\"}\n").unwrap();
+    std::fs::write(
+        &prompts,
+        "{\"prompt\": \"Write one sentence about the sea.\"}\n{\"prompt\": \"Tell me.\", \"topic\": \"cats\"}\n",
+    )
+    .unwrap();
     let out = d.path().join("g");
     let o = Command::new(env!("CARGO_BIN_EXE_epa"))
         .arg("eval")

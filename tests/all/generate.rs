@@ -20,7 +20,8 @@ fn sample_log_probs_equal_a_scoring_pass() {
     let out = generate_scored(&lm.model, rope, &prompts, &cfg, 0, &device);
     let seqs: Vec<Vec<u32>> = prompts.iter().zip(&out).map(|(p, g)| [p.clone(), g.ids.clone()].concat()).collect();
     let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
-    let masks: Vec<Vec<u8>> = prompts.iter().zip(&out).map(|(p, g)| [vec![0u8; p.len()], vec![1u8; g.ids.len()]].concat()).collect();
+    let masks: Vec<Vec<u8>> =
+        prompts.iter().zip(&out).map(|(p, g)| [vec![0u8; p.len()], vec![1u8; g.ids.len()]].concat()).collect();
     let mrefs: Vec<&[u8]> = masks.iter().map(|m| m.as_slice()).collect();
     let layout = Layout::padded(&refs, 0);
     let targets = Targets::padded(&layout, &refs, &mrefs, false);

@@ -137,7 +137,8 @@ fn quantize_ref(ty: &str, x: &[f32]) -> (Vec<u8>, Vec<f32>, f32) {
         match ty {
             "Q8_0" => {
                 let d = round_half(amax / 127.0);
-                let codes: Vec<i8> = b.iter().map(|&v| if d == 0.0 { 0 } else { (v / d).round().clamp(-127.0, 127.0) as i8 }).collect();
+                let codes: Vec<i8> =
+                    b.iter().map(|&v| if d == 0.0 { 0 } else { (v / d).round().clamp(-127.0, 127.0) as i8 }).collect();
                 bytes.extend(f16::from_f32(d).to_le_bytes());
                 bytes.extend(codes.iter().map(|&c| c as u8));
                 expect.extend(codes.iter().map(|&c| c as f32 * d));
@@ -147,8 +148,10 @@ fn quantize_ref(ty: &str, x: &[f32]) -> (Vec<u8>, Vec<f32>, f32) {
                 let levels = if ty == "Q4_0" { 8.0 } else { 16.0 };
                 let d = round_half(amax / levels);
                 let maxc = 2.0 * levels - 1.0;
-                let codes: Vec<u8> =
-                    b.iter().map(|&v| if d == 0.0 { levels as u8 } else { (v / d + levels).round().clamp(0.0, maxc) as u8 }).collect();
+                let codes: Vec<u8> = b
+                    .iter()
+                    .map(|&v| if d == 0.0 { levels as u8 } else { (v / d + levels).round().clamp(0.0, maxc) as u8 })
+                    .collect();
                 bytes.extend(f16::from_f32(d).to_le_bytes());
                 if ty == "Q5_0" {
                     let qh: u32 = codes.iter().enumerate().map(|(i, &c)| ((c as u32 >> 4) & 1) << i).sum();
@@ -162,8 +165,10 @@ fn quantize_ref(ty: &str, x: &[f32]) -> (Vec<u8>, Vec<f32>, f32) {
                 let maxc = if ty == "Q4_1" { 15.0 } else { 31.0 };
                 let d = round_half((mx - mn) / maxc);
                 let m = round_half(mn);
-                let codes: Vec<u8> =
-                    b.iter().map(|&v| if d == 0.0 { 0 } else { ((v - m) / d).round().clamp(0.0, maxc) as u8 }).collect();
+                let codes: Vec<u8> = b
+                    .iter()
+                    .map(|&v| if d == 0.0 { 0 } else { ((v - m) / d).round().clamp(0.0, maxc) as u8 })
+                    .collect();
                 bytes.extend(f16::from_f32(d).to_le_bytes());
                 bytes.extend(f16::from_f32(m).to_le_bytes());
                 if ty == "Q5_1" {
@@ -225,7 +230,11 @@ fn every_supported_type_decodes_to_its_reference_values() {
         tensors.push(Tensor { name: ty.into(), dims: vec![cols as u64, rows as u64], ty: type_id(ty), data });
         expected.push((ty, exact, tol));
     }
-    let path = write_file(dir.path(), "types.gguf", &write_gguf(3, &[("general.architecture", Meta::Str("test".into()))], &tensors));
+    let path = write_file(
+        dir.path(),
+        "types.gguf",
+        &write_gguf(3, &[("general.architecture", Meta::Str("test".into()))], &tensors),
+    );
     let g = GgufData::open(&path).unwrap();
     for (ty, exact, tol) in expected {
         let (shape, got) = g.tensor_f32(ty).unwrap();
@@ -354,10 +363,8 @@ type HfTensor = (String, Vec<usize>, Vec<f32>);
 fn tiny_model(dir: &Path, spec: &TinySpec) -> (PathBuf, Vec<HfTensor>) {
     let vocab = fixture_tokenizer_json()["model"]["vocab"].as_object().unwrap().len();
     let a = spec.arch;
-    let mut meta: Vec<(&str, Meta)> = vec![
-        ("general.architecture", Meta::Str(a.into())),
-        ("general.name", Meta::Str("tiny".into())),
-    ];
+    let mut meta: Vec<(&str, Meta)> =
+        vec![("general.architecture", Meta::Str(a.into())), ("general.name", Meta::Str("tiny".into()))];
     let arch_keys: [(&str, Meta); 9] = [
         ("block_count", Meta::U32(LAYERS as u32)),
         ("context_length", Meta::U32(256)),
@@ -387,7 +394,12 @@ fn tiny_model(dir: &Path, spec: &TinySpec) -> (PathBuf, Vec<HfTensor>) {
             Some(h) if a == "llama" => converter_permute(&v, shape[0], h),
             _ => v.clone(),
         };
-        tensors.push(Tensor { name: gguf, dims: shape.iter().rev().map(|&d| d as u64).collect(), ty: 0, data: f32_bytes(&stored) });
+        tensors.push(Tensor {
+            name: gguf,
+            dims: shape.iter().rev().map(|&d| d as u64).collect(),
+            ty: 0,
+            data: f32_bytes(&stored),
+        });
         hf.push((hf_name, shape, v));
     };
     add("token_embd.weight".into(), "model.embed_tokens.weight".into(), vec![vocab, HIDDEN], None);
@@ -487,7 +499,10 @@ fn permute_and_unpermute_are_inverse_and_match_the_converter() {
         let p = gguf::names::permute_rows(&x, rows, heads).unwrap();
         assert_eq!(p, converter_permute(&x, rows, heads), "permute_rows is llama.cpp's permute");
         assert_eq!(gguf::names::unpermute_rows(&p, rows, heads).unwrap(), x);
-        assert_eq!(gguf::names::permute_rows(&gguf::names::unpermute_rows(&x, rows, heads).unwrap(), rows, heads).unwrap(), x);
+        assert_eq!(
+            gguf::names::permute_rows(&gguf::names::unpermute_rows(&x, rows, heads).unwrap(), rows, heads).unwrap(),
+            x
+        );
         assert_ne!(p, x);
     }
     // Concretely, head_dim 6: GGUF row order is HF rows [0, 3, 1, 4, 2, 5] (adjacent RoPE pairs).
@@ -740,10 +755,14 @@ fn smollm2_135m_instruct_q4_1_loads_with_its_tokenizer() {
     // The numpy reference (tests/fixtures/gguf/smollm2_reference.py) used the same prompt ids,
     // and its greedy continuation decodes to its text with this tokenizer.
     let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/smollm2_reference.json")).unwrap(),
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/smollm2_reference.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
-    let ids_of = |k: &str| -> Vec<u32> { reference[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+    let ids_of =
+        |k: &str| -> Vec<u32> { reference[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
     assert_eq!(ids_of("prompt_ids"), ids.get_ids());
     assert_eq!(m.tokenizer.decode(&ids_of("greedy_ids"), false).unwrap(), reference["greedy_text"].as_str().unwrap());
 }

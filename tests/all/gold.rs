@@ -42,54 +42,31 @@ fn vader() -> Vader {
 }
 
 fn cases() -> Vec<Case> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/vader/parity.jsonl"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vader/parity.jsonl");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.lines()
         .enumerate()
-        .map(|(n, l)| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("{path} line {}: {e}", n + 1))
-        })
+        .map(|(n, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("{path} line {}: {e}", n + 1)))
         .collect()
 }
 
 fn diffs(a: &Polarity, neg: f64, neu: f64, pos: f64, compound: f64) -> [f64; 4] {
-    [
-        (a.neg - neg).abs(),
-        (a.neu - neu).abs(),
-        (a.pos - pos).abs(),
-        (a.compound - compound).abs(),
-    ]
+    [(a.neg - neg).abs(), (a.neu - neu).abs(), (a.pos - pos).abs(), (a.compound - compound).abs()]
 }
 
 #[test]
 fn vader_matches_python_reference() {
     let vader = vader();
-    assert_eq!(
-        vader.lexicon_len(),
-        7506,
-        "distinct tokens of vader_lexicon.txt (7 519 lines)"
-    );
+    assert_eq!(vader.lexicon_len(), 7506, "distinct tokens of vader_lexicon.txt (7 519 lines)");
     let cases = cases();
     assert!(cases.len() >= 300, "only {} parity sentences", cases.len());
     let (mut worst_rounded, mut worst_raw) = (0.0f64, 0.0f64);
     let mut failures = Vec::new();
     for c in &cases {
-        let rounded = diffs(
-            &vader.polarity_scores(&c.text),
-            c.neg,
-            c.neu,
-            c.pos,
-            c.compound,
-        );
+        let rounded = diffs(&vader.polarity_scores(&c.text), c.neg, c.neu, c.pos, c.compound);
         let [neg, neu, pos, compound] = c.raw.get();
         let raw = diffs(&vader.polarity_scores_raw(&c.text), neg, neu, pos, compound);
-        let (r, w) = (
-            rounded.iter().cloned().fold(0.0, f64::max),
-            raw.iter().cloned().fold(0.0, f64::max),
-        );
+        let (r, w) = (rounded.iter().cloned().fold(0.0, f64::max), raw.iter().cloned().fold(0.0, f64::max));
         worst_rounded = worst_rounded.max(r);
         worst_raw = worst_raw.max(w);
         // The reference's own outputs to 1e-4; the unrounded ones must agree to float noise.
@@ -105,17 +82,8 @@ fn vader_matches_python_reference() {
             ));
         }
     }
-    println!(
-        "{} sentences; max |rust − python| rounded {worst_rounded:e}, unrounded {worst_raw:e}",
-        cases.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} sentences differ:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    println!("{} sentences; max |rust − python| rounded {worst_rounded:e}, unrounded {worst_raw:e}", cases.len());
+    assert!(failures.is_empty(), "{} of {} sentences differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 #[test]
@@ -123,9 +91,7 @@ fn parity_fixture_covers_every_rule() {
     let cases = cases();
     let has = |f: &dyn Fn(&str) -> bool| cases.iter().any(|c| f(&c.text));
     assert!(has(&|t| t.contains(" but ")));
-    assert!(has(
-        &|t| t.contains("never so") || t.contains("never been so")
-    ));
+    assert!(has(&|t| t.contains("never so") || t.contains("never been so")));
     assert!(has(&|t| t.contains("least")));
     assert!(has(&|t| t.contains("kind of")));
     assert!(has(&|t| t.contains("the shit")));
@@ -144,15 +110,9 @@ fn gold_reward_on_real_lexicon() {
     let on_pos = gold.score_parts("the sea", "The sea is wonderful and calm today!");
     let on_neg = gold.score_parts("the sea", "The sea is cold, grey and dangerous.");
     let off_pos = gold.score_parts("the sea", "Coffee is wonderful and warm today!");
-    assert_eq!(
-        (on_pos.relevance, on_neg.relevance, off_pos.relevance),
-        (1.0, 1.0, 0.0)
-    );
+    assert_eq!((on_pos.relevance, on_neg.relevance, off_pos.relevance), (1.0, 1.0, 0.0));
     assert!(on_pos.sentiment > 0.5 && on_neg.sentiment < -0.3 && off_pos.sentiment > 0.5);
     assert!(on_pos.reward > on_neg.reward && on_neg.reward > off_pos.reward);
     // Inflections: the topic "cities" is met by "city".
-    assert_eq!(
-        gold.relevance("busy cities", "A busy city is exciting."),
-        1.0
-    );
+    assert_eq!(gold.relevance("busy cities", "A busy city is exciting."), 1.0);
 }

@@ -10,7 +10,6 @@ use epa::model::{Layout, ModelConfig, Rope};
 use epa::scores::{Scorer, Targets, host_f32};
 use serde_json::Value;
 
-
 struct Golden {
     ids: Vec<Vec<u32>>,
     masks: Vec<Vec<u8>>,
@@ -191,7 +190,10 @@ fn check_grads(name: &str, epa: bool, precision: Precision) {
     let l = loss(&g, sums, epa, &device);
     let lv: f32 = host_f32(l.clone())[0];
     let want_loss = if epa { g.epa_loss } else { g.dpo_loss };
-    assert!((lv as f64 - want_loss).abs() < tol * want_loss.abs().max(1.0), "{name} {precision}: loss {lv} want {want_loss}");
+    assert!(
+        (lv as f64 - want_loss).abs() < tol * want_loss.abs().max(1.0),
+        "{name} {precision}: loss {lv} want {want_loss}"
+    );
     let grads = l.backward();
 
     let file = fixture(name).join(if epa { "grads_epa.safetensors" } else { "grads_dpo.safetensors" });

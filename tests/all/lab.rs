@@ -16,10 +16,7 @@ struct Cli {
 
 /// The options `epa lab bandit EXTRA…` runs with.
 fn args(extra: &[&str]) -> BanditOptions {
-    Cli::try_parse_from(std::iter::once("lab").chain(extra.iter().copied()))
-        .expect("valid arguments")
-        .bandit
-        .into()
+    Cli::try_parse_from(std::iter::once("lab").chain(extra.iter().copied())).expect("valid arguments").bandit.into()
 }
 
 fn run(extra: &[&str]) -> BanditResults {
@@ -27,8 +24,7 @@ fn run(extra: &[&str]) -> BanditResults {
 }
 
 fn method<'a>(r: &'a BanditResults, label: &str) -> &'a MethodResult {
-    r.method(label)
-        .unwrap_or_else(|| panic!("no method {label}"))
+    r.method(label).unwrap_or_else(|| panic!("no method {label}"))
 }
 
 /// One prompt, six responses, every pair compared (pool = all), 1500 rankings of 4: the
@@ -59,16 +55,8 @@ fn tiny_complete_world_dpo_and_epa_recover_the_true_reward() {
         assert!(m.pearson.min > 0.99, "{label}: Pearson {:?}", m.pearson);
         assert!(m.eps_hat.max < 0.01, "{label}: ε̂ {:?}", m.eps_hat);
         // Unique minimum: both inits land on the same loss and the same reward.
-        assert!(
-            m.final_loss.range() < 1e-6,
-            "{label}: loss range {}",
-            m.final_loss.range()
-        );
-        assert!(
-            m.eps_hat.range() < 1e-5,
-            "{label}: ε̂ range {}",
-            m.eps_hat.range()
-        );
+        assert!(m.final_loss.range() < 1e-6, "{label}: loss range {}", m.final_loss.range());
+        assert!(m.eps_hat.range() < 1e-5, "{label}: ε̂ range {}", m.eps_hat.range());
     }
 }
 
@@ -107,59 +95,26 @@ fn sparse_world_dpo_has_many_minimisers_epa_one_policy_but_no_slope1_reward() {
     assert_eq!(r.world.unreachable_per_prompt.max, 0.0);
     let dpo = method(&r, "dpo");
     // Same minimum of the DPO loss from every init ...
-    assert!(
-        dpo.final_loss.range() < 1e-6,
-        "DPO loss range {}",
-        dpo.final_loss.range()
-    );
+    assert!(dpo.final_loss.range() < 1e-6, "DPO loss range {}", dpo.final_loss.range());
     // ... the same rewards where there are comparisons ...
-    assert!(
-        dpo.eps_hat_seen.range() < 1e-3,
-        "DPO ε̂ compared {:?}",
-        dpo.eps_hat_seen
-    );
+    assert!(dpo.eps_hat_seen.range() < 1e-3, "DPO ε̂ compared {:?}", dpo.eps_hat_seen);
     // ... and a different slope-1 error on ALL responses, and a different policy: many minimisers.
     assert!(dpo.eps_hat.range() > 0.1, "DPO ε̂ {:?}", dpo.eps_hat);
-    assert!(
-        dpo.expected_reward.range() > 0.03,
-        "DPO E[r*] {:?}",
-        dpo.expected_reward
-    );
+    assert!(dpo.expected_reward.range() > 0.03, "DPO E[r*] {:?}", dpo.expected_reward);
     assert!(dpo.kl.range() > 0.05, "DPO KL {:?}", dpo.kl);
     // DPO never moves a never-compared logit: π_θ keeps most of their initial mass.
-    assert!(
-        dpo.mass_unseen.min > 0.6,
-        "DPO unseen mass {:?}",
-        dpo.mass_unseen
-    );
+    assert!(dpo.mass_unseen.min > 0.6, "DPO unseen mass {:?}", dpo.mass_unseen);
 
     let epa = method(&r, "epa_strong+weak16");
     // EPA: one policy from every init (10× tighter than DPO's spread, measured 100×) ...
-    assert!(
-        epa.expected_reward.range() < 0.005,
-        "EPA E[r*] {:?}",
-        epa.expected_reward
-    );
+    assert!(epa.expected_reward.range() < 0.005, "EPA E[r*] {:?}", epa.expected_reward);
     assert!(epa.kl.range() < 0.01, "EPA KL {:?}", epa.kl);
-    assert!(
-        epa.mass_unseen.max < 0.01,
-        "EPA unseen mass {:?}",
-        epa.mass_unseen
-    );
+    assert!(epa.mass_unseen.max < 0.01, "EPA unseen mass {:?}", epa.mass_unseen);
     assert!(epa.expected_reward.mean > dpo.expected_reward.mean + 0.2);
     // ... but no finite minimiser in a tabular world: the loss is still falling and the learned
     // reward of never-compared responses is driven far below slope-1 ...
-    assert!(
-        epa.loss_drop_last_10pct > 1e-6,
-        "EPA loss drop {}",
-        epa.loss_drop_last_10pct
-    );
-    assert!(
-        epa.eps_hat.min > 2.0 * dpo.eps_hat.max,
-        "EPA ε̂ {:?} vs DPO {:?}",
-        epa.eps_hat,
-        dpo.eps_hat
-    );
+    assert!(epa.loss_drop_last_10pct > 1e-6, "EPA loss drop {}", epa.loss_drop_last_10pct);
+    assert!(epa.eps_hat.min > 2.0 * dpo.eps_hat.max, "EPA ε̂ {:?} vs DPO {:?}", epa.eps_hat, dpo.eps_hat);
     // ... keeping the init's offsets among them: EPA's ε̂ depends on the init too.
     assert!(epa.eps_hat.range() > 0.1, "EPA ε̂ {:?}", epa.eps_hat);
     assert!((epa.eps_hat_unseen.mean - dpo.eps_hat_unseen.mean).abs() < 1e-3);
@@ -196,17 +151,10 @@ fn same_seed_regenerates_every_output_byte_for_byte() {
     for file in ["results.json", "report.md", "scatter.png", "weak_sweep.png"] {
         let x = std::fs::read(a.join(file)).unwrap();
         assert!(!x.is_empty(), "{file} is empty");
-        assert!(
-            x == std::fs::read(b.join(file)).unwrap(),
-            "{file} differs between two runs with seed 7"
-        );
+        assert!(x == std::fs::read(b.join(file)).unwrap(), "{file} differs between two runs with seed 7");
     }
-    assert_ne!(
-        std::fs::read(a.join("results.json")).unwrap(),
-        std::fs::read(c.join("results.json")).unwrap()
-    );
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(a.join("results.json")).unwrap()).unwrap();
+    assert_ne!(std::fs::read(a.join("results.json")).unwrap(), std::fs::read(c.join("results.json")).unwrap());
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["methods"].as_array().unwrap().len(), 8);
     assert!(json["methods"][0]["per_init"][1]["eps_hat"].is_number());
 }
@@ -217,10 +165,7 @@ fn bad_options_are_clear_errors() {
     let e = Cli::try_parse_from(["lab", "--methods", "dpo,foo"]).err().unwrap().to_string();
     assert!(e.contains("invalid value 'foo'") && e.contains("plackett_luce") && e.contains("epa_weak"), "{e}");
     assert_eq!(args(&["--methods", "epa_weak,dpo"]).methods, [MethodKind::EpaWeak, MethodKind::Dpo]);
-    let e = simulate(&args(&["--k", "5", "--pool", "4"]))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = simulate(&args(&["--k", "5", "--pool", "4"])).err().unwrap().to_string();
     assert!(e.contains("--k = 5 exceeds the candidate pool of 4"), "{e}");
     let e = simulate(&args(&["--beta", "0"])).err().unwrap().to_string();
     assert!(e.contains("--beta must be > 0"), "{e}");

@@ -18,7 +18,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-
 fn load(name: &str, device: &Device) -> (CausalLm, ModelConfig) {
     let dir = fixture(name);
     let cfg = ModelConfig::from_hf_file(&dir.join("config.json")).unwrap();
@@ -392,7 +391,12 @@ fn lora_off_shares_the_base_weights() {
         let before = rss_bytes();
         let dense = merged(&policy);
         let merged_growth = rss_bytes().saturating_sub(before);
-        eprintln!("adapted weights {} MiB; lora_off +{} KiB; merged +{} KiB", attn_bytes >> 20, off_growth >> 10, merged_growth >> 10);
+        eprintln!(
+            "adapted weights {} MiB; lora_off +{} KiB; merged +{} KiB",
+            attn_bytes >> 20,
+            off_growth >> 10,
+            merged_growth >> 10
+        );
         // Kept alive until both are measured, so `merged` cannot reuse lora_off's pages.
         drop((reference, dense));
         if off_growth < attn_bytes / 8 && merged_growth > attn_bytes / 2 {
@@ -400,7 +404,11 @@ fn lora_off_shares_the_base_weights() {
         }
         seen.push((off_growth, merged_growth));
     }
-    panic!("lora_off should not copy the base weights (< {} bytes) while merged allocates them (> {}): (lora_off, merged) growth {seen:?}", attn_bytes / 8, attn_bytes / 2);
+    panic!(
+        "lora_off should not copy the base weights (< {} bytes) while merged allocates them (> {}): (lora_off, merged) growth {seen:?}",
+        attn_bytes / 8,
+        attn_bytes / 2
+    );
 }
 
 /// Broken or unsupported PEFT folders: one clear error each, naming the file or tensor.
@@ -435,10 +443,18 @@ fn bad_peft_folders_get_clear_errors() {
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let names: Vec<String> = w.names().cloned().collect();
     for n in names {
-        let shape = if n.contains("lora_A") { vec![8, 64] } else { vec![if n.contains("k_proj") || n.contains("v_proj") { 32 } else { 64 }, 8] };
+        let shape = if n.contains("lora_A") {
+            vec![8, 64]
+        } else {
+            vec![if n.contains("k_proj") || n.contains("v_proj") { 32 } else { 64 }, 8]
+        };
         tensors.push((n.clone(), shape.clone(), w.take(&n, &shape).unwrap()));
     }
-    tensors.push(("base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight".into(), vec![8, 64], vec![0.0; 512]));
+    tensors.push((
+        "base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight".into(),
+        vec![8, 64],
+        vec![0.0; 512],
+    ));
     std::fs::write(&st_path, epa::model::save::safetensors_bytes(&tensors).unwrap()).unwrap();
     let e = err();
     assert!(e.contains("layers.9.self_attn.q_proj.lora_A.weight") && e.contains("not matching"), "{e}");
@@ -446,7 +462,8 @@ fn bad_peft_folders_get_clear_errors() {
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let kb: f64 =
+        status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     kb / 1024.0
 }
 
@@ -462,7 +479,8 @@ fn smollm2_lora_training_step_memory() {
     let loaded_mib = peak_rss_mib();
     let cfg = &lm.config;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let ids: Vec<Vec<u32>> = (0..4).map(|_| (0..256).map(|_| rng.random_range(3..cfg.vocab_size as u32)).collect()).collect();
+    let ids: Vec<Vec<u32>> =
+        (0..4).map(|_| (0..256).map(|_| rng.random_range(3..cfg.vocab_size as u32)).collect()).collect();
     let seqs: Vec<&[u32]> = ids.iter().map(|s| s.as_slice()).collect();
     let masks: Vec<Vec<u8>> = ids.iter().map(|s| (0..s.len()).map(|t| (t >= 128) as u8).collect()).collect();
     let masks: Vec<&[u8]> = masks.iter().map(|m| m.as_slice()).collect();

@@ -26,11 +26,7 @@ fn batch_of(case: &Case, device: &Device, grad: bool) -> (ScoreBatch, Tensor<2>)
     if grad {
         policy = policy.require_grad();
     }
-    let mask: Vec<Vec<f64>> = case
-        .mask
-        .iter()
-        .map(|r| r.iter().map(|&m| f64::from(u8::from(m))).collect())
-        .collect();
+    let mask: Vec<Vec<f64>> = case.mask.iter().map(|r| r.iter().map(|&m| f64::from(u8::from(m))).collect()).collect();
     let batch = ScoreBatch {
         policy_logps: policy.clone(),
         ref_logps: Some(t2(device, &case.reference)),
@@ -45,9 +41,7 @@ fn batch_of(case: &Case, device: &Device, grad: bool) -> (ScoreBatch, Tensor<2>)
 fn host(t: Tensor<2>) -> Vec<Vec<f64>> {
     let c = t.dims()[1];
     let v: Vec<f32> = t.into_data().try_into_vec_as::<f32>().unwrap();
-    v.chunks(c)
-        .map(|r| r.iter().map(|&x| f64::from(x)).collect())
-        .collect()
+    v.chunks(c).map(|r| r.iter().map(|&x| f64::from(x)).collect()).collect()
 }
 
 fn scalar(t: Tensor<1>) -> f64 {
@@ -61,51 +55,26 @@ fn loss_and_grad(cfg: &LossConfig, case: &Case) -> (f64, Vec<Vec<f64>>) {
     let (batch, policy) = batch_of(case, &crate::common::device().autodiff(), true);
     let out = cfg.compute(&batch).unwrap();
     let value = scalar(out.loss.clone());
-    assert!(
-        (plain - value).abs() <= 1e-6 * (1.0 + value.abs()),
-        "plain {plain} vs autodiff {value}"
-    );
+    assert!((plain - value).abs() <= 1e-6 * (1.0 + value.abs()), "plain {plain} vs autodiff {value}");
     let grads = out.loss.backward();
-    (
-        value,
-        host(policy.grad(&grads).expect("policy has a gradient")),
-    )
+    (value, host(policy.grad(&grads).expect("policy has a gradient")))
 }
 
 fn cfg(terms: Vec<LossTerm>) -> LossConfig {
-    LossConfig {
-        terms,
-        metrics_beta: None,
-    }
+    LossConfig { terms, metrics_beta: None }
 }
 
 fn assert_close(what: &str, a: f64, b: f64, tol: f64) {
-    assert!(
-        a.is_finite() && b.is_finite(),
-        "{what}: non-finite {a} vs {b}"
-    );
-    assert!(
-        (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs())),
-        "{what}: {a} vs {b} (tol {tol})"
-    );
+    assert!(a.is_finite() && b.is_finite(), "{what}: non-finite {a} vs {b}");
+    assert!((a - b).abs() <= tol * (1.0 + a.abs().max(b.abs())), "{what}: {a} vs {b} (tol {tol})");
 }
 
 fn assert_grads_close(what: &str, a: &[Vec<f64>], b: &[Vec<f64>], tol: f64) {
-    let scale = a
-        .iter()
-        .flatten()
-        .chain(b.iter().flatten())
-        .fold(1.0f64, |m, x| m.max(x.abs()));
+    let scale = a.iter().flatten().chain(b.iter().flatten()).fold(1.0f64, |m, x| m.max(x.abs()));
     for (p, (ra, rb)) in a.iter().zip(b).enumerate() {
         for (j, (x, y)) in ra.iter().zip(rb).enumerate() {
-            assert!(
-                x.is_finite() && y.is_finite(),
-                "{what}: grad[{p}][{j}] non-finite {x} vs {y}"
-            );
-            assert!(
-                (x - y).abs() <= tol * scale,
-                "{what}: grad[{p}][{j}] {x} vs {y}"
-            );
+            assert!(x.is_finite() && y.is_finite(), "{what}: grad[{p}][{j}] non-finite {x} vs {y}");
+            assert!((x - y).abs() <= tol * scale, "{what}: grad[{p}][{j}] {x} vs {y}");
         }
     }
 }
@@ -162,90 +131,27 @@ fn random_case(seed: u64, p: usize, roles: Vec<Role>, scale: f64) -> Case {
 fn every_loss() -> Vec<LossTerm> {
     vec![
         LossTerm::Epa(EpaParams::default()),
-        LossTerm::Epa(EpaParams {
-            beta: 0.5,
-            w: 2.5,
-            lambda_strong: 0.7,
-            lambda_weak: 0.3,
-            ..Default::default()
-        }),
-        LossTerm::Epa(EpaParams {
-            use_weak: false,
-            ..Default::default()
-        }),
-        LossTerm::Epa(EpaParams {
-            use_strong: false,
-            beta: 0.3,
-            ..Default::default()
-        }),
-        LossTerm::Epa(EpaParams {
-            max_strong: Some(2),
-            max_weak: Some(1),
-            ..Default::default()
-        }),
+        LossTerm::Epa(EpaParams { beta: 0.5, w: 2.5, lambda_strong: 0.7, lambda_weak: 0.3, ..Default::default() }),
+        LossTerm::Epa(EpaParams { use_weak: false, ..Default::default() }),
+        LossTerm::Epa(EpaParams { use_strong: false, beta: 0.3, ..Default::default() }),
+        LossTerm::Epa(EpaParams { max_strong: Some(2), max_weak: Some(1), ..Default::default() }),
         LossTerm::Dpo(DpoParams::default()),
-        LossTerm::Dpo(DpoParams {
-            label_smoothing: 0.2,
-            beta: 0.4,
-            use_weak: true,
-            ..Default::default()
-        }),
-        LossTerm::Robust(RobustParams(DpoParams {
-            label_smoothing: 0.2,
-            ..Default::default()
-        })),
+        LossTerm::Dpo(DpoParams { label_smoothing: 0.2, beta: 0.4, use_weak: true, ..Default::default() }),
+        LossTerm::Robust(RobustParams(DpoParams { label_smoothing: 0.2, ..Default::default() })),
         LossTerm::Ipo(IpoParams::default()),
-        LossTerm::Ipo(IpoParams {
-            length_normalize: false,
-            beta: 0.5,
-            ..Default::default()
-        }),
-        LossTerm::Hinge(HingeParams {
-            beta: 0.7,
-            ..Default::default()
-        }),
+        LossTerm::Ipo(IpoParams { length_normalize: false, beta: 0.5, ..Default::default() }),
+        LossTerm::Hinge(HingeParams { beta: 0.7, ..Default::default() }),
         LossTerm::Simpo(SimpoParams::default()),
-        LossTerm::Simpo(SimpoParams {
-            label_smoothing: 0.1,
-            gamma: 1.0,
-            use_weak: true,
-            ..Default::default()
-        }),
-        LossTerm::NcaPair(NcaPairParams {
-            beta: 0.5,
-            ..Default::default()
-        }),
-        LossTerm::Nca(NcaParams(InfoNcaParams {
-            alpha: 2.0,
-            ..Default::default()
-        })),
-        LossTerm::Nca(NcaParams(InfoNcaParams {
-            labels: Labels::OneHot,
-            include_weak: true,
-            ..Default::default()
-        })),
-        LossTerm::Infonca(InfoNcaParams {
-            alpha: 0.5,
-            beta: 0.3,
-            ..Default::default()
-        }),
-        LossTerm::Infonca(InfoNcaParams {
-            include_weak: true,
-            ..Default::default()
-        }),
-        LossTerm::PlackettLuce(PlackettLuceParams {
-            beta: 0.4,
-            ..Default::default()
-        }),
-        LossTerm::PlackettLuce(PlackettLuceParams {
-            include_weak: true,
-            ..Default::default()
-        }),
+        LossTerm::Simpo(SimpoParams { label_smoothing: 0.1, gamma: 1.0, use_weak: true, ..Default::default() }),
+        LossTerm::NcaPair(NcaPairParams { beta: 0.5, ..Default::default() }),
+        LossTerm::Nca(NcaParams(InfoNcaParams { alpha: 2.0, ..Default::default() })),
+        LossTerm::Nca(NcaParams(InfoNcaParams { labels: Labels::OneHot, include_weak: true, ..Default::default() })),
+        LossTerm::Infonca(InfoNcaParams { alpha: 0.5, beta: 0.3, ..Default::default() }),
+        LossTerm::Infonca(InfoNcaParams { include_weak: true, ..Default::default() }),
+        LossTerm::PlackettLuce(PlackettLuceParams { beta: 0.4, ..Default::default() }),
+        LossTerm::PlackettLuce(PlackettLuceParams { include_weak: true, ..Default::default() }),
         LossTerm::Sft(SftParams::default()),
-        LossTerm::Sft(SftParams {
-            length_normalize: false,
-            ..Default::default()
-        }),
+        LossTerm::Sft(SftParams { length_normalize: false, ..Default::default() }),
     ]
 }
 
@@ -260,8 +166,7 @@ fn every_loss_matches_the_f64_reference_in_value_and_gradient() {
             let (value, grad) = loss_and_grad(&cfg(vec![term.clone()]), &case);
             let reference = total_loss(&case, std::slice::from_ref(&term));
             assert_close(&what, value, reference.v, 2e-5);
-            let ref_grad: Vec<Vec<f64>> =
-                reference.g.chunks(case.c()).map(<[f64]>::to_vec).collect();
+            let ref_grad: Vec<Vec<f64>> = reference.g.chunks(case.c()).map(<[f64]>::to_vec).collect();
             assert_grads_close(&what, &grad, &ref_grad, 2e-5);
             // Padded slots get exactly no gradient.
             for (i, row) in grad.iter().enumerate() {
@@ -279,18 +184,9 @@ fn every_loss_matches_the_f64_reference_in_value_and_gradient() {
 fn weighted_sum_of_terms_matches_reference() {
     let case = random_case(7, 6, roles6(), 10.0);
     let terms = vec![
-        LossTerm::Epa(EpaParams {
-            weight: 1.0,
-            ..Default::default()
-        }),
-        LossTerm::Dpo(DpoParams {
-            weight: 0.5,
-            ..Default::default()
-        }),
-        LossTerm::Sft(SftParams {
-            weight: 0.05,
-            ..Default::default()
-        }),
+        LossTerm::Epa(EpaParams { weight: 1.0, ..Default::default() }),
+        LossTerm::Dpo(DpoParams { weight: 0.5, ..Default::default() }),
+        LossTerm::Sft(SftParams { weight: 0.05, ..Default::default() }),
     ];
     let (value, grad) = loss_and_grad(&cfg(terms.clone()), &case);
     let reference = total_loss(&case, &terms);
@@ -305,21 +201,11 @@ fn gradients_match_finite_differences() {
     let case = random_case(11, 4, roles6(), 3.0);
     let h = 1e-2;
     let terms = [
-        LossTerm::Epa(EpaParams {
-            beta: 0.5,
-            ..Default::default()
-        }),
-        LossTerm::Dpo(DpoParams {
-            beta: 0.5,
-            label_smoothing: 0.1,
-            ..Default::default()
-        }),
+        LossTerm::Epa(EpaParams { beta: 0.5, ..Default::default() }),
+        LossTerm::Dpo(DpoParams { beta: 0.5, label_smoothing: 0.1, ..Default::default() }),
         LossTerm::Ipo(IpoParams::default()),
         LossTerm::Nca(NcaParams::default()),
-        LossTerm::PlackettLuce(PlackettLuceParams {
-            beta: 0.5,
-            ..Default::default()
-        }),
+        LossTerm::PlackettLuce(PlackettLuceParams { beta: 0.5, ..Default::default() }),
         LossTerm::Simpo(SimpoParams::default()),
     ];
     for term in terms {
@@ -338,11 +224,7 @@ fn gradients_match_finite_differences() {
                 up.policy[i][j] += h;
                 down.policy[i][j] -= h;
                 let fd = (f(&up) - f(&down)) / (2.0 * h);
-                assert!(
-                    (fd - grad[i][j]).abs() < 2e-3,
-                    "{term:?} [{i}][{j}]: fd {fd} vs autodiff {}",
-                    grad[i][j]
-                );
+                assert!((fd - grad[i][j]).abs() < 2e-3, "{term:?} [{i}][{j}]: fd {fd} vs autodiff {}", grad[i][j]);
             }
         }
     }
@@ -366,20 +248,8 @@ fn epa_with_one_strong_no_weak_and_w1_is_dpo() {
         let beta = 0.05 + 0.2 * seed as f64;
         assert_same(
             "epa = dpo",
-            value(
-                LossTerm::Epa(EpaParams {
-                    beta,
-                    ..Default::default()
-                }),
-                &case,
-            ),
-            value(
-                LossTerm::Dpo(DpoParams {
-                    beta,
-                    ..Default::default()
-                }),
-                &case,
-            ),
+            value(LossTerm::Epa(EpaParams { beta, ..Default::default() }), &case),
+            value(LossTerm::Dpo(DpoParams { beta, ..Default::default() }), &case),
         );
     }
 }
@@ -390,33 +260,17 @@ fn epa_with_w1_is_cross_entropy_with_the_positive_at_index_0() {
     // Every slot real (padded garbage replaced by ordinary scores).
     let mut full = case.clone();
     full.mask = vec![vec![true; 6]; 5];
-    for (pol, refp) in full
-        .policy
-        .iter_mut()
-        .flatten()
-        .zip(full.reference.iter_mut().flatten())
-    {
+    for (pol, refp) in full.policy.iter_mut().flatten().zip(full.reference.iter_mut().flatten()) {
         if pol.abs() > 1e20 {
             (*pol, *refp) = (-5.0, -4.0);
         }
     }
     let beta = 0.3;
-    let (epa, _) = value(
-        LossTerm::Epa(EpaParams {
-            beta,
-            ..Default::default()
-        }),
-        &full,
-    );
+    let (epa, _) = value(LossTerm::Epa(EpaParams { beta, ..Default::default() }), &full);
     // Cross-entropy with burn's own log_softmax over the rewards, target class 0.
     let device = crate::common::device();
     let r = (t2(&device, &full.policy) - t2(&device, &full.reference)).mul_scalar(beta);
-    let ce = -scalar(
-        burn::tensor::activation::log_softmax(r, 1)
-            .narrow(1, 0, 1)
-            .mean()
-            .reshape([1]),
-    );
+    let ce = -scalar(burn::tensor::activation::log_softmax(r, 1).narrow(1, 0, 1).mean().reshape([1]));
     assert_close("epa = CE", epa, ce, 1e-5);
 }
 
@@ -429,20 +283,8 @@ fn plackett_luce_with_two_candidates_is_dpo() {
         }
         assert_same(
             "pl = dpo",
-            value(
-                LossTerm::PlackettLuce(PlackettLuceParams {
-                    beta: 0.2,
-                    ..Default::default()
-                }),
-                &case,
-            ),
-            value(
-                LossTerm::Dpo(DpoParams {
-                    beta: 0.2,
-                    ..Default::default()
-                }),
-                &case,
-            ),
+            value(LossTerm::PlackettLuce(PlackettLuceParams { beta: 0.2, ..Default::default() }), &case),
+            value(LossTerm::Dpo(DpoParams { beta: 0.2, ..Default::default() }), &case),
         );
     }
 }
@@ -450,34 +292,15 @@ fn plackett_luce_with_two_candidates_is_dpo() {
 #[test]
 fn infonca_with_one_hot_labels_is_epa_strong_only() {
     let mut case = random_case(400, 6, roles6(), 10.0);
-    let strong_only = LossTerm::Epa(EpaParams {
-        use_weak: false,
-        beta: 0.2,
-        ..Default::default()
-    });
-    let one_hot = LossTerm::Infonca(InfoNcaParams {
-        labels: Labels::OneHot,
-        beta: 0.2,
-        ..Default::default()
-    });
-    assert_same(
-        "infonca one-hot = epa strong-only",
-        value(one_hot, &case),
-        value(strong_only.clone(), &case),
-    );
+    let strong_only = LossTerm::Epa(EpaParams { use_weak: false, beta: 0.2, ..Default::default() });
+    let one_hot = LossTerm::Infonca(InfoNcaParams { labels: Labels::OneHot, beta: 0.2, ..Default::default() });
+    assert_same("infonca one-hot = epa strong-only", value(one_hot, &case), value(strong_only.clone(), &case));
     // Soft labels with an overwhelming gap in the true scores are one-hot too.
     for row in &mut case.truth {
         row[0] = 1e4;
     }
-    let soft = LossTerm::Infonca(InfoNcaParams {
-        beta: 0.2,
-        ..Default::default()
-    });
-    assert_same(
-        "infonca soft(one-hot) = epa strong-only",
-        value(soft, &case),
-        value(strong_only, &case),
-    );
+    let soft = LossTerm::Infonca(InfoNcaParams { beta: 0.2, ..Default::default() });
+    assert_same("infonca soft(one-hot) = epa strong-only", value(soft, &case), value(strong_only, &case));
 }
 
 #[test]
@@ -486,20 +309,10 @@ fn nca_k2_with_one_hot_labels_is_nca_pair() {
     assert_same(
         "nca(K=2, one-hot) = nca_pair",
         value(
-            LossTerm::Nca(NcaParams(InfoNcaParams {
-                labels: Labels::OneHot,
-                beta: 0.3,
-                ..Default::default()
-            })),
+            LossTerm::Nca(NcaParams(InfoNcaParams { labels: Labels::OneHot, beta: 0.3, ..Default::default() })),
             &case,
         ),
-        value(
-            LossTerm::NcaPair(NcaPairParams {
-                beta: 0.3,
-                ..Default::default()
-            }),
-            &case,
-        ),
+        value(LossTerm::NcaPair(NcaPairParams { beta: 0.3, ..Default::default() }), &case),
     );
 }
 
@@ -551,10 +364,7 @@ fn inputs_of_1e4_give_finite_losses_and_gradients() {
             let term = with_beta(term, beta_scale);
             let (v, g) = value(term.clone(), &case);
             assert!(v.is_finite(), "{term:?}: loss {v}");
-            assert!(
-                g.iter().flatten().all(|x| x.is_finite()),
-                "{term:?}: gradient {g:?}"
-            );
+            assert!(g.iter().flatten().all(|x| x.is_finite()), "{term:?}: gradient {g:?}");
         }
     }
 }
@@ -598,10 +408,7 @@ fn a_batch_with_nothing_usable_gives_a_zero_loss() {
     let mut case = random_case(800, 3, roles6(), 10.0);
     case.mask = vec![vec![false; 6]; 3];
     case.mask[1][0] = true; // a positive without negatives
-    let config = cfg(vec![
-        LossTerm::Epa(EpaParams::default()),
-        LossTerm::Dpo(DpoParams::default()),
-    ]);
+    let config = cfg(vec![LossTerm::Epa(EpaParams::default()), LossTerm::Dpo(DpoParams::default())]);
     let (v, g) = loss_and_grad(&config, &case);
     assert_eq!(v, 0.0);
     assert!(g.iter().flatten().all(|&x| x == 0.0));
@@ -617,106 +424,46 @@ fn a_batch_with_nothing_usable_gives_a_zero_loss() {
 #[test]
 fn golden_dpo_and_epa_losses_are_reproduced() {
     for model in ["tiny-llama", "tiny-qwen2"] {
-        let path = format!(
-            "{}/tests/fixtures/{model}/golden.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let g: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let path = format!("{}/tests/fixtures/{model}/golden.json", env!("CARGO_MANIFEST_DIR"));
+        let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let seqs = g["sequences"].as_array().unwrap();
         let groups = g["groups"].as_array().unwrap();
         let beta = g["beta"].as_f64().unwrap();
         let w = g["epa_w"].as_f64().unwrap();
         let idx = |v: &serde_json::Value| -> Vec<usize> {
-            v.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as usize)
-                .collect()
+            v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
         };
-        let max_s = groups
-            .iter()
-            .map(|gr| idx(&gr["strong"]).len())
-            .max()
-            .unwrap();
-        let max_w = groups
-            .iter()
-            .map(|gr| idx(&gr["weak"]).len())
-            .max()
-            .unwrap();
+        let max_s = groups.iter().map(|gr| idx(&gr["strong"]).len()).max().unwrap();
+        let max_w = groups.iter().map(|gr| idx(&gr["weak"]).len()).max().unwrap();
         let mut roles = vec![Positive];
         roles.extend(std::iter::repeat_n(Strong, max_s));
         roles.extend(std::iter::repeat_n(Weak, max_w));
         let c = roles.len();
-        let mut case = Case {
-            roles,
-            policy: vec![],
-            reference: vec![],
-            lengths: vec![],
-            mask: vec![],
-            truth: vec![],
-        };
+        let mut case = Case { roles, policy: vec![], reference: vec![], lengths: vec![], mask: vec![], truth: vec![] };
         for gr in groups {
             let (s, wk) = (idx(&gr["strong"]), idx(&gr["weak"]));
-            let mut cols: Vec<Option<usize>> =
-                vec![Some(gr["positive"].as_u64().unwrap() as usize)];
+            let mut cols: Vec<Option<usize>> = vec![Some(gr["positive"].as_u64().unwrap() as usize)];
             cols.extend((0..max_s).map(|k| s.get(k).copied()));
             cols.extend((0..max_w).map(|k| wk.get(k).copied()));
-            let get =
-                |k: Option<usize>, key: &str| k.map_or(0.0, |k| seqs[k][key].as_f64().unwrap());
-            case.policy.push(
-                cols.iter()
-                    .map(|&k| get(k, "completion_logp_sum"))
-                    .collect(),
-            );
-            case.reference.push(
-                cols.iter()
-                    .map(|&k| get(k, "ref_completion_logp_sum"))
-                    .collect(),
-            );
+            let get = |k: Option<usize>, key: &str| k.map_or(0.0, |k| seqs[k][key].as_f64().unwrap());
+            case.policy.push(cols.iter().map(|&k| get(k, "completion_logp_sum")).collect());
+            case.reference.push(cols.iter().map(|&k| get(k, "ref_completion_logp_sum")).collect());
             case.lengths.push(vec![1.0; c]);
             case.mask.push(cols.iter().map(Option::is_some).collect());
             case.truth.push(vec![0.0; c]);
         }
         let (batch, _) = batch_of(&case, &crate::common::device(), false);
-        let dpo = LossTerm::Dpo(DpoParams {
-            beta,
-            ..Default::default()
-        });
-        let epa = LossTerm::Epa(EpaParams {
-            beta,
-            w,
-            ..Default::default()
-        });
+        let dpo = LossTerm::Dpo(DpoParams { beta, ..Default::default() });
+        let epa = LossTerm::Epa(EpaParams { beta, w, ..Default::default() });
         for (term, key) in [(dpo, "dpo"), (epa, "epa")] {
             let got = scalar(cfg(vec![term.clone()]).compute(&batch).unwrap().loss);
             let want = g[format!("{key}_loss")].as_f64().unwrap();
-            println!(
-                "{model} {key}_loss: ours {got:.7} golden {want:.7} |diff| {:.2e}",
-                (got - want).abs()
-            );
-            assert!(
-                (got - want).abs() < 1e-5,
-                "{model} {key}_loss: {got} vs golden {want}"
-            );
-            let per = host(
-                term.per_prompt(&batch)
-                    .unwrap()
-                    .values
-                    .reshape([case.p(), 1]),
-            );
-            for (k, want) in g[format!("{key}_terms")]
-                .as_array()
-                .unwrap()
-                .iter()
-                .enumerate()
-            {
+            println!("{model} {key}_loss: ours {got:.7} golden {want:.7} |diff| {:.2e}", (got - want).abs());
+            assert!((got - want).abs() < 1e-5, "{model} {key}_loss: {got} vs golden {want}");
+            let per = host(term.per_prompt(&batch).unwrap().values.reshape([case.p(), 1]));
+            for (k, want) in g[format!("{key}_terms")].as_array().unwrap().iter().enumerate() {
                 let want = want.as_f64().unwrap();
-                assert!(
-                    (per[k][0] - want).abs() < 1e-5,
-                    "{model} {key}_terms[{k}]: {} vs {want}",
-                    per[k][0]
-                );
+                assert!((per[k][0] - want).abs() < 1e-5, "{model} {key}_terms[{k}]: {} vs {want}", per[k][0]);
             }
         }
     }
@@ -740,14 +487,8 @@ fn merged_micro_batch_metrics_equal_whole_batch_metrics() {
     let case = random_case(900, 7, roles6(), 10.0);
     let config = cfg(vec![
         LossTerm::Epa(EpaParams::default()),
-        LossTerm::Dpo(DpoParams {
-            weight: 0.5,
-            ..Default::default()
-        }),
-        LossTerm::Sft(SftParams {
-            weight: 0.1,
-            ..Default::default()
-        }),
+        LossTerm::Dpo(DpoParams { weight: 0.5, ..Default::default() }),
+        LossTerm::Sft(SftParams { weight: 0.1, ..Default::default() }),
     ]);
     let metrics = |c: &Case| {
         let (b, _) = batch_of(c, &crate::common::device(), false);
@@ -795,10 +536,7 @@ fn metrics_values_on_a_hand_made_batch() {
         mask: vec![vec![true; 4]],
         truth: vec![vec![3.0, 1.0, 2.0, 0.0]],
     };
-    let config = cfg(vec![LossTerm::Epa(EpaParams {
-        beta: 1.0,
-        ..Default::default()
-    })]);
+    let config = cfg(vec![LossTerm::Epa(EpaParams { beta: 1.0, ..Default::default() })]);
     let (b, _) = batch_of(&case, &crate::common::device(), false);
     let m = config.compute(&b).unwrap().metrics.mean();
     assert_close("chosen", m["rewards/chosen"], 2.0, 1e-9);
@@ -903,13 +641,7 @@ fn every_loss_is_selectable_by_name_from_toml() {
             ..Default::default()
         })
     );
-    assert_eq!(
-        c.terms[2],
-        LossTerm::Dpo(DpoParams {
-            label_smoothing: 0.2,
-            ..Default::default()
-        })
-    );
+    assert_eq!(c.terms[2], LossTerm::Dpo(DpoParams { label_smoothing: 0.2, ..Default::default() }));
     assert_eq!(c.labels()[2], "dpo#2");
     // Round trip through TOML.
     let again = LossConfig::from_toml_str(&toml::to_string(&c).unwrap()).unwrap();
@@ -921,13 +653,7 @@ fn every_loss_is_selectable_by_name_from_toml() {
     assert!(scalar(out.loss).is_finite());
     // TRL style.
     let trl = LossConfig::from_names(&["sigmoid", "sft"], Some(&[1.0, 0.1])).unwrap();
-    assert_eq!(
-        trl.terms[1],
-        LossTerm::Sft(SftParams {
-            weight: 0.1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(trl.terms[1], LossTerm::Sft(SftParams { weight: 0.1, ..Default::default() }));
     // What the trainer and the data loader must provide.
     assert!(c.needs_reference() && c.needs_true_scores() && c.uses_weak());
     let simple = LossConfig::from_names(&["simpo", "sft"], None).unwrap();
@@ -935,10 +661,7 @@ fn every_loss_is_selectable_by_name_from_toml() {
     let dpo = LossConfig::from_names(&["dpo"], None).unwrap();
     assert!(dpo.needs_reference() && !dpo.uses_weak());
     assert!(LossConfig::default().uses_weak());
-    assert_eq!(
-        LossConfig::default().terms,
-        vec![LossTerm::Epa(EpaParams::default())]
-    );
+    assert_eq!(LossConfig::default().terms, vec![LossTerm::Epa(EpaParams::default())]);
 }
 
 fn config_error(text: &str) -> String {
@@ -949,55 +672,22 @@ fn config_error(text: &str) -> String {
 fn invalid_configurations_are_clear_errors() {
     let cases = [
         ("[[terms]]\nname = \"dpoo\"", "unknown variant `dpoo`"),
-        (
-            "[[terms]]\nname = \"dpo\"\nbeta = 0.0",
-            "beta must be finite and > 0",
-        ),
-        (
-            "[[terms]]\nname = \"epa\"\nbeta = -1.0",
-            "beta must be finite and > 0",
-        ),
-        (
-            "[[terms]]\nname = \"dpo\"\nlabel_smoothing = 0.5",
-            "label_smoothing must be in [0, 0.5)",
-        ),
-        (
-            "[[terms]]\nname = \"robust\"\nlabel_smoothing = -0.1",
-            "label_smoothing must be in [0, 0.5)",
-        ),
-        (
-            "[[terms]]\nname = \"epa\"\nw = 0.0",
-            "w must be finite and > 0",
-        ),
-        (
-            "[[terms]]\nname = \"epa\"\nlambda_weak = 0.0",
-            "lambda_weak must be finite and > 0",
-        ),
-        (
-            "[[terms]]\nname = \"epa\"\nuse_strong = false\nuse_weak = false",
-            "no negatives left",
-        ),
-        (
-            "[[terms]]\nname = \"sft\"\nweight = -1.0",
-            "weight must be finite and ≥ 0",
-        ),
-        (
-            "[[terms]]\nname = \"infonca\"\nalpha = 0.0",
-            "alpha must be finite and > 0",
-        ),
-        (
-            "[[terms]]\nname = \"epa\"\nbeat = 0.1",
-            "unknown field `beat`",
-        ),
+        ("[[terms]]\nname = \"dpo\"\nbeta = 0.0", "beta must be finite and > 0"),
+        ("[[terms]]\nname = \"epa\"\nbeta = -1.0", "beta must be finite and > 0"),
+        ("[[terms]]\nname = \"dpo\"\nlabel_smoothing = 0.5", "label_smoothing must be in [0, 0.5)"),
+        ("[[terms]]\nname = \"robust\"\nlabel_smoothing = -0.1", "label_smoothing must be in [0, 0.5)"),
+        ("[[terms]]\nname = \"epa\"\nw = 0.0", "w must be finite and > 0"),
+        ("[[terms]]\nname = \"epa\"\nlambda_weak = 0.0", "lambda_weak must be finite and > 0"),
+        ("[[terms]]\nname = \"epa\"\nuse_strong = false\nuse_weak = false", "no negatives left"),
+        ("[[terms]]\nname = \"sft\"\nweight = -1.0", "weight must be finite and ≥ 0"),
+        ("[[terms]]\nname = \"infonca\"\nalpha = 0.0", "alpha must be finite and > 0"),
+        ("[[terms]]\nname = \"epa\"\nbeat = 0.1", "unknown field `beat`"),
         ("terms = []", "no terms"),
         ("[[terms]]\nbeta = 0.1", "missing field `name`"),
     ];
     for (text, want) in cases {
         let err = config_error(text);
-        assert!(
-            err.contains(want),
-            "config {text:?}: error {err:?} should contain {want:?}"
-        );
+        assert!(err.contains(want), "config {text:?}: error {err:?} should contain {want:?}");
     }
     // The failing term is named.
     let err = config_error("[[terms]]\nname = \"epa\"\n[[terms]]\nname = \"dpo\"\nbeta = -2.0");
@@ -1010,15 +700,9 @@ fn invalid_configurations_are_clear_errors() {
     let err = config_error("[[terms]]\nname = \"epa\"\nbeta = = 1");
     assert!(err.contains("line 3"), "{err}");
     assert!(
-        LossConfig::from_names(&["epa", "nope"], None)
-            .unwrap_err()
-            .to_string()
-            .contains("unknown loss name 'nope'")
+        LossConfig::from_names(&["epa", "nope"], None).unwrap_err().to_string().contains("unknown loss name 'nope'")
     );
-    let empty = LossConfig {
-        terms: vec![],
-        metrics_beta: None,
-    };
+    let empty = LossConfig { terms: vec![], metrics_beta: None };
     assert!(empty.validate().is_err());
 }
 
@@ -1029,59 +713,31 @@ fn unmet_needs_are_clear_errors_at_compute_time() {
     let (mut batch, _) = batch_of(&case, &device, false);
     batch.ref_logps = None;
     batch.true_scores = None;
-    let err =
-        |term: LossTerm, b: &ScoreBatch| format!("{:#}", cfg(vec![term]).compute(b).unwrap_err());
+    let err = |term: LossTerm, b: &ScoreBatch| format!("{:#}", cfg(vec![term]).compute(b).unwrap_err());
     assert!(err(LossTerm::Dpo(DpoParams::default()), &batch).contains("needs reference log-probs"));
     assert!(err(LossTerm::Epa(EpaParams::default()), &batch).contains("needs reference log-probs"));
     let (mut with_ref, _) = batch_of(&case, &device, false);
     with_ref.true_scores = None;
-    assert!(
-        err(
-            LossTerm::PlackettLuce(PlackettLuceParams::default()),
-            &with_ref
-        )
-        .contains("needs true scores")
-    );
-    assert!(
-        err(LossTerm::Infonca(InfoNcaParams::default()), &with_ref).contains("needs true scores")
-    );
+    assert!(err(LossTerm::PlackettLuce(PlackettLuceParams::default()), &with_ref).contains("needs true scores"));
+    assert!(err(LossTerm::Infonca(InfoNcaParams::default()), &with_ref).contains("needs true scores"));
     // Reference-free losses are fine without ref_logps.
     assert!(
-        cfg(vec![
-            LossTerm::Simpo(SimpoParams::default()),
-            LossTerm::Sft(SftParams::default())
-        ])
-        .compute(&batch)
-        .is_ok()
+        cfg(vec![LossTerm::Simpo(SimpoParams::default()), LossTerm::Sft(SftParams::default())]).compute(&batch).is_ok()
     );
     // No negatives of the needed kind at all.
     let weak_only = random_case(1200, 3, vec![Positive, Weak, Weak], 10.0);
     let (b, _) = batch_of(&weak_only, &device, false);
-    assert!(
-        err(LossTerm::Dpo(DpoParams::default()), &b)
-            .contains("needs at least one [Strong] candidate column")
-    );
-    let strong_only = LossTerm::Epa(EpaParams {
-        use_weak: false,
-        ..Default::default()
-    });
+    assert!(err(LossTerm::Dpo(DpoParams::default()), &b).contains("needs at least one [Strong] candidate column"));
+    let strong_only = LossTerm::Epa(EpaParams { use_weak: false, ..Default::default() });
     assert!(err(strong_only, &b).contains("candidate column"));
-    assert!(
-        cfg(vec![LossTerm::Epa(EpaParams::default())])
-            .compute(&b)
-            .is_ok()
-    );
+    assert!(cfg(vec![LossTerm::Epa(EpaParams::default())]).compute(&b).is_ok());
     let lonely = random_case(1300, 2, vec![Positive], 10.0);
     let (b, _) = batch_of(&lonely, &device, false);
     assert!(err(LossTerm::Epa(EpaParams::default()), &b).contains("candidate column"));
     // Malformed batches.
     let (mut bad, _) = batch_of(&case, &device, false);
     bad.roles = vec![Strong, Positive, Strong, Strong, Weak, Weak];
-    assert!(
-        err(LossTerm::Epa(EpaParams::default()), &bad).contains("column 0 must be the Positive")
-    );
+    assert!(err(LossTerm::Epa(EpaParams::default()), &bad).contains("column 0 must be the Positive"));
     bad.roles.pop();
-    assert!(
-        err(LossTerm::Epa(EpaParams::default()), &bad).contains("5 roles for 6 candidate columns")
-    );
+    assert!(err(LossTerm::Epa(EpaParams::default()), &bad).contains("5 roles for 6 candidate columns"));
 }

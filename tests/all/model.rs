@@ -10,7 +10,6 @@ use epa::model::{CausalLm, Layout, ModelConfig, Rope};
 use epa::scores::{Scorer, Targets, host_f32};
 use std::path::Path;
 
-
 fn load(dir: &Path, device: &Device) -> (CausalLm, ModelConfig) {
     let cfg = ModelConfig::from_hf_file(&dir.join("config.json")).unwrap();
     let mut w = WeightMap::from_hf_folder(dir).unwrap();
@@ -45,18 +44,13 @@ fn shared_prefix_equals_separate_sequences_logps_and_grads() {
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
         let (prompt, responses) = group();
         // Two groups in one batch (the second shorter) so padding of shared rows is exercised.
-        let groups: Vec<(&[u32], Vec<&[u32]>)> = vec![
-            (&prompt, responses.iter().map(|r| r.as_slice()).collect()),
-            (&prompt[..4], vec![&responses[1][..]]),
-        ];
+        let groups: Vec<(&[u32], Vec<&[u32]>)> =
+            vec![(&prompt, responses.iter().map(|r| r.as_slice()).collect()), (&prompt[..4], vec![&responses[1][..]])];
         let shared = Layout::shared_prefix(&groups, 0);
         let st = Targets::shared_prefix(&shared, &groups);
         let s_sums = Scorer::new(&model, &rope, 0, &device).score(&shared, &st).sums;
 
-        let full: Vec<Vec<u32>> = groups
-            .iter()
-            .flat_map(|(p, rs)| rs.iter().map(move |r| [*p, *r].concat()))
-            .collect();
+        let full: Vec<Vec<u32>> = groups.iter().flat_map(|(p, rs)| rs.iter().map(move |r| [*p, *r].concat())).collect();
         let masks: Vec<Vec<u8>> = groups
             .iter()
             .flat_map(|(p, rs)| rs.iter().map(move |r| [vec![0u8; p.len()], vec![1u8; r.len()]].concat()))
@@ -219,7 +213,9 @@ fn missing_or_misshaped_tensor_is_a_clear_error() {
     std::fs::write(&path, epa::model::save::safetensors_bytes(&bad).unwrap()).unwrap();
     let e = load_err(dir.path());
     assert!(
-        e.contains("model.layers.0.self_attn.k_proj.weight") && e.contains("model.safetensors") && e.contains("[16, 128]"),
+        e.contains("model.layers.0.self_attn.k_proj.weight")
+            && e.contains("model.safetensors")
+            && e.contains("[16, 128]"),
         "{e}"
     );
 

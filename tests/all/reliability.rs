@@ -68,7 +68,9 @@ fn non_finite_losses_follow_on_non_finite() {
     assert!(e.contains("non-finite loss at optimiser step 2"), "{e}");
 
     let d = tempfile::tempdir().unwrap();
-    let s = train(&config(d.path(), 3, &["optim.lr=1e38", "optim.on_non_finite=\"skip\"", "output.export=false"]), None).unwrap();
+    let s =
+        train(&config(d.path(), 3, &["optim.lr=1e38", "optim.on_non_finite=\"skip\"", "output.export=false"]), None)
+            .unwrap();
     assert_eq!(s.steps, 3);
     assert_eq!(rows(d.path()).len(), 1, "steps 2 and 3 were skipped, not logged");
     // Continuing from that (non-finite) checkpoint: every step is skipped → an error, nothing exported.
@@ -149,14 +151,19 @@ fn write_errors_name_the_file() {
 }
 
 /// A copy of the tiny model with its config edited and its tensors passed through `edit`.
-fn edited_model(dir: &Path, config: impl Fn(&mut serde_json::Value), edit: impl Fn(&str, &mut Vec<usize>, &mut Vec<f32>)) -> PathBuf {
+fn edited_model(
+    dir: &Path,
+    config: impl Fn(&mut serde_json::Value),
+    edit: impl Fn(&str, &mut Vec<usize>, &mut Vec<f32>),
+) -> PathBuf {
     let src = fixture("tiny-llama");
     let out = dir.join("model");
     std::fs::create_dir_all(&out).unwrap();
     for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
         std::fs::copy(src.join(f), out.join(f)).unwrap();
     }
-    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     config(&mut c);
     std::fs::write(out.join("config.json"), c.to_string()).unwrap();
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
@@ -164,7 +171,8 @@ fn edited_model(dir: &Path, config: impl Fn(&mut serde_json::Value), edit: impl 
     let mut tensors = Vec::new();
     for (name, view) in st.tensors() {
         assert_eq!(view.dtype(), safetensors::Dtype::F32);
-        let mut data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let mut data: Vec<f32> =
+            view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
         let mut shape = view.shape().to_vec();
         edit(&name, &mut shape, &mut data);
         tensors.push((name, shape, data));
@@ -217,25 +225,44 @@ fn sequences_past_max_position_embeddings_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("max_position_embeddings = 12"), "{stderr}");
     let pairs = d.path().join("pairs.jsonl");
-    std::fs::write(&pairs, "{\"prompt\": \"Describe the sea in one long sentence.\", \"response\": \"It is wide and deep and blue.\"}\n").unwrap();
+    std::fs::write(
+        &pairs,
+        "{\"prompt\": \"Describe the sea in one long sentence.\", \"response\": \"It is wide and deep and blue.\"}\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_epa"))
         .args(["score", "--model", m.to_str().unwrap(), "--data", pairs.to_str().unwrap()])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("pairs.jsonl:1") && stderr.contains("max_position_embeddings = 12"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("pairs.jsonl:1") && stderr.contains("max_position_embeddings = 12"),
+        "{stderr}"
+    );
 }
 
 /// Item 19: sampling settings that mean nothing are refused.
 #[test]
 fn generate_refuses_meaningless_sampling_settings() {
-    for (flag, value) in [("--temperature", "NaN"), ("--temperature", "-1"), ("--top-p", "0"), ("--top-p", "NaN"), ("--top-p", "2")] {
+    for (flag, value) in
+        [("--temperature", "NaN"), ("--temperature", "-1"), ("--top-p", "0"), ("--top-p", "NaN"), ("--top-p", "2")]
+    {
         let out = Command::new(env!("CARGO_BIN_EXE_epa"))
-            .args(["generate", "--model", fixture("tiny-llama").to_str().unwrap(), "--prompt", "hi", &format!("{flag}={value}")])
+            .args([
+                "generate",
+                "--model",
+                fixture("tiny-llama").to_str().unwrap(),
+                "--prompt",
+                "hi",
+                &format!("{flag}={value}"),
+            ])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.code() == Some(1) && stderr.contains(&flag[2..].replace('-', "_")), "{flag} {value}: {stderr}");
+        assert!(
+            out.status.code() == Some(1) && stderr.contains(&flag[2..].replace('-', "_")),
+            "{flag} {value}: {stderr}"
+        );
     }
 }
 
@@ -252,14 +279,18 @@ fn an_empty_eval_set_says_it_is_the_eval_set() {
     // message must show).
     let template = "{% for m in messages %}{% if m['role'] == 'user' and 'secret' in m['content'] %}\
                     {{ raise_exception('no secrets in this template') }}{% endif %}{{ m['content'] }}{% endfor %}";
-    let rows = "{\"prompt\": [{\"role\": \"user\", \"content\": \"a secret\"}], \"chosen\": \"c\", \"rejected\": \"r\"}\n";
+    let rows =
+        "{\"prompt\": [{\"role\": \"user\", \"content\": \"a secret\"}], \"chosen\": \"c\", \"rejected\": \"r\"}\n";
     std::fs::write(&eval, rows).unwrap();
     let m = edited_model(d.path(), |_| {}, |_, _, _| {});
     std::fs::write(m.join("chat_template.jinja"), template).unwrap();
     let m = format!("model.path={:?}", m.display().to_string());
     let e = format!("eval.paths=[{:?}]", eval.display().to_string());
     let e = err(train(&config(d.path(), 1, &[&e, &m]), None));
-    assert!(e.contains("the eval set (eval.paths) has no groups left") && e.contains("no secrets in this template"), "{e}");
+    assert!(
+        e.contains("the eval set (eval.paths) has no groups left") && e.contains("no secrets in this template"),
+        "{e}"
+    );
 }
 
 /// Kills the run (as SIGKILL would) at every file-system step of checkpointing and metrics writing
@@ -297,7 +328,11 @@ fn a_kill_at_any_file_system_step_loses_nothing() {
             .collect();
         // The exported weights and the checkpoint's trainer state (the .bpk records hold random
         // parameter ids, so their bytes differ between identical runs).
-        (std::fs::read(dir.join("final/model.safetensors")).unwrap(), std::fs::read(ck.join("state.json")).unwrap(), rows)
+        (
+            std::fs::read(dir.join("final/model.safetensors")).unwrap(),
+            std::fs::read(ck.join("state.json")).unwrap(),
+            rows,
+        )
     };
     let out = epa(&[], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -381,7 +416,11 @@ fn rows_of_another_shape_than_the_file_are_bad_rows() {
     )
     .unwrap();
     let e = format!("{:#}", load(&p, false).unwrap_err());
-    assert!(e.contains("mixed.jsonl: line 2") && e.contains("make a standard row, but this file's rows are implicit (decided by line 1)"), "{e}");
+    assert!(
+        e.contains("mixed.jsonl: line 2")
+            && e.contains("make a standard row, but this file's rows are implicit (decided by line 1)"),
+        "{e}"
+    );
     let (groups, report) = load(&p, true).unwrap();
     assert_eq!((groups, report.rows_dropped()), (1, 1));
 
@@ -403,7 +442,9 @@ fn rows_of_another_shape_than_the_file_are_bad_rows() {
 fn byte_order_marks_and_pretty_printed_objects() {
     let d = tempfile::tempdir().unwrap();
     let row = "{\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\"}";
-    for (name, body) in [("bom.jsonl", format!("\u{feff}{row}\n{row}\n")), ("bom.json", format!("\u{feff}[{row}, {row}]"))] {
+    for (name, body) in
+        [("bom.jsonl", format!("\u{feff}{row}\n{row}\n")), ("bom.json", format!("\u{feff}[{row}, {row}]"))]
+    {
         let p = d.path().join(name);
         std::fs::write(&p, body).unwrap();
         assert_eq!(load(&p, false).unwrap().0, 2, "{name}");
@@ -418,7 +459,11 @@ fn byte_order_marks_and_pretty_printed_objects() {
 #[test]
 fn a_huge_weak_k_is_bounded_by_the_data() {
     let d = tempfile::tempdir().unwrap();
-    let s = train(&config(d.path(), 1, &["data.weak.k=100000000000", "data.weak.scope=\"dataset\"", "output.export=false"]), None).unwrap();
+    let s = train(
+        &config(d.path(), 1, &["data.weak.k=100000000000", "data.weak.scope=\"dataset\"", "output.export=false"]),
+        None,
+    )
+    .unwrap();
     // 12 prompts × 2 answers: every prompt gets the 22 answers written for the others.
     assert!(s.first["logps/weak"].is_finite());
     assert_eq!(s.steps, 1);

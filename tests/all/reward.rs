@@ -85,10 +85,14 @@ fn reward_model_reads_the_last_non_pad_token() {
 
 #[test]
 fn causal_lm_and_reward_model_are_told_apart() {
-    let e = RewardModel::load(fixture("tiny-llama").to_str().unwrap(), &device()).err().expect("a causal LM is not a reward model");
+    let e = RewardModel::load(fixture("tiny-llama").to_str().unwrap(), &device())
+        .err()
+        .expect("a causal LM is not a reward model");
     let msg = format!("{e:#}");
     assert!(msg.contains("score.weight") && msg.contains("causal LM") && msg.contains("tiny-llama"), "{msg}");
-    let e = load_model(fixture("tiny-rm-qwen2").to_str().unwrap(), &device()).err().expect("a reward model is not a causal LM");
+    let e = load_model(fixture("tiny-rm-qwen2").to_str().unwrap(), &device())
+        .err()
+        .expect("a reward model is not a causal LM");
     let msg = format!("{e:#}");
     assert!(msg.contains("reward") && msg.contains("--judge rm:"), "{msg}");
     let e = RewardModel::load("tests/fixtures/no-such-folder", &device()).err().unwrap();
@@ -101,7 +105,12 @@ fn reward_model_weights_the_config_does_not_use_are_an_error() {
     let dir = fixture("tiny-rm-llama");
     let cfg = epa::model::ModelConfig::from_hf_file(&dir.join("config.json")).unwrap();
     let mut w = WeightMap::from_hf_folder(&dir).unwrap();
-    w.insert("lm_head.weight".into(), HostTensor { shape: vec![cfg.vocab_size, cfg.hidden_size], data: vec![0.0; cfg.vocab_size * cfg.hidden_size] }, &dir);
-    let e = build_reward_model(&cfg, &mut w, &device()).err().expect("an unused lm_head is an error for a reward model");
+    w.insert(
+        "lm_head.weight".into(),
+        HostTensor { shape: vec![cfg.vocab_size, cfg.hidden_size], data: vec![0.0; cfg.vocab_size * cfg.hidden_size] },
+        &dir,
+    );
+    let e =
+        build_reward_model(&cfg, &mut w, &device()).err().expect("an unused lm_head is an error for a reward model");
     assert!(e.to_string().contains("not used") && e.to_string().contains("lm_head.weight"), "{e}");
 }

@@ -16,7 +16,10 @@ fn smollm2_gguf_greedy_sentence_about_the_sea() {
     let msgs = [Message { role: "user".into(), content: "Write one sentence about the sea.".into() }];
     // The GGUF's own template adds SmolLM2's default system turn when none is given.
     let rendered = codec.render_chat(&msgs, true).unwrap();
-    assert!(rendered.starts_with("<|im_start|>system\n") && rendered.ends_with("<|im_start|>assistant\n"), "{rendered:?}");
+    assert!(
+        rendered.starts_with("<|im_start|>system\n") && rendered.ends_with("<|im_start|>assistant\n"),
+        "{rendered:?}"
+    );
     // Plain ChatML, as in shared/artifacts.md.
     let text = "<|im_start|>user\nWrite one sentence about the sea.<|im_end|>\n<|im_start|>assistant\n";
     let ids = codec.encode(text, false).unwrap();

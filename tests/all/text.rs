@@ -7,17 +7,12 @@ use std::path::PathBuf;
 use epa::text::{Boundary, Message, TextCodec};
 use serde_json::Value;
 
-
 fn json(path: PathBuf) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 fn messages(v: &Value) -> Vec<Message> {
@@ -34,18 +29,10 @@ fn chat_renderings_and_ids_match_transformers() {
             let agp = case["add_generation_prompt"].as_bool().unwrap();
             let rendered = codec.render_chat(&msgs, agp).unwrap();
             assert_eq!(rendered, case["rendered"].as_str().unwrap(), "{model}");
-            assert_eq!(
-                codec.encode(&rendered, false).unwrap(),
-                ids(&case["ids"]),
-                "{model}"
-            );
+            assert_eq!(codec.encode(&rendered, false).unwrap(), ids(&case["ids"]), "{model}");
             let p = codec.encode_prompt(&msgs).unwrap();
             assert_eq!(p.ids, ids(&case["ids"]), "{model}: encode_prompt");
-            assert_eq!(
-                codec.decode(&p.ids, false).unwrap(),
-                rendered,
-                "{model}: decode round trip"
-            );
+            assert_eq!(codec.decode(&p.ids, false).unwrap(), rendered, "{model}: decode round trip");
         }
     }
 }
@@ -60,39 +47,19 @@ fn encode_pair_matches_golden_sequences_and_completion_masks() {
         for seq in golden["sequences"].as_array().unwrap() {
             let text = seq["text"].as_str().unwrap();
             let expected = ids(&seq["input_ids"]);
-            assert_eq!(
-                codec.encode(text, false).unwrap(),
-                expected,
-                "{model}: encode(text)"
-            );
-            let user = text
-                .strip_prefix("<|im_start|>user\n")
-                .unwrap()
-                .split("<|im_end|>")
-                .next()
-                .unwrap();
+            assert_eq!(codec.encode(text, false).unwrap(), expected, "{model}: encode(text)");
+            let user = text.strip_prefix("<|im_start|>user\n").unwrap().split("<|im_end|>").next().unwrap();
             let response = seq["response"].as_str().unwrap();
             let pair = codec.encode_pair(&[Message::user(user)], response).unwrap();
             assert_eq!(pair.boundary, Boundary::Clean);
             assert_eq!(pair.input_ids(), expected, "{model}: prompt ++ response");
-            let mask: Vec<u64> = seq["completion_mask"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap())
-                .collect();
+            let mask: Vec<u64> =
+                seq["completion_mask"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
             let n_resp = mask.iter().filter(|&&m| m == 1).count();
-            assert_eq!(
-                pair.response_ids.len(),
-                n_resp,
-                "{model}: response length = completion_mask ones"
-            );
+            assert_eq!(pair.response_ids.len(), n_resp, "{model}: response length = completion_mask ones");
             assert!(mask[..pair.prompt_ids.len()].iter().all(|&m| m == 0));
             // The response ends with the template's end of turn: <|im_end|> "\n".
-            assert_eq!(
-                pair.response_ids[pair.response_ids.len() - 2],
-                codec.eos_token_id().unwrap()
-            );
+            assert_eq!(pair.response_ids[pair.response_ids.len() - 2], codec.eos_token_id().unwrap());
         }
     }
 }
@@ -108,11 +75,7 @@ fn special_tokens_from_tokenizer_config() {
 
 fn folder_with(config: Value, jinja: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        fixture("tiny-llama").join("tokenizer.json"),
-        dir.path().join("tokenizer.json"),
-    )
-    .unwrap();
+    std::fs::copy(fixture("tiny-llama").join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
     std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
     if let Some(j) = jinja {
         std::fs::write(dir.path().join("chat_template.jinja"), j).unwrap();
@@ -124,10 +87,7 @@ fn folder_with(config: Value, jinja: Option<&str>) -> tempfile::TempDir {
 fn template_in_tokenizer_config_as_string_or_named_list_and_tokens_as_objects() {
     let tmpl = std::fs::read_to_string(fixture("tiny-llama").join("chat_template.jinja")).unwrap();
     let msgs = [Message::user("Hi!")];
-    let reference = TextCodec::from_hf_folder(&fixture("tiny-llama"))
-        .unwrap()
-        .render_chat(&msgs, true)
-        .unwrap();
+    let reference = TextCodec::from_hf_folder(&fixture("tiny-llama")).unwrap().render_chat(&msgs, true).unwrap();
     let as_string = folder_with(
         serde_json::json!({"bos_token": {"content": "<|im_start|>", "lstrip": false}, "eos_token": "<|im_end|>", "chat_template": tmpl}),
         None,
@@ -180,10 +140,7 @@ fn boundary_merge_is_detected_and_template_rewrite_is_an_error() {
     let c = TextCodec::from_hf_folder(dir.path()).unwrap();
     let pair = c.encode_pair(&[Message::user("why")], "because").unwrap();
     assert_eq!(pair.boundary, Boundary::TextSplit);
-    assert_eq!(
-        c.decode(&pair.input_ids(), false).unwrap(),
-        "Q: why\nA: because<|im_end|>"
-    );
+    assert_eq!(c.decode(&pair.input_ids(), false).unwrap(), "Q: why\nA: because<|im_end|>");
     // A template that renders earlier turns differently once an answer follows cannot be split.
     let dir = folder_with(
         serde_json::json!({"eos_token": "<|im_end|>"}),
@@ -192,17 +149,9 @@ fn boundary_merge_is_detected_and_template_rewrite_is_an_error() {
         ),
     );
     let c = TextCodec::from_hf_folder(dir.path()).unwrap();
-    let err = c
-        .encode_pair(&[Message::user("why")], "because")
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("renders the prompt differently"),
-        "{err}"
-    );
-    assert!(
-        c.encode_pair(&[Message::user("why")], "").is_err(),
-        "empty response"
-    );
+    let err = c.encode_pair(&[Message::user("why")], "because").unwrap_err();
+    assert!(err.to_string().contains("renders the prompt differently"), "{err}");
+    assert!(c.encode_pair(&[Message::user("why")], "").is_err(), "empty response");
 }
 
 #[test]
@@ -210,17 +159,9 @@ fn without_a_template_prompt_and_response_are_concatenated_and_eos_appended() {
     let dir = folder_with(serde_json::json!({"eos_token": "<|im_end|>"}), None);
     let c = TextCodec::from_hf_folder(dir.path()).unwrap();
     assert!(!c.has_chat_template());
-    let pair = c
-        .encode_pair(&[Message::user("Question: why?\nAnswer:")], " because")
-        .unwrap();
-    assert_eq!(
-        c.decode(&pair.prompt_ids, false).unwrap(),
-        "Question: why?\nAnswer:"
-    );
-    assert_eq!(
-        c.decode(&pair.response_ids, false).unwrap(),
-        " because<|im_end|>"
-    );
+    let pair = c.encode_pair(&[Message::user("Question: why?\nAnswer:")], " because").unwrap();
+    assert_eq!(c.decode(&pair.prompt_ids, false).unwrap(), "Question: why?\nAnswer:");
+    assert_eq!(c.decode(&pair.response_ids, false).unwrap(), " because<|im_end|>");
 }
 
 #[test]
@@ -228,35 +169,16 @@ fn saved_folder_reloads_identically() {
     let codec = TextCodec::from_hf_folder(&fixture("tiny-qwen2")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     codec.save_to_folder(dir.path()).unwrap();
-    for f in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.jinja",
-        "special_tokens_map.json",
-    ] {
+    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"] {
         assert!(dir.path().join(f).exists(), "{f}");
     }
     let cfg = json(dir.path().join("tokenizer_config.json"));
     assert_eq!(cfg["eos_token"], "<|im_end|>");
-    assert!(
-        cfg["chat_template"]
-            .as_str()
-            .unwrap()
-            .contains("add_generation_prompt")
-    );
+    assert!(cfg["chat_template"].as_str().unwrap().contains("add_generation_prompt"));
     let back = TextCodec::from_hf_folder(dir.path()).unwrap();
-    let msgs = [
-        Message::new("system", "Be brief."),
-        Message::user("What is a whale?"),
-    ];
-    assert_eq!(
-        back.render_chat(&msgs, true).unwrap(),
-        codec.render_chat(&msgs, true).unwrap()
-    );
-    assert_eq!(
-        back.encode_pair(&msgs, "A mammal.").unwrap(),
-        codec.encode_pair(&msgs, "A mammal.").unwrap()
-    );
+    let msgs = [Message::new("system", "Be brief."), Message::user("What is a whale?")];
+    assert_eq!(back.render_chat(&msgs, true).unwrap(), codec.render_chat(&msgs, true).unwrap());
+    assert_eq!(back.encode_pair(&msgs, "A mammal.").unwrap(), codec.encode_pair(&msgs, "A mammal.").unwrap());
     assert_eq!(back.bos_token_id(), codec.bos_token_id());
     // from_parts, as a GGUF loader builds it.
     let parts = TextCodec::from_parts(
@@ -266,10 +188,7 @@ fn saved_folder_reloads_identically() {
         Some("<|im_end|>".into()),
     )
     .unwrap();
-    assert_eq!(
-        parts.encode_pair(&msgs, "A mammal.").unwrap(),
-        codec.encode_pair(&msgs, "A mammal.").unwrap()
-    );
+    assert_eq!(parts.encode_pair(&msgs, "A mammal.").unwrap(), codec.encode_pair(&msgs, "A mammal.").unwrap());
 }
 
 /// Renderings of Llama-3.1-, Qwen2.5-, Mistral- and Zephyr-style templates and a template using
@@ -1012,11 +931,7 @@ const JINJA2_GOLDEN: &str = r####"{
 fn real_world_templates_render_exactly_like_jinja2() {
     use epa::text::{ChatTemplate, SpecialTokens};
     let golden: Value = serde_json::from_str(JINJA2_GOLDEN).unwrap();
-    let special = SpecialTokens {
-        bos_token: Some("<s>".into()),
-        eos_token: Some("</s>".into()),
-        ..Default::default()
-    };
+    let special = SpecialTokens { bos_token: Some("<s>".into()), eos_token: Some("</s>".into()), ..Default::default() };
     let mut checked = 0;
     for case in golden["cases"].as_array().unwrap() {
         let name = case["template"].as_str().unwrap();
@@ -1029,11 +944,7 @@ fn real_world_templates_render_exactly_like_jinja2() {
                 let err = format!("{:#}", got.unwrap_err());
                 assert!(err.contains(e.as_str().unwrap()), "{name}: {err}");
             }
-            None => assert_eq!(
-                got.unwrap(),
-                case["rendered"].as_str().unwrap(),
-                "{name} {msgs:?} {agp}"
-            ),
+            None => assert_eq!(got.unwrap(), case["rendered"].as_str().unwrap(), "{name} {msgs:?} {agp}"),
         }
         checked += 1;
     }

@@ -6,10 +6,19 @@ use crate::common::fixture;
 use epa::train::{TrainConfig, train};
 use std::path::{Path, PathBuf};
 
-
 const TOPICS: [&str; 12] = [
-    "the sea", "a forest", "the moon", "a city", "winter", "a garden", "the desert", "a river", "music", "a library",
-    "the mountains", "a market",
+    "the sea",
+    "a forest",
+    "the moon",
+    "a city",
+    "winter",
+    "a garden",
+    "the desert",
+    "a river",
+    "music",
+    "a library",
+    "the mountains",
+    "a market",
 ];
 
 pub(crate) fn write_data(dir: &Path) -> PathBuf {
@@ -69,7 +78,12 @@ fn dpo_and_epa_learn_and_are_reproducible() {
         assert_eq!(rows.len(), 24);
         // First 3 steps vs last 3 (each step sees 4 of the 12 prompts: an epoch is 3 steps).
         let (early, late) = (&rows[..3], &rows[21..]);
-        assert!(mean(late, "loss") < mean(early, "loss") - 0.1, "{loss}: loss {} → {}", mean(early, "loss"), mean(late, "loss"));
+        assert!(
+            mean(late, "loss") < mean(early, "loss") - 0.1,
+            "{loss}: loss {} → {}",
+            mean(early, "loss"),
+            mean(late, "loss")
+        );
         assert!(mean(late, "rewards/accuracies") > mean(early, "rewards/accuracies"), "{loss}");
         assert!(mean(late, "rewards/accuracies") >= 0.9, "{loss}: {}", mean(late, "rewards/accuracies"));
         assert!(d.path().join("run/final/model.safetensors").exists());
@@ -133,7 +147,8 @@ fn cached_reference_equals_frozen_and_is_reused() {
         assert!((lx - ly).abs() < 1e-5, "frozen {lx} vs cached {ly}");
     }
     // A second run on the same data and weights (another loss) computes nothing.
-    let s2 = train(&config(cached.path(), "epa", 4, &["reference.mode=\"cached\"", "output.overwrite=true"]), None).unwrap();
+    let s2 =
+        train(&config(cached.path(), "epa", 4, &["reference.mode=\"cached\"", "output.overwrite=true"]), None).unwrap();
     assert_eq!(s2.reference_pairs_computed, 0);
 }
 
@@ -187,7 +202,10 @@ fn lora_run_learns_with_lora_off_reference_and_exports_peft_and_merged() {
     // lora_off with full fine-tuning is refused.
     let d = tempfile::tempdir().unwrap();
     let data = write_data(d.path());
-    let e = TrainConfig::load(None, &[format!("data.paths=[{:?}]", data.display().to_string()), "reference.mode=\"lora_off\"".into()]);
+    let e = TrainConfig::load(
+        None,
+        &[format!("data.paths=[{:?}]", data.display().to_string()), "reference.mode=\"lora_off\"".into()],
+    );
     assert!(format!("{:#}", e.unwrap_err()).contains("lora_off"));
 }
 
@@ -301,7 +319,12 @@ fn bf16_mixed_precision_learns_and_keeps_float32_weights() {
     train(&cfg, None).unwrap();
     let rows = metric_rows(d.path());
     let (early, late) = (&rows[..3], &rows[21..]);
-    assert!(mean(late, "loss") < mean(early, "loss") - 0.1, "bf16: loss {} → {}", mean(early, "loss"), mean(late, "loss"));
+    assert!(
+        mean(late, "loss") < mean(early, "loss") - 0.1,
+        "bf16: loss {} → {}",
+        mean(early, "loss"),
+        mean(late, "loss")
+    );
     assert!(mean(late, "rewards/accuracies") >= 0.9, "bf16: {}", mean(late, "rewards/accuracies"));
     // The master weights stay float32: had they been held in bf16, every exported value would be
     // a bf16 number (its low 16 bits zero).
@@ -309,7 +332,10 @@ fn bf16_mixed_precision_learns_and_keeps_float32_weights() {
     let tensors = safetensors::SafeTensors::deserialize(&st).unwrap();
     for (name, v) in tensors.tensors() {
         let words = v.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        assert!(words.clone().count() < 2 || words.filter(|w| w & 0xffff != 0).count() > 0, "{name} holds only bf16 values");
+        assert!(
+            words.clone().count() < 2 || words.filter(|w| w & 0xffff != 0).count() > 0,
+            "{name} holds only bf16 values"
+        );
     }
     // A bf16 reference is cached apart from a float32 one: a float32 run on the same data and
     // cache folder computes its own.

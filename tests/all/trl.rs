@@ -78,7 +78,11 @@ fn chat_template_always_and_never_switch_the_rule() {
     let never = DataConfig { chat_template: ChatTemplateUse::Never, ..Default::default() };
     let (store, report) = GroupStore::from_groups(&groups(&t["conversational"]), &never, &codec);
     assert_eq!(store.len(), 0);
-    assert!(report.problems[0].contains("field `prompt`") && report.problems[0].contains("never"), "{:?}", report.problems);
+    assert!(
+        report.problems[0].contains("field `prompt`") && report.problems[0].contains("never"),
+        "{:?}",
+        report.problems
+    );
 }
 
 #[test]
@@ -86,7 +90,10 @@ fn over_long_sequences_are_cut_keep_start_as_trl_collates_them() {
     let t = trl();
     let case = &t["string_max_length_16"];
     let max = case["max_length"].as_u64().unwrap() as usize;
-    let cfg = DataConfig { truncation: TruncationConfig { max_length: Some(max), ..Default::default() }, ..Default::default() };
+    let cfg = DataConfig {
+        truncation: TruncationConfig { max_length: Some(max), ..Default::default() },
+        ..Default::default()
+    };
     assert_eq!(cfg.truncation.over_length, OverLength::KeepStart, "TRL's truncation is the default");
     let store = store(case, &cfg);
     for (g, _) in case["rows"].as_array().unwrap().iter().enumerate() {
@@ -100,7 +107,10 @@ fn over_long_sequences_are_cut_keep_start_as_trl_collates_them() {
         }
     }
     // A prompt that alone fills max_length is dropped, as TRL drops it; `drop` keeps the old rule.
-    let tight = DataConfig { truncation: TruncationConfig { max_length: Some(15), ..Default::default() }, ..Default::default() };
+    let tight = DataConfig {
+        truncation: TruncationConfig { max_length: Some(15), ..Default::default() },
+        ..Default::default()
+    };
     let codec = TextCodec::from_hf_folder(&fixture("tiny-llama")).unwrap();
     let (s, report) = GroupStore::from_groups(&groups(case), &tight, &codec);
     assert_eq!((s.len(), report.dropped_rows["prompt alone fills max_length"]), (1, 1));
@@ -145,7 +155,11 @@ fn train_run(dir: &Path, model: &str, extra: &[&str]) -> Vec<Value> {
     sets.extend(extra.iter().map(|s| s.to_string()));
     let cfg = TrainConfig::load(None, &sets).unwrap();
     epa::train::train(&cfg, None).unwrap();
-    std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(dir.join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -155,7 +169,13 @@ fn the_first_step_has_rewards_exactly_zero_for_every_reference_mode() {
             let d = tempfile::tempdir().unwrap();
             let mode_set = format!("reference.mode={mode:?}");
             let sharing_set = format!("model.prefix_sharing={sharing}");
-            let mut sets = vec!["optim.max_steps=1", "data.weak.k=2", "output.export=false", mode_set.as_str(), sharing_set.as_str()];
+            let mut sets = vec![
+                "optim.max_steps=1",
+                "data.weak.k=2",
+                "output.export=false",
+                mode_set.as_str(),
+                sharing_set.as_str(),
+            ];
             sets.extend(extra.iter().copied());
             let rows = train_run(d.path(), "tiny-llama", &sets);
             let r = &rows[0];
@@ -171,7 +191,8 @@ fn the_first_step_has_rewards_exactly_zero_for_every_reference_mode() {
 fn epoch_is_fractional_progress() {
     // 12 prompts, 4 per batch: three batches an epoch (HF: epoch + batches done / batches per epoch).
     let d = tempfile::tempdir().unwrap();
-    let rows = train_run(d.path(), "tiny-llama", &["optim.max_steps=4", "output.export=false", "reference.mode=\"frozen\""]);
+    let rows =
+        train_run(d.path(), "tiny-llama", &["optim.max_steps=4", "output.export=false", "reference.mode=\"frozen\""]);
     let epochs: Vec<f64> = rows.iter().map(|r| r["epoch"].as_f64().unwrap()).collect();
     assert_eq!(epochs, [1.0 / 3.0, 2.0 / 3.0, 1.0, 1.0 + 1.0 / 3.0]);
 }
@@ -196,7 +217,9 @@ fn weight_decay_spares_biases_and_norm_weights() {
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         st.tensors()
             .into_iter()
-            .map(|(n, v)| (n, v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<f32>>()))
+            .map(|(n, v)| {
+                (n, v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<f32>>())
+            })
             .collect::<std::collections::BTreeMap<String, Vec<f32>>>()
     };
     let (plain, decayed) = (run(0.0), run(wd));
@@ -205,7 +228,9 @@ fn weight_decay_spares_biases_and_norm_weights() {
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         st.tensors()
             .into_iter()
-            .map(|(n, v)| (n, v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<f32>>()))
+            .map(|(n, v)| {
+                (n, v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<f32>>())
+            })
             .collect::<std::collections::BTreeMap<String, Vec<f32>>>()
     };
     let (mut spared, mut decayed_count) = (0, 0);
@@ -217,7 +242,8 @@ fn weight_decay_spares_biases_and_norm_weights() {
         } else {
             // a − b = p0·lr·wd.
             let p0 = &start[name];
-            let worst = a.iter().zip(b).zip(p0).map(|((x, y), p)| ((x - y) - p * (lr * wd) as f32).abs()).fold(0f32, f32::max);
+            let worst =
+                a.iter().zip(b).zip(p0).map(|((x, y), p)| ((x - y) - p * (lr * wd) as f32).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-6, "{name}: decay off by {worst}");
             decayed_count += 1;
         }

@@ -60,10 +60,7 @@ mod tests {
 
     #[test]
     fn whitespace_matches_python() {
-        assert_eq!(
-            split_whitespace(" a\u{1f}b\u{a0} c\t").collect::<Vec<_>>(),
-            ["a", "b", "c"]
-        );
+        assert_eq!(split_whitespace(" a\u{1f}b\u{a0} c\t").collect::<Vec<_>>(), ["a", "b", "c"]);
         assert_eq!(strip("\u{1c} x \u{3000}"), "x");
     }
 

@@ -204,8 +204,5 @@ pub fn booster(lower: &str) -> Option<f64> {
 
 /// The valence of a special-case idiom (a lowercased, space-joined phrase), if it is one.
 pub fn special_case(phrase: &str) -> Option<f64> {
-    SPECIAL_CASES
-        .iter()
-        .find(|(p, _)| *p == phrase)
-        .map(|&(_, v)| v)
+    SPECIAL_CASES.iter().find(|(p, _)| *p == phrase).map(|&(_, v)| v)
 }

@@ -78,7 +78,11 @@ fn row_map(r: usize, head_dim: usize, to_hf: bool) -> usize {
 }
 
 fn remap_rows(data: &[f32], rows: usize, n_head: usize, to_hf: bool) -> Result<Vec<f32>> {
-    if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 || data.len() % rows.max(1) != 0 {
+    if n_head == 0
+        || !rows.is_multiple_of(n_head)
+        || !(rows / n_head).is_multiple_of(2)
+        || !data.len().is_multiple_of(rows.max(1))
+    {
         bail!(
             "cannot permute q/k rows: {rows} rows, {} values, {n_head} heads (need an even head_dim dividing the rows)",
             data.len()

@@ -190,16 +190,13 @@ impl GgmlType {
     /// Whether [`dequantize`] decodes this type.
     pub fn can_dequantize(self) -> bool {
         use GgmlType::*;
-        matches!(
-            self,
-            F32 | F16 | BF16 | F64 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K
-        )
+        matches!(self, F32 | F16 | BF16 | F64 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K)
     }
 
     /// Bytes that `n_elems` elements occupy, or `None` if unknown / not a whole number of blocks.
     pub fn byte_size(self, n_elems: u64) -> Option<u64> {
         let (blk, bytes) = self.block_layout()?;
-        if n_elems % blk as u64 != 0 {
+        if !n_elems.is_multiple_of(blk as u64) {
             return None;
         }
         (n_elems / blk as u64).checked_mul(bytes as u64)
@@ -216,7 +213,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n_elems: usize) -> Result<Vec<f32>
         bail!("tensor type {} is not supported (supported: {SUPPORTED_TYPES})", ty.name());
     }
     let (blk, bsize) = ty.block_layout().expect("supported types have a layout");
-    if n_elems % blk != 0 {
+    if !n_elems.is_multiple_of(blk) {
         bail!("{} elements are not a whole number of {}-element {} blocks", n_elems, blk, ty.name());
     }
     let need = (n_elems / blk) * bsize;

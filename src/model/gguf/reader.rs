@@ -295,7 +295,7 @@ fn min_value_size(ty: u32) -> usize {
     match ty {
         0 | 1 | 7 => 1,
         2 | 3 => 2,
-        4 | 5 | 6 => 4,
+        4..=6 => 4,
         8 | 10 | 11 | 12 => 8,
         9 => 12,
         _ => 1,
@@ -326,7 +326,11 @@ fn read_value(c: &mut Cursor, ty: u32, depth: usize, what: &dyn Fn() -> String) 
             let n = c.u64(what)?;
             let min = min_value_size(elem_ty) as u64;
             if n.saturating_mul(min) > c.remaining() as u64 {
-                bail!("{}: array of {n} elements cannot fit in the {} bytes left: corrupted file?", what(), c.remaining());
+                bail!(
+                    "{}: array of {n} elements cannot fit in the {} bytes left: corrupted file?",
+                    what(),
+                    c.remaining()
+                );
             }
             let mut items = Vec::with_capacity(n as usize);
             for _ in 0..n {

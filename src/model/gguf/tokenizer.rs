@@ -7,7 +7,7 @@
 //! - model: BPE from `tokenizer.ggml.tokens` (id = index) and `tokenizer.ggml.merges` (`"a b"`);
 //! - pre-tokenizer from `tokenizer.ggml.pre`: `smollm` → Sequence[Digits(individual), ByteLevel];
 //!   `gpt2`/`default`/absent → ByteLevel; `llama-bpe` (Llama 3) and `qwen2` → their split regex
-//!   + ByteLevel without its own regex; anything else is an error (a wrong pre-tokenizer would
+//!   with ByteLevel without its own regex; anything else is an error (a wrong pre-tokenizer would
 //!   silently change token ids);
 //! - ByteLevel decoder; post-processor: ByteLevel (adds nothing), or, when
 //!   `tokenizer.ggml.add_bos_token` is true, a template that prepends the bos token (as Llama 3's
@@ -28,7 +28,8 @@ pub const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn string_array<'a>(f: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
     let arr = match f.get(key) {
@@ -40,7 +41,9 @@ fn string_array<'a>(f: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
     arr.iter()
         .enumerate()
         .map(|(i, v)| {
-            v.as_str().with_context(|| format!("{}: `{key}`[{i}] is a {}, expected a string", f.path.display(), v.type_name()))
+            v.as_str().with_context(|| {
+                format!("{}: `{key}`[{i}] is a {}, expected a string", f.path.display(), v.type_name())
+            })
         })
         .collect()
 }
@@ -96,8 +99,9 @@ pub fn tokenizer_json(f: &GgufFile) -> Result<Value> {
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                v.as_i64()
-                    .with_context(|| format!("{}: `tokenizer.ggml.token_type`[{i}] is not an integer", f.path.display()))
+                v.as_i64().with_context(|| {
+                    format!("{}: `tokenizer.ggml.token_type`[{i}] is not an integer", f.path.display())
+                })
             })
             .collect::<Result<_>>()?,
         Some(_) => bail!(
@@ -125,13 +129,19 @@ pub fn tokenizer_json(f: &GgufFile) -> Result<Value> {
         .enumerate()
         .map(|(i, m)| match m.split_once(' ') {
             Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => Ok(json!([a, b])),
-            _ => bail!("{}: `tokenizer.ggml.merges`[{i}] = {m:?} is not two tokens separated by one space", f.path.display()),
+            _ => bail!(
+                "{}: `tokenizer.ggml.merges`[{i}] = {m:?} is not two tokens separated by one space",
+                f.path.display()
+            ),
         })
         .collect::<Result<_>>()?;
 
     let pre = f.get("tokenizer.ggml.pre").and_then(|v| v.as_str());
     let (normalizer, pre_tokenizer) = pre_tokenizer(f, pre)?;
-    let post_processor = match (f.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()), special_token(f, "tokenizer.ggml.bos_token_id")) {
+    let post_processor = match (
+        f.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()),
+        special_token(f, "tokenizer.ggml.bos_token_id"),
+    ) {
         // Like Llama 3's tokenizer.json: encode(text, add_special_tokens = true) prepends bos.
         (Some(true), Some(bos)) => {
             let id = f.get("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64()).unwrap_or(0);
