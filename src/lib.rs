@@ -56,6 +56,8 @@ pub mod losses;
 #[warn(missing_docs)]
 pub mod model;
 #[warn(missing_docs)]
+pub mod online;
+#[warn(missing_docs)]
 pub mod scores;
 #[warn(missing_docs)]
 pub mod text;

@@ -16,6 +16,7 @@ pub mod data;
 pub mod demo;
 pub mod eval;
 pub mod generate;
+pub mod iterate;
 pub mod lab;
 pub mod score;
 pub mod train;
@@ -43,6 +44,9 @@ pub enum Command {
     /// Judge a policy against its reference: sampled answers scored by a reward model (or the gold
     /// reward), win rate, length-controlled win rate, KL, length, with bootstrap intervals.
     Eval(eval::EvalArgs),
+    /// Online EPA / DPO: rounds of sampling from the policy, judging the answers with a reward model
+    /// (or the gold reward), and training on the best answer against the others.
+    Iterate(iterate::IterateArgs),
     /// Greedy or sampled generation from a model.
     Generate(generate::GenerateArgs),
     /// Preference data tools.
@@ -73,6 +77,7 @@ pub fn main() -> Result<()> {
         Command::Score(a) => score::run(&a),
         Command::Eval(a) => eval::run(a),
         Command::Generate(a) => generate::run(&a),
+        Command::Iterate(a) => iterate::run(a),
         Command::Data(c) => data::run(c),
         Command::Lab(c) => lab::run(c),
         Command::Demo(a) => demo::run(a),

@@ -45,7 +45,11 @@ use report::{EvalReport, PromptResult, Side};
 /// Prompt ids of every prompt under a model's own tokenizer, through its chat template as `template`
 /// says (`always`, the default, renders string prompts as a user turn, as AlpacaEval does; `auto`
 /// keeps them verbatim, as training with TRL's rule saw them).
-fn encode_prompts(lm: &LoadedModel, prompts: &[EvalPrompt], template: ChatTemplateUse) -> Result<Vec<Vec<u32>>> {
+pub(crate) fn encode_prompts(
+    lm: &LoadedModel,
+    prompts: &[EvalPrompt],
+    template: ChatTemplateUse,
+) -> Result<Vec<Vec<u32>>> {
     let codec = lm.codec()?;
     prompts
         .iter()

@@ -1,7 +1,7 @@
 //! `epa train`: preference optimisation of a causal LM, end to end.
 //!
 //! The path of a training step, file by file:
-//! [`train_with`] (this file: the loop) → [`Trainer::step`] (`trainer.rs`: micro-batches, backward,
+//! [`run`] (this file: the loop) → [`Trainer::step`] (`trainer.rs`: micro-batches, backward,
 //! accumulate, clip, AdamW) → [`step::batch_loss`] (`step.rs`: arrange the `[P × C]` matrix, the
 //! loss) → [`crate::scores::Scorer::pairs`] (`scores.rs`: lay out and score every candidate).
 
@@ -47,6 +47,8 @@ pub struct TrainSummary {
     pub reference_pairs_computed: usize,
     /// Seconds spent filling the reference cache.
     pub reference_seconds: f64,
+    /// Prompt + response tokens the policy scored in this run's optimiser steps.
+    pub tokens: usize,
 }
 
 /// A progress bar on stderr (hidden when disabled or when stderr is not a terminal), `label` before it.
@@ -87,7 +89,7 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
 
 /// [`train`], with a hook that evaluates the model while it trains (the controlled experiment uses it
 /// to sample from the policy at several points of the run). The whole loop:
-pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, mut hook: Option<&mut StepHook>) -> Result<TrainSummary> {
+pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, hook: Option<&mut StepHook>) -> Result<TrainSummary> {
     let lm = load_model(&cfg.model.path, &training_device(cfg)?)?;
     let codec = lm.codec()?;
     let (data, report) = GroupStore::build(&cfg.data, codec)?;
@@ -102,8 +104,14 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, mut hook: Option<&mut St
         }
         Some(es)
     };
-    let mut trainer = Trainer::with_options(cfg.clone(), lm, &data, eval.as_ref(), opts)?;
+    let trainer = Trainer::with_options(cfg.clone(), lm, &data, eval.as_ref(), opts)?;
+    run(trainer, hook)
+}
 
+/// Drives `trainer` to the end of its run: step, evaluate and call `hook` every `eval.every_steps`,
+/// log, checkpoint every `output.save_every_steps`; then [`Trainer::finish`].
+pub fn run(mut trainer: Trainer, mut hook: Option<&mut StepHook>) -> Result<TrainSummary> {
+    let cfg = trainer.config().clone();
     let pb = progress_bar(trainer.total_steps() as u64, cfg.output.progress, "");
     pb.set_position(trainer.steps_done() as u64);
     while !trainer.is_done() {

@@ -80,6 +80,8 @@ pub struct Trainer<'d> {
     start: TrainerState,
     first: BTreeMap<String, f64>,
     last: BTreeMap<String, f64>,
+    /// Prompt + response tokens scored by this run's steps (policy passes; weak negatives included).
+    tokens: usize,
     _run_dir: run_dir::RunDir,
 }
 
@@ -204,6 +206,7 @@ impl<'d> Trainer<'d> {
             resumed_from,
             first: BTreeMap::new(),
             last: BTreeMap::new(),
+            tokens: 0,
             policy: Some(model),
             cfg,
             _run_dir: run_dir,
@@ -233,6 +236,7 @@ impl<'d> Trainer<'d> {
         let grad_norm = optim::clip_global_norm(&mut grads, &self.ids, self.cfg.optim.max_grad_norm);
         let lr = optim::learning_rate(&self.cfg.optim, self.state.step, self.total);
         self.policy = Some(self.optim.step(lr, model, grads));
+        self.tokens += tokens;
         self.state.step += 1;
         self.state.batcher = self.batcher.state();
 
@@ -432,6 +436,7 @@ impl<'d> Trainer<'d> {
             output: self.cfg.output.dir.clone(),
             reference_pairs_computed: self.reference.as_ref().map_or(0, Reference::computed),
             reference_seconds: self.reference_seconds,
+            tokens: self.tokens,
         })
     }
 }

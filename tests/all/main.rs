@@ -20,6 +20,7 @@ mod lab;
 mod lora;
 mod losses;
 mod model;
+mod online;
 mod reliability;
 mod reward;
 mod smollm2;
