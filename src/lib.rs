@@ -46,12 +46,14 @@
 pub mod artifacts;
 pub mod bench;
 pub mod cli;
+#[warn(missing_docs)]
 pub mod data;
 pub mod demo;
 pub mod device;
 pub mod eval;
 pub mod gold;
 pub mod lab;
+#[warn(missing_docs)]
 pub mod losses;
 #[warn(missing_docs)]
 pub mod model;

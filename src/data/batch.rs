@@ -21,9 +21,11 @@ const WEAK: u64 = 2;
 /// Where the batcher stands. Save it with a checkpoint; [`Batcher::restore`] continues from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatcherState {
+    /// The epoch being handed out, counted from 0.
     pub epoch: u64,
     /// Index, within `epoch`, of the next batch to hand out.
     pub next_batch: usize,
+    /// The data seed the batcher was made with (`data.seed`); a resume under another seed is refused.
     pub seed: u64,
     /// Number of groups in the store (a resume on different data is refused).
     pub groups: usize,
@@ -32,6 +34,7 @@ pub struct BatcherState {
 /// One group of a batch and the weak negatives drawn for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchGroup {
+    /// The group (index into the store) whose prompt this is.
     pub group: usize,
     /// Candidate indices (into the store) of responses to other prompts, scored under this prompt.
     pub weak: Vec<usize>,
@@ -40,15 +43,23 @@ pub struct BatchGroup {
 /// One sequence to score: `prompt_ids(group) ++ ids(candidate)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchItem {
+    /// The group (index into the store) whose prompt the candidate is scored under.
     pub group: usize,
+    /// The candidate (index into the store); for a weak negative, a response written for another group.
     pub candidate: usize,
+    /// Its part in the group's loss: positive, strong or weak negative.
     pub role: Role,
 }
 
+/// One batch: P groups (the epoch's last one may have fewer unless `drop_last`), each with its weak
+/// negatives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
+    /// The epoch the batch belongs to.
     pub epoch: u64,
+    /// The batch's position within its epoch.
     pub index: usize,
+    /// Its groups, in the order their sequences are laid out.
     pub groups: Vec<BatchGroup>,
 }
 
@@ -66,6 +77,8 @@ impl Batch {
     }
 }
 
+/// Hands out batches over a [`GroupStore`] epoch after epoch: seeded shuffling, length bucketing
+/// and weak-negative draws, restartable from a [`BatcherState`].
 pub struct Batcher<'a> {
     store: &'a GroupStore,
     cfg: BatchConfig,
@@ -82,6 +95,9 @@ impl<'a> Batcher<'a> {
         Self::with(store, &cfg.batch, &cfg.weak, cfg.seed)
     }
 
+    /// A batcher at the start of epoch 0 from explicit batch and weak-negative settings and seed.
+    /// Errors when the store is empty, `prompts_per_batch` is 0, or `drop_last` leaves no full
+    /// batch.
     pub fn with(store: &'a GroupStore, batch: &BatchConfig, weak: &WeakConfig, seed: u64) -> Result<Self> {
         ensure!(!store.is_empty(), "no groups to batch: every row was dropped (see the data report)");
         ensure!(batch.prompts_per_batch > 0, "batch.prompts_per_batch must be at least 1");
@@ -98,6 +114,7 @@ impl<'a> Batcher<'a> {
         Ok(b)
     }
 
+    /// Where the batcher stands: save it with a checkpoint, hand it to [`Batcher::restore`] to resume.
     pub fn state(&self) -> BatcherState {
         self.state
     }
@@ -120,6 +137,7 @@ impl<'a> Batcher<'a> {
         Ok(())
     }
 
+    /// Number of batches in an epoch (the same for every epoch).
     pub fn batches_per_epoch(&self) -> usize {
         self.plan.len()
     }

@@ -28,20 +28,30 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// The `[data]` section: which files to read and how their rows become tokenised groups and batches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     /// Files to read (`.jsonl`, `.json`, `.parquet`); their rows are concatenated in order.
     pub paths: Vec<PathBuf>,
+    /// File format of every path; `auto` tells it from each file's extension.
     pub format: Format,
+    /// Which fields hold the prompt, responses and scores; `auto` detects it per file (from its
+    /// first row, or the Parquet schema).
     pub shape: ShapeKind,
+    /// The names of the fields (columns) each shape reads, for datasets that name them differently.
     pub fields: FieldNames,
+    /// How a row's labelled or scored responses become one positive and its strong negatives.
     pub grouping: GroupingConfig,
     /// When prompts go through the model's chat template (TRL's rule by default: message lists do,
     /// plain strings are tokenised verbatim).
     pub chat_template: ChatTemplateUse,
+    /// Length limits in tokens (TRL's `max_length`, `truncation_mode`) and what happens to rows
+    /// beyond them.
     pub truncation: TruncationConfig,
+    /// Weak negatives: responses written for other prompts, scored under each prompt.
     pub weak: WeakConfig,
+    /// Batching: prompts per batch, shuffling, length bucketing.
     pub batch: BatchConfig,
     /// What a malformed row does: `fail` stops with an error naming file, line and field; `skip` drops
     /// and counts it.
@@ -85,14 +95,19 @@ impl DataConfig {
     }
 }
 
+/// How a data file is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// From the extension (`.parquet`, `.jsonl`/`.ndjson`, `.json`); a `.json` file that does not start
     /// with `[` is read as JSON lines.
     Auto,
+    /// JSON Lines: one object per line (blank lines skipped); a bad line is a bad row, not a bad file.
     Jsonl,
+    /// One JSON array of row objects, parsed whole.
     Json,
+    /// Apache Parquet, as Hugging Face Hub datasets are stored; only the columns the shape needs
+    /// are read.
     Parquet,
 }
 
@@ -110,10 +125,13 @@ pub enum ChatTemplateUse {
     Never,
 }
 
+/// What a malformed row (bad JSON, missing field, wrong type, …) does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnBadRow {
+    /// Stop with an error naming the file, line/row and field.
     Fail,
+    /// Drop the row, count it by reason in the data report, and go on.
     Skip,
 }
 
@@ -219,7 +237,10 @@ impl Default for FieldNames {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GroupingConfig {
+    /// Which scored responses become the positive and the strong negatives (rows labelled
+    /// chosen/rejected keep their labels).
     pub strategy: Strategy,
+    /// Whether negatives scored equal to the positive are dropped or kept.
     pub ties: Ties,
     /// A negative must score at least this much below the positive (0: any lower score).
     pub min_score_gap: f32,
@@ -233,6 +254,7 @@ impl Default for GroupingConfig {
     }
 }
 
+/// How a row of scored responses becomes a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
@@ -244,6 +266,7 @@ pub enum Strategy {
     BestVsWorst,
 }
 
+/// What a negative scored equal to the positive does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Ties {
@@ -265,6 +288,7 @@ pub struct TruncationConfig {
     /// Longest prompt, in tokens; longer prompts are cut by `prompt`. TRL has no such limit (the
     /// default here neither).
     pub max_prompt_length: Option<usize>,
+    /// How a prompt longer than `max_prompt_length` is cut, or whether its row is dropped.
     pub prompt: PromptTruncation,
     /// Drop groups whose prompt/response ids could not be split cleanly (see `Boundary::TextSplit`)
     /// instead of keeping them with the response tokenised separately.
@@ -295,6 +319,7 @@ pub enum OverLength {
     Drop,
 }
 
+/// What a prompt longer than `max_prompt_length` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PromptTruncation {
@@ -312,7 +337,9 @@ pub enum PromptTruncation {
 pub struct WeakConfig {
     /// How many per prompt (0 disables them).
     pub k: usize,
+    /// Which responses of other prompts may serve: their positives, their strong negatives, or both.
     pub source: WeakSource,
+    /// Where they are drawn from: the other prompts of the batch, or the whole dataset.
     pub scope: WeakScope,
 }
 
@@ -322,6 +349,7 @@ impl Default for WeakConfig {
     }
 }
 
+/// Which responses of other prompts may become weak negatives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WeakSource {
@@ -329,9 +357,11 @@ pub enum WeakSource {
     Chosen,
     /// Other prompts' strong negatives.
     Rejected,
+    /// Other prompts' positives and strong negatives alike.
     Both,
 }
 
+/// Where weak negatives are drawn from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WeakScope {

@@ -9,15 +9,21 @@ use serde::{Deserialize, Serialize};
 /// 0-based, as `dataset[i]` counts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowLoc {
+    /// The file's path as given (`<memory>` for groups built from memory).
     pub file: Arc<str>,
+    /// The row's position inside the file.
     pub pos: RowPos,
 }
 
+/// A row's position inside its file; the variant follows the file's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RowPos {
+    /// JSON Lines: the 1-based line number.
     Line(usize),
+    /// JSON array (and in-memory groups): the 0-based element index.
     Element(usize),
+    /// Parquet: the 0-based row index.
     Row(usize),
 }
 
@@ -40,41 +46,76 @@ impl fmt::Display for RowLoc {
 /// What is wrong with a row (or a candidate). `key()` is the stable name used in reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Problem {
+    /// A JSON Lines line that does not parse; holds serde_json's message.
     BadJson(String),
+    /// A JSON Lines line that is not valid UTF-8.
     NotUtf8 {
+        /// Offset, within the line, of the first invalid byte.
         byte: usize,
     },
+    /// A JSON Lines line over `max_line_bytes` (skipped without being held in memory).
     LineTooLong {
+        /// The line's length, in bytes.
         bytes: usize,
+        /// The `max_line_bytes` in force.
         limit: usize,
     },
+    /// A row (JSON line or array element) that is not a JSON object; holds the JSON type found.
     NotAnObject(&'static str),
+    /// A required field (named in the [`RowError`]) is absent or null.
     MissingField,
+    /// A field has the wrong JSON type.
     WrongType {
+        /// What the field should be (`a string`, `a list of messages`, …).
         expected: &'static str,
+        /// The JSON type it has (`a number`, `null`, …).
         found: &'static str,
     },
+    /// A response is empty or only whitespace (or an empty message list); in a multi-response row
+    /// only that response is dropped.
     EmptyResponse,
+    /// The prompt has no text (its non-system turns are empty), or no token is left of it after
+    /// truncation.
     EmptyPrompt,
+    /// Malformed in a way the message explains: e.g. a conversation that does not end with an
+    /// assistant turn, a score count that differs from the response count, a message-list prompt
+    /// under `chat_template = "never"`.
     Invalid(String),
+    /// The chat template or the tokenizer failed on the row; holds its error (a template's
+    /// `raise_exception` text among them).
     Template(String),
+    /// A multi-response response without a usable score (missing, null, `"N/A"`); that response is
+    /// dropped.
     Unscored,
+    /// A negative scored equal to the positive, dropped under `ties = "drop"`.
     Tie,
+    /// A negative scored less than `min_score_gap` below the positive, dropped.
     ScoreGap,
+    /// No negative is left after the score rules (or the row had fewer than two scored responses):
+    /// the row is dropped.
     NoNegatives,
+    /// The prompt is longer than `max_prompt_length` under `prompt = "drop"`: the row is dropped.
     PromptTooLong,
     /// The prompt alone has `max_length` tokens or more (`over_length = "keep_start"` would cut every
     /// response token).
     PromptFillsMaxLength,
+    /// A strong negative's prompt + response is longer than `max_length` under
+    /// `over_length = "drop"`: that response is dropped.
     TooLong,
+    /// The positive's prompt + response is longer than `max_length` under `over_length = "drop"`:
+    /// the row is dropped.
     PositiveTooLong,
+    /// No strong negative is left after tokenising and the length rules: the row is dropped.
     NoStrongFits,
+    /// The prompt's ids are not a prefix of the prompt + response ids (see `Boundary::TextSplit`)
+    /// and `drop_boundary_mismatch` is set: the response (for the positive, the row) is dropped.
     BoundaryMismatch,
     /// The row's fields fit no shape, or another shape than the file's (decided by its first row).
     Shape(String),
 }
 
 impl Problem {
+    /// The problem's stable name, without details: the key its count is filed under in the data report.
     pub fn key(&self) -> &'static str {
         match self {
             Problem::BadJson(_) => "bad JSON",
@@ -141,8 +182,11 @@ impl fmt::Display for Problem {
 /// A problem at a location, optionally in a named field (`chosen`, `completions[2].response`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowError {
+    /// Where the row is.
     pub loc: RowLoc,
+    /// The field at fault, if one is.
     pub field: Option<String>,
+    /// What is wrong.
     pub problem: Problem,
 }
 
@@ -160,14 +204,18 @@ impl std::error::Error for RowError {}
 /// A problem found while parsing a row's value, before the location is attached.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldError {
+    /// The field at fault (its path inside the row), if one is.
     pub field: Option<String>,
+    /// What is wrong.
     pub problem: Problem,
 }
 
 impl FieldError {
+    /// A problem in `field`.
     pub fn new(field: impl Into<String>, problem: Problem) -> Self {
         Self { field: Some(field.into()), problem }
     }
+    /// Attaches the row's location, making it a [`RowError`].
     pub fn at(self, loc: &RowLoc) -> RowError {
         RowError { loc: loc.clone(), field: self.field, problem: self.problem }
     }

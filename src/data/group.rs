@@ -10,23 +10,30 @@ use super::config::{GroupingConfig, Strategy, Ties};
 use super::error::{FieldError, Problem};
 use super::shape::{Label, Prompt, RawCandidate, RawGroup};
 
+/// A response's text and its score, if the data gives one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
+    /// The response text (for a conversation, its last assistant message's content).
     pub text: String,
+    /// Its score from the data (higher is better), if any.
     pub score: Option<f32>,
 }
 
 /// One prompt with its positive and strong negatives (text, before tokenisation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreferenceGroup {
+    /// The prompt as the data gives it (with the row's system message, if any, prepended).
     pub prompt: Prompt,
+    /// The preferred response: TRL's `chosen`, or the best-scored one.
     pub positive: Candidate,
+    /// Rejected responses to the same prompt that passed the grouping rules (at least one).
     pub strong: Vec<Candidate>,
 }
 
 /// The outcome of grouping one row: a group (maybe with some negatives filtered out) or a reason.
 #[derive(Debug)]
 pub struct Grouped {
+    /// The group, unless the whole row was dropped.
     pub group: Option<PreferenceGroup>,
     /// Candidates filtered out by the rules (ties, score gap), with where they were.
     pub dropped: Vec<FieldError>,

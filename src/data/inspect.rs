@@ -24,7 +24,10 @@ pub struct InspectOptions {
     pub tokenizer: Option<PathBuf>,
     /// Force a shape: standard, implicit, multi_response (default: detected).
     pub shape: Option<ShapeKind>,
+    /// Overrides the config's `truncation.max_length` (tokens: it applies only with `tokenizer`).
     pub max_length: Option<usize>,
+    /// Overrides the config's `truncation.max_prompt_length` (tokens: it applies only with
+    /// `tokenizer`).
     pub max_prompt_length: Option<usize>,
     /// Which prompts the chat template renders: auto (TRL's rule: message lists do, strings are
     /// tokenised verbatim), always, never (default: the config's `chat_template`, else auto).

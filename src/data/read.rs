@@ -22,13 +22,18 @@ use super::error::{Problem, RowError, RowLoc, RowPos, json_type};
 /// One input row: a JSON object and where it came from.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// Where the row is.
     pub loc: RowLoc,
+    /// The row's fields (a Parquet row is converted to the same JSON form).
     pub value: Map<String, Value>,
 }
 
+/// Why a reader yielded no row.
 #[derive(Debug)]
 pub enum ReadError {
+    /// This row is bad; reading goes on with the next one.
     Row(RowError),
+    /// The rest of the file cannot be read (I/O error, corrupt Parquet); reading stops.
     Fatal(anyhow::Error),
 }
 
@@ -98,6 +103,8 @@ fn first_line_is_json(path: &Path) -> Result<bool> {
 }
 
 impl RowReader {
+    /// Opens `path` in `format` (`Auto` resolved as [`resolve_format`] does); a JSON array file is
+    /// parsed whole here. JSON lines longer than `max_line_bytes` become row errors.
     pub fn open(path: &Path, format: Format, max_line_bytes: usize) -> Result<Self> {
         let format = resolve_format(path, format)?;
         let file: Arc<str> = path.display().to_string().into();
@@ -119,9 +126,11 @@ impl RowReader {
         Ok(Self { file, format, inner })
     }
 
+    /// The file's path, as row locations name it.
     pub fn file(&self) -> &str {
         &self.file
     }
+    /// The resolved format (never `Auto`).
     pub fn format(&self) -> Format {
         self.format
     }

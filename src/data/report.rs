@@ -11,16 +11,24 @@ use super::error::RowError;
 /// How many problem messages (with locations) a report keeps verbatim.
 pub const MAX_PROBLEM_MESSAGES: usize = 20;
 
+/// What was read from one file.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileSummary {
+    /// The file's path.
     pub path: String,
+    /// Its format, as resolved (never `auto`).
     pub format: Format,
+    /// The shape its rows were read as (`auto` only if no row fitted any).
     pub shape: ShapeKind,
+    /// Rows read from it, malformed ones included.
     pub rows: usize,
 }
 
+/// What reading, grouping and tokenising a dataset kept, dropped and why; [`DataReport::summary`]
+/// renders it for logs.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DataReport {
+    /// One summary per file read, in order.
     pub files: Vec<FileSummary>,
     /// Rows seen (including malformed ones).
     pub rows_read: usize,
@@ -36,6 +44,7 @@ pub struct DataReport {
     pub dropped_rows: BTreeMap<String, usize>,
     /// Single responses dropped (the row kept), by reason.
     pub dropped_candidates: BTreeMap<String, usize>,
+    /// Prompts longer than `max_prompt_length` (cut, or dropped under `prompt = "drop"`).
     pub prompts_truncated: usize,
     /// Responses cut to fit `max_length` (`truncation.over_length = "keep_start"`).
     pub responses_truncated: usize,
@@ -49,6 +58,7 @@ pub struct DataReport {
     /// Token (or, without a tokenizer, character) lengths of kept prompts and responses.
     #[serde(skip)]
     pub prompt_lengths: Vec<u32>,
+    /// Token (or, without a tokenizer, character) lengths of kept responses.
     #[serde(skip)]
     pub response_lengths: Vec<u32>,
     /// prompt + response, per kept candidate: what `max_length` bounds.
@@ -63,16 +73,20 @@ impl DataReport {
         }
     }
 
+    /// Counts a dropped row under its problem's key (and keeps its message if there is room).
     pub fn drop_row(&mut self, e: &RowError) {
         *self.dropped_rows.entry(e.problem.key().to_owned()).or_default() += 1;
         self.note(e);
     }
 
+    /// Counts a dropped response, its row kept, under its problem's key (and keeps its message if
+    /// there is room).
     pub fn drop_candidate(&mut self, e: &RowError) {
         *self.dropped_candidates.entry(e.problem.key().to_owned()).or_default() += 1;
         self.note(e);
     }
 
+    /// Rows dropped, all reasons together.
     pub fn rows_dropped(&self) -> usize {
         self.dropped_rows.values().sum()
     }

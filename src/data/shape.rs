@@ -21,6 +21,7 @@ use crate::text::Message;
 pub enum Prompt {
     /// A plain string: one user message when the model has a chat template, verbatim text otherwise.
     Text(String),
+    /// A list of chat messages (`[{role, content}]`), which goes through the chat template.
     Messages(Vec<Message>),
 }
 
@@ -45,6 +46,7 @@ impl Prompt {
         }
     }
 
+    /// Whether the prompt is a message list.
     pub fn is_conversational(&self) -> bool {
         matches!(self, Prompt::Messages(_))
     }
@@ -53,16 +55,22 @@ impl Prompt {
 /// What the row says about a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Label {
+    /// TRL's `chosen`: the preferred response.
     Chosen,
+    /// TRL's `rejected` (one of them when `rejected` is a list).
     Rejected,
     /// Multi-response rows: ranked by score.
     Scored,
 }
 
+/// A response as read from a row, before the grouping rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawCandidate {
+    /// The response text (for a conversation, its last assistant message's content).
     pub text: String,
+    /// Its score from the row, if any (higher is better; a rank r is read as the score −r).
     pub score: Option<f32>,
+    /// What the row says it is.
     pub label: Label,
     /// Where it sits in the row (`completions[2].response`), for reports.
     pub field: String,
@@ -71,7 +79,9 @@ pub struct RawCandidate {
 /// One row read into a prompt and its candidates, before the grouping rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawGroup {
+    /// The prompt, with the row's system message, if any, prepended.
     pub prompt: Prompt,
+    /// The row's responses: chosen then rejected for labelled rows, in row order for scored ones.
     pub candidates: Vec<RawCandidate>,
     /// Candidates left out while reading (multi-response only: empty or unscored responses).
     pub skipped: Vec<FieldError>,

@@ -70,6 +70,7 @@ pub struct GroupStore {
 /// One already tokenised group, for [`GroupStore::from_tokens`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TokenGroup {
+    /// Prompt token ids exactly as scored (chat template and BOS, if any, included).
     pub prompt_ids: Vec<u32>,
     /// The preferred response ([`Role::Positive`]).
     pub positive: TokenCandidate,
@@ -82,6 +83,7 @@ pub struct TokenGroup {
 pub struct TokenCandidate {
     /// Response ids as scored after the prompt (end-of-turn tokens included).
     pub ids: Vec<u32>,
+    /// Its score from the data (higher is better), if any.
     pub score: Option<f32>,
 }
 
@@ -180,9 +182,11 @@ impl GroupStore {
     pub fn len(&self) -> usize {
         self.groups.len()
     }
+    /// Whether the store holds no group.
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
+    /// Number of candidates (positives and strong negatives) of all groups.
     pub fn num_candidates(&self) -> usize {
         self.candidates.len()
     }
@@ -207,17 +211,21 @@ impl GroupStore {
         out
     }
 
+    /// The group at `index`; panics when out of range.
     pub fn group(&self, index: usize) -> GroupRef<'_> {
         assert!(index < self.groups.len(), "group {index} out of range ({} groups)", self.groups.len());
         GroupRef { store: self, index }
     }
+    /// The candidate at store-wide `index`; panics when out of range.
     pub fn candidate(&self, index: usize) -> CandidateRef<'_> {
         assert!(index < self.candidates.len(), "candidate {index} out of range");
         CandidateRef { store: self, index }
     }
+    /// Every group, in store order.
     pub fn groups(&self) -> impl Iterator<Item = GroupRef<'_>> {
         (0..self.len()).map(|i| self.group(i))
     }
+    /// Every candidate, in store order (group by group, each positive first).
     pub fn candidates(&self) -> impl Iterator<Item = CandidateRef<'_>> {
         (0..self.candidates.len()).map(|i| self.candidate(i))
     }
@@ -228,12 +236,14 @@ impl GroupStore {
 }
 
 impl<'a> GroupRef<'a> {
+    /// The group's index in the store.
     pub fn index(&self) -> usize {
         self.index
     }
     fn entry(&self) -> &'a GroupEntry {
         &self.store.groups[self.index]
     }
+    /// The prompt's token ids (after truncation), shared by all its candidates.
     pub fn prompt_ids(&self) -> &'a [u32] {
         self.store.slice(self.entry().prompt)
     }
@@ -246,16 +256,20 @@ impl<'a> GroupRef<'a> {
         let e = self.entry();
         e.first as usize..(e.first + e.count) as usize
     }
+    /// Its candidates: the positive, then the strong negatives.
     pub fn candidates(&self) -> impl Iterator<Item = CandidateRef<'a>> + use<'a> {
         let store = self.store;
         self.candidate_indices().map(move |i| store.candidate(i))
     }
+    /// Its positive.
     pub fn positive(&self) -> CandidateRef<'a> {
         self.store.candidate(self.entry().first as usize)
     }
+    /// Its strong negatives.
     pub fn strong(&self) -> impl Iterator<Item = CandidateRef<'a>> + use<'a> {
         self.candidates().skip(1)
     }
+    /// Number of its strong negatives.
     pub fn num_strong(&self) -> usize {
         self.entry().count as usize - 1
     }
@@ -263,6 +277,7 @@ impl<'a> GroupRef<'a> {
     pub fn max_len(&self) -> usize {
         self.prompt_ids().len() + self.candidates().map(|c| c.ids().len()).max().unwrap_or(0)
     }
+    /// Where the group came from: file, and line, element or row.
     pub fn source(&self) -> RowLoc {
         let e = self.entry();
         RowLoc { file: self.store.files[e.file as usize].as_str().into(), pos: e.pos }
@@ -270,6 +285,7 @@ impl<'a> GroupRef<'a> {
 }
 
 impl<'a> CandidateRef<'a> {
+    /// The candidate's index in the store.
     pub fn index(&self) -> usize {
         self.index
     }
@@ -280,9 +296,11 @@ impl<'a> CandidateRef<'a> {
     pub fn ids(&self) -> &'a [u32] {
         self.store.slice(self.entry().ids)
     }
+    /// `Positive` or `Strong` (weak negatives are drawn per batch, never stored).
     pub fn role(&self) -> Role {
         self.entry().role
     }
+    /// Its score from the data (higher is better), if any.
     pub fn score(&self) -> Option<f32> {
         self.entry().score
     }

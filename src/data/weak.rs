@@ -35,6 +35,7 @@ pub(crate) fn mix(parts: &[u64]) -> u64 {
 }
 
 impl<'a> WeakSampler<'a> {
+    /// A sampler over the candidates of `store` whose role `cfg.source` allows.
     pub fn new(store: &'a GroupStore, cfg: &WeakConfig) -> Self {
         let wanted = |r: Role| match cfg.source {
             WeakSource::Chosen => r == Role::Positive,

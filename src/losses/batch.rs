@@ -73,6 +73,7 @@ impl ScoreBatch {
         (p, c)
     }
 
+    /// The device the batch's tensors live on.
     pub fn device(&self) -> Device {
         self.policy_logps.device()
     }

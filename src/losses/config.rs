@@ -38,6 +38,7 @@ macro_rules! loss_registry {
         pub const LOSS_NAMES: &[&str] = &[$($name),*];
 
         impl LossTerm {
+            /// The term's name as `name = ...` spells it (an alias gives the canonical name).
             pub fn name(&self) -> &'static str {
                 match self {
                     $(Self::$variant(_) => $name,)*
@@ -51,6 +52,7 @@ macro_rules! loss_registry {
                 }
             }
 
+            /// The term's parameters, mutable, as the [`Loss`] they define.
             pub fn as_loss_mut(&mut self) -> &mut dyn Loss {
                 match self {
                     $(Self::$variant(p) => p,)*
@@ -61,19 +63,29 @@ macro_rules! loss_registry {
 }
 
 loss_registry! {
+    /// EPA: the positive against strong and weak negatives in one logsumexp, with w and λ weights.
     Epa(epa::EpaParams) = "epa",
     /// DPO (sigmoid); with `label_smoothing` > 0 it is cDPO.
     #[serde(alias = "sigmoid", alias = "cdpo")]
     Dpo(dpo::DpoParams) = "dpo",
+    /// Robust DPO (Chowdhury et al. 2024): unbiased under label flips with probability ε.
     Robust(dpo::RobustParams) = "robust",
+    /// IPO: squared distance of the log-ratio margin to 1/(2β).
     Ipo(dpo::IpoParams) = "ipo",
+    /// Hinge (SLiC): max(0, 1 − βΔ) on the log-ratio margin Δ.
     #[serde(alias = "slic")]
     Hinge(dpo::HingeParams) = "hinge",
+    /// SimPO: reference-free, on per-token average log-probs, with a target margin γ.
     Simpo(simpo::SimpoParams) = "simpo",
+    /// Pairwise NCA (TRL's `nca_pair`): a sigmoid per candidate instead of a shared softmax.
     NcaPair(nca::NcaPairParams) = "nca_pair",
+    /// K-way NCA over the positive and negatives, with soft (true-score) or one-hot targets.
     Nca(nca::NcaParams) = "nca",
+    /// InfoNCA: K-way softmax cross-entropy against targets from the true scores (or one-hot).
     Infonca(infonca::InfoNcaParams) = "infonca",
+    /// Plackett–Luce likelihood of the candidates' ranking by their true scores.
     PlackettLuce(plackett_luce::PlackettLuceParams) = "plackett_luce",
+    /// NLL of the positive (an SFT / RPO-style regulariser); reference-free.
     Sft(sft::SftParams) = "sft",
 }
 
@@ -84,10 +96,12 @@ impl LossTerm {
             .map_err(|_| anyhow::anyhow!("unknown loss name '{name}'; expected one of {}", LOSS_NAMES.join(", ")))
     }
 
+    /// Weight of the term in the total loss.
     pub fn weight(&self) -> f64 {
         self.as_loss().weight()
     }
 
+    /// Sets the weight of the term in the total loss.
     pub fn set_weight(&mut self, weight: f64) {
         self.as_loss_mut().set_weight(weight)
     }

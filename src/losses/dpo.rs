@@ -28,7 +28,9 @@ use super::term::Loss;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DpoParams {
+    /// Weight of this term in the total loss.
     pub weight: f64,
+    /// β of the implicit reward r = β·(log π_θ − log π_ref) (TRL's `beta`).
     pub beta: f64,
     /// ε: probability that a preference label is flipped (cDPO / robust), in [0, 0.5).
     pub label_smoothing: f64,
@@ -65,11 +67,13 @@ impl schemars::JsonSchema for RobustParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct IpoParams {
+    /// Weight of this term in the total loss.
     pub weight: f64,
     /// β is IPO's regularisation τ: the target margin is 1/(2β).
     pub beta: f64,
     /// Divide each log-ratio by its response length (TRL's default); false = summed log-ratios.
     pub length_normalize: bool,
+    /// Also form pairs (positive, weak negative).
     pub use_weak: bool,
 }
 
@@ -83,9 +87,11 @@ impl Default for IpoParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HingeParams {
+    /// Weight of this term in the total loss.
     pub weight: f64,
     /// The margin is 1/β in log-ratio units.
     pub beta: f64,
+    /// Also form pairs (positive, weak negative).
     pub use_weak: bool,
 }
 
@@ -95,6 +101,7 @@ impl Default for HingeParams {
     }
 }
 
+/// Checks that `label_smoothing` (ε, a label-flip probability) is in [0, 0.5).
 pub fn check_label_smoothing(eps: f64) -> Result<()> {
     ensure!((0.0..0.5).contains(&eps), "label_smoothing must be in [0, 0.5), got {eps}");
     Ok(())

@@ -29,10 +29,13 @@ pub enum Labels {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct InfoNcaParams {
+    /// Weight of this term in the total loss.
     pub weight: f64,
+    /// β of the implicit reward r = β·(log π_θ − log π_ref).
     pub beta: f64,
     /// Temperature α of the soft labels softmax(r*/α).
     pub alpha: f64,
+    /// The target distribution over the candidates.
     pub labels: Labels,
     /// Weak negatives join the candidate set (their true scores are then needed too).
     pub include_weak: bool,

@@ -25,7 +25,9 @@ use super::batch::ScoreBatch;
 /// A running sum and its count.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SumCount {
+    /// Sum of the values added.
     pub sum: f64,
+    /// How many items the sum covers (the mean's denominator).
     pub count: f64,
 }
 
@@ -88,9 +90,15 @@ impl Metrics {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RewardKind {
     /// r = β·(log π_θ − log π_ref) (needs reference log-probs).
-    LogRatio { beta: f64 },
+    LogRatio {
+        /// β scaling the log-ratio.
+        beta: f64,
+    },
     /// r = β·log π_θ / |y| (reference-free, SimPO / CPO convention).
-    AvgLogp { beta: f64 },
+    AvgLogp {
+        /// β scaling the per-token average log-prob.
+        beta: f64,
+    },
 }
 
 /// Host copy of a `[P, C]` tensor as rows of f64.

@@ -19,11 +19,15 @@ use super::dpo::{pair_roles, pairwise};
 use super::infonca::{InfoNcaParams, list_roles, targets};
 use super::term::Loss;
 
+/// Parameters of `nca_pair`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NcaPairParams {
+    /// Weight of this term in the total loss.
     pub weight: f64,
+    /// β of the implicit reward r = β·(log π_θ − log π_ref).
     pub beta: f64,
+    /// Also form pairs (positive, weak negative).
     pub use_weak: bool,
 }
 

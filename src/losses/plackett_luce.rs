@@ -18,10 +18,13 @@ use super::config::check_positive;
 use super::infonca::list_roles;
 use super::term::Loss;
 
+/// Parameters of `plackett_luce`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlackettLuceParams {
+    /// Weight of this term in the total loss.
     pub weight: f64,
+    /// β of the implicit reward r = β·(log π_θ − log π_ref).
     pub beta: f64,
     /// Weak negatives join the ranking (their true scores are then needed too).
     pub include_weak: bool,

@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use super::batch::{PromptLosses, ScoreBatch};
 use super::term::Loss;
 
+/// Parameters of `sft`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SftParams {
+    /// Weight of this term in the total loss.
     pub weight: f64,
     /// Divide the positive's NLL by its length (true) or keep the sum (false).
     pub length_normalize: bool,

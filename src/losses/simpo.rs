@@ -13,15 +13,19 @@ use super::config::check_positive;
 use super::dpo::{check_label_smoothing, pair_roles, pairwise, smoothed_sigmoid_loss};
 use super::term::Loss;
 
+/// Parameters of `simpo`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimpoParams {
+    /// Weight of this term in the total loss.
     pub weight: f64,
     /// Reward scale on the per-token average log-prob (SimPO's β, typically 2–2.5).
     pub beta: f64,
     /// Target reward margin γ (in reward units).
     pub gamma: f64,
+    /// ε: probability that a preference label is flipped (as in cDPO), in [0, 0.5).
     pub label_smoothing: f64,
+    /// Also form pairs (positive, weak negative).
     pub use_weak: bool,
 }
 

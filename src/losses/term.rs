@@ -26,6 +26,7 @@ pub trait Loss {
     /// Weight of the term in the total loss (finite and ≥ 0, which
     /// [`LossTerm::validate`](super::LossTerm::validate) checks).
     fn weight(&self) -> f64;
+    /// Replaces the weight (as `LossConfig::from_names` does with its `weights`).
     fn set_weight(&mut self, weight: f64);
     /// β of the term; `None` when it has none (`sft`). The first β is the default of the
     /// `rewards/*` metrics.
