@@ -19,7 +19,8 @@ use crate::text::Message;
 /// A prompt as the data gives it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Prompt {
-    /// A plain string: one user message when the model has a chat template, verbatim text otherwise.
+    /// A plain string: tokenised verbatim (`data.chat_template = "auto"`, TRL's rule), or as one user
+    /// message through the chat template (`"always"`).
     Text(String),
     /// A list of chat messages (`[{role, content}]`), which goes through the chat template.
     Messages(Vec<Message>),
