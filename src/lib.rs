@@ -43,14 +43,22 @@
 //! # }
 //! ```
 
+#[warn(missing_docs)]
 pub mod artifacts;
+#[warn(missing_docs)]
 pub mod bench;
+#[warn(missing_docs)]
 pub mod cli;
 pub mod data;
+#[warn(missing_docs)]
 pub mod demo;
+#[warn(missing_docs)]
 pub mod device;
+#[warn(missing_docs)]
 pub mod eval;
+#[warn(missing_docs)]
 pub mod gold;
+#[warn(missing_docs)]
 pub mod lab;
 pub mod losses;
 #[warn(missing_docs)]
