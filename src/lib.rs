@@ -43,15 +43,23 @@
 //! # }
 //! ```
 
+#[warn(missing_docs)]
 pub mod artifacts;
+#[warn(missing_docs)]
 pub mod bench;
+#[warn(missing_docs)]
 pub mod cli;
 #[warn(missing_docs)]
 pub mod data;
+#[warn(missing_docs)]
 pub mod demo;
+#[warn(missing_docs)]
 pub mod device;
+#[warn(missing_docs)]
 pub mod eval;
+#[warn(missing_docs)]
 pub mod gold;
+#[warn(missing_docs)]
 pub mod lab;
 #[warn(missing_docs)]
 pub mod losses;

@@ -5,6 +5,7 @@ use anyhow::Result;
 
 use crate::bench::{BenchLayout, BenchLoss, BenchOptions, BenchShape};
 
+/// Arguments of `epa bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Prompts per batch.
@@ -36,7 +37,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_reference: bool,
     /// Let mimalloc return freed memory to the OS after its default delay (the behaviour before
-    /// `epa` turned [`keep_freed_memory`] on for every command): measures what keeping it buys.
+    /// `epa` turned `keep_freed_memory` on for every command): measures what keeping it buys.
     #[arg(long)]
     pub purge_freed_memory: bool,
     /// Dense `[T × T]` attention masks for prefix-shared rows instead of block-sparse attention
@@ -52,6 +53,7 @@ pub struct BenchArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// `--device` and `--dtype`.
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
@@ -59,12 +61,16 @@ pub struct BenchArgs {
 /// A value of `--rows`: one loss, or all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RowArg {
+    /// DPO: 2 candidates.
     #[value(name = "dpo")]
     Dpo,
+    /// EPA with 1 strong + 2 weak negatives: 4 candidates.
     #[value(name = "epa1+2")]
     Epa1Plus2,
+    /// EPA with 1 strong + 6 weak negatives: 8 candidates.
     #[value(name = "epa1+6")]
     Epa1Plus6,
+    /// All three losses.
     #[value(name = "all")]
     All,
 }
@@ -100,6 +106,7 @@ impl From<BenchArgs> for BenchOptions {
     }
 }
 
+/// Runs `epa bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
     crate::bench::run(&args.into()).map(|_| ())
 }

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 
+/// Arguments of `epa config`.
 #[derive(clap::Args, Debug)]
 pub struct ConfigArgs {
     /// Print the default training configuration (TOML, every option).
@@ -9,6 +10,7 @@ pub struct ConfigArgs {
     pub print_default: bool,
 }
 
+/// Runs `epa config`: prints the default configuration with `--print-default`, else a hint.
 pub fn run(args: &ConfigArgs) -> Result<()> {
     if args.print_default {
         print!("{}", crate::train::config::TrainConfig::default_toml());

@@ -7,12 +7,14 @@ use std::path::PathBuf;
 use crate::data::inspect::InspectOptions;
 use crate::data::{ChatTemplateUse, ShapeKind};
 
+/// The `epa data` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
     /// Counts, length histograms, dropped rows and why, rendered examples.
     Inspect(InspectArgs),
 }
 
+/// Arguments of `epa data inspect`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct InspectArgs {
     /// Data files (.jsonl, .json, .parquet).
@@ -28,8 +30,12 @@ pub struct InspectArgs {
     /// Force a shape: standard, implicit, multi_response (default: detected).
     #[arg(long, value_enum, hide_possible_values = true)]
     pub shape: Option<ShapeKind>,
+    /// Longest prompt + response in tokens, with --tokenizer (default: the config's `max_length`,
+    /// else 1024).
     #[arg(long)]
     pub max_length: Option<usize>,
+    /// Longest prompt in tokens, with --tokenizer; longer prompts are cut (default: the config's
+    /// `max_prompt_length`, else no limit).
     #[arg(long)]
     pub max_prompt_length: Option<usize>,
     /// Which prompts the chat template renders: auto (TRL's rule: message lists do, strings are
@@ -60,6 +66,7 @@ impl From<InspectArgs> for InspectOptions {
     }
 }
 
+/// Runs an `epa data` subcommand.
 pub fn run(command: DataCommand) -> Result<()> {
     match command {
         DataCommand::Inspect(a) => crate::data::inspect::inspect(&a.into()),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::demo::{DemoOptions, Preset};
 
+/// Arguments of `epa demo`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
     /// `tiny` (the fixture model, seconds; what CI runs), `demo` (SmolLM2, ~10 min on 2 cores, one
@@ -24,6 +25,7 @@ pub struct DemoArgs {
     /// Redo every stage even when the output folder holds results for the same settings.
     #[arg(long)]
     pub fresh: bool,
+    /// `--device` and `--dtype`.
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
@@ -41,6 +43,7 @@ impl From<DemoArgs> for DemoOptions {
     }
 }
 
+/// Runs `epa demo` and prints the verdict and where the report is.
 pub fn run(args: DemoArgs) -> Result<()> {
     let opts: DemoOptions = args.into();
     if let Some(r) = crate::demo::run(&opts)? {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::eval::judge::JudgeSpec;
 
+/// Arguments of `epa eval`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
     /// The model judged: a Hugging Face folder, a .gguf file, `smollm2`, or a hub id.
@@ -33,6 +34,7 @@ pub struct EvalArgs {
     /// Nucleus sampling mass (1 = off).
     #[arg(long, default_value_t = 0.95)]
     pub top_p: f32,
+    /// Most new tokens per sampled answer.
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
     /// Sequences per generation batch (and conversations per reward-model pass).
@@ -48,6 +50,7 @@ pub struct EvalArgs {
     /// AlpacaEval and the demo sample), `auto` (TRL's training rule: strings verbatim), `never`.
     #[arg(long, value_enum, default_value = "always")]
     pub chat_template: crate::data::ChatTemplateUse,
+    /// `--device` and `--dtype`.
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
@@ -73,6 +76,7 @@ impl From<EvalArgs> for crate::eval::EvalOptions {
     }
 }
 
+/// Runs `epa eval` and prints its report (eval.md) to standard output.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let r = crate::eval::run(&args.into())?;
     print!("{}", crate::eval::report::markdown(&r));

@@ -6,6 +6,7 @@ use crate::model::generate::{SampleConfig, generate};
 use crate::model::load::load_model;
 use crate::text::Message;
 
+/// Arguments of `epa generate`.
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
     /// Model: a Hugging Face folder, a .gguf file, `smollm2`, or a hub id.
@@ -14,19 +15,24 @@ pub struct GenerateArgs {
     /// User message(s); each is rendered with the chat template and answered.
     #[arg(long, required = true)]
     pub prompt: Vec<String>,
+    /// Most new tokens per answer.
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
     /// 0 = greedy.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
+    /// Nucleus sampling mass (1 = off).
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
+    /// Sampling seed (no effect at temperature 0).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// `--device` and `--dtype`.
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
 
+/// Runs `epa generate`: answers every prompt and prints each answer under its prompt.
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let mut cfg = SampleConfig {
         max_new_tokens: args.max_new_tokens,

@@ -8,6 +8,7 @@ use crate::lab::BanditOptions;
 use crate::lab::methods::MethodKind;
 use crate::lab::world::RefPolicy;
 
+/// The `epa lab` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum LabCommand {
     /// Tabular bandit: Bradley-Terry's many minimisers vs the energy-based model's one.
@@ -115,6 +116,7 @@ impl From<BanditArgs> for BanditOptions {
     }
 }
 
+/// Runs an `epa lab` subcommand and prints its report.
 pub fn run(command: LabCommand) -> Result<()> {
     match command {
         LabCommand::Bandit(a) => {

@@ -26,13 +26,16 @@ use clap::{Parser, Subcommand};
 
 use crate::device::{DeviceOptions, DeviceSpec, Precision};
 
+/// The `epa` command line.
 #[derive(Parser)]
 #[command(name = "epa", version, about = "Energy Preference Alignment and the DPO family for causal LMs")]
 pub struct Cli {
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The commands of `epa`.
 #[derive(Subcommand)]
 pub enum Command {
     /// Train a policy with EPA, DPO or any loss of the family (see `epa config --print-default`).

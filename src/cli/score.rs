@@ -18,6 +18,7 @@ use crate::model::load::{LoadedModel, load_model};
 use crate::scores::Scorer;
 use crate::text::Message;
 
+/// Arguments of `epa score`.
 #[derive(clap::Args, Debug)]
 pub struct ScoreArgs {
     /// Model: a Hugging Face folder, a .gguf file, `smollm2`, or a hub id.
@@ -39,13 +40,16 @@ pub struct ScoreArgs {
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// `--device` and `--dtype`.
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
 
 /// One sequence to score: token ids and a completion mask over them.
 pub struct ScoreItem {
+    /// Token ids of the whole sequence: the prompt, then the response.
     pub ids: Vec<u32>,
+    /// 1 for each scored (completion) token, 0 for the others; as long as `ids`.
     pub mask: Vec<u8>,
 }
 
@@ -143,6 +147,8 @@ pub fn score_items(
     out
 }
 
+/// Runs `epa score`: scores every input line in batches and writes one JSON line per input, in
+/// order.
 pub fn run(args: &ScoreArgs) -> Result<()> {
     let device = args.device.device()?;
     let mut lm = load_model(&args.model, &device)?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::device::{DeviceSpec, Precision};
 use crate::train::{RunOptions, TrainConfig, train_with};
 
+/// Arguments of `epa train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// TOML configuration (every key optional; defaults from `epa config --print-default`).
@@ -43,6 +44,7 @@ impl TrainArgs {
     }
 }
 
+/// Runs `epa train` and prints the run's summary as JSON.
 pub fn run(args: TrainArgs) -> Result<()> {
     let (cfg, opts) = args.into_options()?;
     let s = train_with(&cfg, &opts, None)?;

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::gold::GoldRewardConfig;
 
+/// The whole experiment: reference model, data generation, gold reward, training, methods, seeds
+/// and evaluation (the TOML of `epa demo --print-config`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DemoConfig {
@@ -14,12 +16,17 @@ pub struct DemoConfig {
     /// The reference model (HF folder, .gguf, `smollm2`, hub id): it writes the data and every policy
     /// starts from it.
     pub model: String,
+    /// How the preference data is generated and labelled.
     pub data: DataGenConfig,
+    /// Weights of the gold reward that labels the data and judges the policies.
     pub gold: GoldRewardConfig,
+    /// Training settings shared by every method and seed.
     pub train: TrainSettings,
+    /// The methods compared; the first whose loss is `dpo` is the baseline.
     pub methods: Vec<Method>,
     /// Training seeds; every method runs once per seed on the same data.
     pub seeds: Vec<u64>,
+    /// How the policies are evaluated on the held-out prompts.
     pub eval: EvalSettings,
 }
 
@@ -27,18 +34,25 @@ pub struct DemoConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataGenConfig {
+    /// Training prompts (topics); at least 2.
     pub train_prompts: usize,
+    /// Held-out prompts the policies are evaluated on; at least 2 (the intervals resample them).
     pub held_out_prompts: usize,
     /// K responses sampled per prompt from the reference model.
     pub samples_per_prompt: usize,
+    /// Most new tokens per sampled answer (data and evaluation samples).
     pub max_new_tokens: usize,
+    /// Sampling temperature of the answers, data and evaluation (0 = greedy).
     pub temperature: f32,
+    /// Nucleus sampling mass of the answers (1 = off).
     pub top_p: f32,
     /// τ of the labels: the ranking of a prompt's K responses is drawn from Plackett-Luce (Bradley-Terry
     /// for K = 2) on R/τ, so the true reward in the labels' units is r* = R/τ.
     pub label_temperature: f64,
     /// Sequences per generation batch.
     pub batch: usize,
+    /// Seed of the topic split, the sampled answers and the label draws (held-out rows use seed + 1,
+    /// evaluation samples seed + 7777).
     pub seed: u64,
 }
 
@@ -46,9 +60,13 @@ pub struct DataGenConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSettings {
+    /// Optimiser steps per run (`optim.max_steps`).
     pub steps: usize,
+    /// Prompts per training batch (`data.batch.prompts_per_batch`).
     pub prompts_per_batch: usize,
+    /// Peak learning rate (`optim.lr`).
     pub lr: f64,
+    /// Learning-rate warm-up steps (`optim.warmup_steps`).
     pub warmup_steps: usize,
     /// β of every loss.
     pub beta: f64,
@@ -209,6 +227,8 @@ impl DemoConfig {
         root.try_into().map_err(|e| anyhow::anyhow!("demo --set: {e}"))
     }
 
+    /// Checks that the settings can run together: enough prompts and answers, fewer strong
+    /// negatives than answers per prompt, evaluation samples within the data's, valid gold weights.
     pub fn validate(&self) -> Result<()> {
         let d = &self.data;
         ensure!(d.train_prompts >= 2, "data.train_prompts must be ≥ 2");

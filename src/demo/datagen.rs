@@ -25,15 +25,21 @@ use crate::text::Message;
 /// One prompt of the dataset (the project's standard shape plus the experiment's fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
+    /// The prompt text: "Write one sentence about {topic}."
     pub prompt: String,
+    /// The topic the gold reward's relevance term looks for.
     pub topic: String,
+    /// The best-ranked answer of the Plackett-Luce draw.
     pub chosen: String,
+    /// The other answers, in random order.
     pub rejected: Vec<String>,
     /// r* = R/τ of `chosen` and of each `rejected`.
     pub score_chosen: f64,
+    /// r* = R/τ of each `rejected`, in the same order.
     pub score_rejected: Vec<f64>,
     /// The answers in sampling order with their gold reward R (sample j is the reference's j-th draw).
     pub samples: Vec<String>,
+    /// The gold reward R of each answer in `samples`.
     pub gold: Vec<f64>,
 }
 
@@ -101,6 +107,7 @@ pub fn make_rows(
     Ok(rows)
 }
 
+/// Writes `rows` as JSON Lines to `path`, atomically.
 pub fn write_rows(path: &Path, rows: &[Row]) -> Result<()> {
     let mut s = Vec::new();
     for r in rows {
@@ -110,6 +117,7 @@ pub fn write_rows(path: &Path, rows: &[Row]) -> Result<()> {
     crate::model::save::write_atomic(path, &s)
 }
 
+/// Reads the rows [`write_rows`] wrote (blank lines skipped).
 pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()

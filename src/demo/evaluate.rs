@@ -35,18 +35,26 @@ fn nan_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error>
 /// A policy's numbers at one point of its run, one entry per held-out prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PointEval {
+    /// Training step the policy was evaluated at (0 for the reference).
     pub step: usize,
+    /// Mean gold reward R of the policy's samples.
     #[serde(deserialize_with = "nan_vec")]
     pub gold: Vec<f64>,
+    /// KL(π_θ ‖ π_ref) estimate: mean over the samples of log π_θ − log π_ref, nats per answer.
     #[serde(deserialize_with = "nan_vec")]
     pub kl: Vec<f64>,
+    /// The same log-ratios summed over the samples, divided by their tokens: nats per token.
     #[serde(deserialize_with = "nan_vec")]
     pub kl_per_token: Vec<f64>,
+    /// Win rate against the reference's samples in the data under the gold reward (sample j vs
+    /// sample j, ties ½).
     #[serde(deserialize_with = "nan_vec")]
     pub win: Vec<f64>,
     /// NaN where a prompt's rewards have no variance.
     #[serde(deserialize_with = "nan_vec")]
     pub pearson: Vec<f64>,
+    /// ε̂ = Var_k(r_k − r*_k): population variance over the prompt's candidates of the implicit
+    /// reward minus r* (0 = slope-1).
     #[serde(deserialize_with = "nan_vec")]
     pub eps: Vec<f64>,
     /// Mean sampled length (tokens), per prompt.
@@ -77,6 +85,9 @@ pub struct Judge<'a> {
 }
 
 impl<'a> Judge<'a> {
+    /// Encodes the held-out prompts and their candidates and scores the candidates under the
+    /// reference, once; `sample` and `samples_per_prompt` say how policies are sampled, `batch` the
+    /// sequences per generation batch, `beta` scales the implicit reward.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         reference: &'a CausalLm,

@@ -55,6 +55,7 @@ pub struct DemoOptions {
     pub print_config: bool,
     /// Redo every stage even when the output folder holds results for the same settings.
     pub fresh: bool,
+    /// Device and compute dtype of data generation, training and evaluation.
     pub device: DeviceOptions,
 }
 

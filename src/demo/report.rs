@@ -15,12 +15,16 @@ use super::evaluate::PointEval;
 /// One run's evaluations along training and its training curve.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunEval {
+    /// The method's name (`methods[].name` of the configuration).
     pub method: String,
+    /// Training seed of the run.
     pub seed: u64,
+    /// The evaluations at evenly spaced points of the run, in step order.
     pub points: Vec<PointEval>,
     /// `(step, loss, rewards/accuracies)` per optimiser step.
     #[serde(deserialize_with = "nan_curve")]
     pub curve: Vec<(usize, f64, f64)>,
+    /// Wall-clock seconds of the run, training and its evaluations together.
     pub train_seconds: f64,
 }
 
@@ -33,8 +37,11 @@ fn nan_curve<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(usize, f64, 
 /// A mean and its 95% bootstrap interval.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Estimate {
+    /// The point estimate, on every seed and prompt (no resampling).
     pub mean: f64,
+    /// The 2.5th percentile of the bootstrap resamples (NaN when none is finite).
     pub lo: f64,
+    /// The 97.5th percentile of the bootstrap resamples (NaN when none is finite).
     pub hi: f64,
 }
 
@@ -122,15 +129,23 @@ fn gold_at(pts: &[(f64, f64)], k: f64) -> f64 {
     p.last().unwrap().1
 }
 
+/// Every metric at one evaluation point, averaged over seeds and prompts, with its interval.
 #[derive(Debug, Serialize)]
 pub struct PointSummary {
+    /// Training step of the point (0 for the reference).
     pub step: usize,
+    /// Each metric's estimate, by name: `gold`, `kl`, `kl_per_token`, `win_rate`, `pearson`,
+    /// `eps_hat`, `length`.
     pub stats: BTreeMap<String, Estimate>,
 }
 
+/// A method against the DPO baseline: paired differences (method − baseline) with bootstrap
+/// intervals.
 #[derive(Debug, Serialize)]
 pub struct Comparison {
+    /// The method compared.
     pub method: String,
+    /// The baseline: the first method whose loss is `dpo`.
     pub baseline: String,
     /// The KL both reach (the smaller of the two largest mean KLs).
     pub matched_kl: f64,
@@ -138,20 +153,33 @@ pub struct Comparison {
     pub gold_at_matched_kl: Estimate,
     /// At the end of training: ε̂(method) − ε̂(baseline) (negative: closer to slope-1).
     pub eps_hat: Estimate,
+    /// At the end of training: Pearson(r, r*)(method) − Pearson(r, r*)(baseline).
     pub pearson: Estimate,
+    /// At the end of training: win rate vs the reference, method − baseline.
     pub win_rate: Estimate,
+    /// At the end of training: KL per answer (nats), method − baseline.
     pub kl: Estimate,
 }
 
+/// Everything `epa demo` concludes (`results.json`).
 #[derive(Debug, Serialize)]
 pub struct Results {
+    /// The command line that ran the demo.
     pub command: String,
+    /// The configuration the results come from.
     pub config: DemoConfig,
+    /// Statistics of the generated data: prompt counts, answers per prompt, mean gold reward, how
+    /// often the chosen answer is the gold-best one, seconds.
     pub data: BTreeMap<String, f64>,
+    /// The reference model's own point (its samples in the data: KL 0, win rate ½).
     pub reference: PointSummary,
+    /// Method name → its summaries at every evaluation point.
     pub methods: BTreeMap<String, Vec<PointSummary>>,
+    /// Every other method against the DPO baseline (empty without one).
     pub comparisons: Vec<Comparison>,
+    /// Method name → mean wall-clock seconds of one run (over seeds).
     pub train_seconds: BTreeMap<String, f64>,
+    /// The verdict, one sentence per comparison and criterion (gold reward at matched KL, ε̂).
     pub verdict: Vec<String>,
 }
 

@@ -17,7 +17,9 @@ use crate::text::Message;
 /// `--judge rm:MODEL | gold`, before anything is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JudgeSpec {
+    /// `rm:MODEL`: a sequence-classification reward model (folder or hub id).
     RewardModel(String),
+    /// `gold`: the controlled experiment's gold reward ([`crate::gold`]); needs a topic per prompt.
     Gold,
 }
 
@@ -46,9 +48,12 @@ impl std::fmt::Display for JudgeSpec {
 pub enum Judge<'a> {
     /// Conversations scored `batch` per forward pass.
     RewardModel {
+        /// The loaded reward model.
         rm: &'a RewardModel,
+        /// Conversations per reward-model forward pass (`--batch`).
         batch: usize,
     },
+    /// The gold reward R(topic, answer): every prompt needs a topic.
     Gold(&'a GoldReward),
 }
 

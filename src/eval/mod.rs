@@ -96,6 +96,7 @@ pub struct EvalOptions {
     pub temperature: f32,
     /// Nucleus sampling mass (1 = off).
     pub top_p: f32,
+    /// Most new tokens per sampled answer.
     pub max_new_tokens: usize,
     /// Sequences per generation batch (and conversations per reward-model pass).
     pub batch: usize,
@@ -105,6 +106,7 @@ pub struct EvalOptions {
     pub bootstrap: usize,
     /// Which prompts go through the chat template (`always`: string prompts become a user turn).
     pub chat_template: ChatTemplateUse,
+    /// Device and compute dtype of both models.
     pub device: DeviceOptions,
 }
 

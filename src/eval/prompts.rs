@@ -19,6 +19,7 @@ use crate::text::Message;
 pub struct EvalPrompt {
     /// Where it was read (`file: line 3`), for messages.
     pub loc: String,
+    /// The prompt: a string or a list of chat messages.
     pub prompt: Prompt,
     /// The row's `topic`, or the topic of a demo prompt.
     pub topic: Option<String>,

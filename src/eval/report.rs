@@ -14,7 +14,9 @@ use crate::model::save::write_atomic;
 /// One model's answers to one prompt.
 #[derive(Debug, Clone, Serialize)]
 pub struct Side {
+    /// The sampled answers as text, in sample order.
     pub answers: Vec<String>,
+    /// The judge's reward of each answer.
     pub rewards: Vec<f64>,
     /// Generated tokens per answer (stop token included).
     pub lengths: Vec<f64>,
@@ -23,27 +25,39 @@ pub struct Side {
 /// Everything measured on one prompt.
 #[derive(Debug, Clone, Serialize)]
 pub struct PromptResult {
+    /// The prompt as JSON: a string or its message list.
     pub prompt: Value,
+    /// The prompt's topic, when it has one (left out of the JSON otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
+    /// The policy's answers.
     pub policy: Side,
+    /// The reference's answers, sampled with the same seed and settings.
     pub reference: Side,
     /// log π_θ(y|x) and log π_ref(y|x) of the policy's answers.
     pub policy_logp: Vec<f64>,
+    /// log π_ref(y|x) of the same (policy's) answers, summed over their tokens.
     pub reference_logp: Vec<f64>,
     /// Mean over j of win(policy answer j, reference answer j).
     pub win_rate: f64,
+    /// KL(π_θ ‖ π_ref) estimated on this prompt: mean of log π_θ − log π_ref over the policy's
+    /// answers, in nats per answer.
     pub kl: f64,
+    /// The same log-ratios summed over the answers, divided by their generated tokens: nats per
+    /// token.
     pub kl_per_token: f64,
 }
 
 /// The report: settings, the summary numbers, the per-prompt values.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
+    /// The run's settings by name (models, prompts, judge, sampling, seed, bootstrap resamples,
+    /// device, …).
     pub settings: BTreeMap<String, Value>,
     /// `policy` / `reference`: reward, length (and the policy's kl, kl_per_token);
     /// `policy_vs_reference`: win_rate, length_controlled_win_rate, reward_difference.
     pub metrics: BTreeMap<String, BTreeMap<String, Interval>>,
+    /// One result per prompt, in prompt order.
     pub per_prompt: Vec<PromptResult>,
 }
 

@@ -95,8 +95,11 @@ pub fn log_probs(
 /// One prompt's samples from a policy, with their log-probs under the policy and the reference.
 #[derive(Debug, Clone)]
 pub struct Scored {
+    /// Generated token ids of each sample (stop token included, prompt excluded).
     pub ids: Vec<Vec<u32>>,
+    /// log π_θ(answer | prompt) of each sample, summed over its tokens (nats).
     pub logp: Vec<f64>,
+    /// log π_ref(answer | prompt) of each sample, summed over its tokens (nats).
     pub ref_logp: Vec<f64>,
 }
 

@@ -148,8 +148,11 @@ pub fn lc_win_rate(wins: &[f64], len_diff: &[f64], ridge: f64) -> f64 {
 /// A point estimate and its bootstrap 95% interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
+    /// The statistic on all the prompts.
     pub estimate: f64,
+    /// Lower bound: the 2.5th percentile of the resampled statistics (NaN without resamples).
     pub lo: f64,
+    /// Upper bound: the 97.5th percentile of the resampled statistics (NaN without resamples).
     pub hi: f64,
 }
 

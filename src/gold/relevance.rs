@@ -25,8 +25,9 @@ pub struct Topic {
 }
 
 impl Topic {
-    /// Splits `topic` into words (see [`words`]), drops [`STOPWORDS`] (all of them kept if only
-    /// stopwords remain), normalises each word and removes duplicates (first occurrence kept).
+    /// Splits `topic` into words (see [`words`]), drops stopwords (function words such as "the",
+    /// "of", "about"; all of them kept if only stopwords remain), normalises each word and removes
+    /// duplicates (first occurrence kept).
     pub fn new(topic: &str, inflections: bool) -> Self {
         let all: Vec<String> = words(topic).collect();
         let content: Vec<&String> = all.iter().filter(|w| !STOPWORDS.contains(&w.as_str())).collect();

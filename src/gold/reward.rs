@@ -92,6 +92,7 @@ pub struct GoldReward {
 }
 
 impl GoldReward {
+    /// The gold reward from a VADER analyser and weights; an error if the weights are invalid.
     pub fn new(vader: Vader, config: GoldRewardConfig) -> Result<Self> {
         config.validate()?;
         Ok(Self { vader, config })
@@ -102,10 +103,12 @@ impl GoldReward {
         Self::new(Vader::load_default()?, config)
     }
 
+    /// The weights and matching options it scores with.
     pub fn config(&self) -> &GoldRewardConfig {
         &self.config
     }
 
+    /// The VADER analyser of the sentiment term.
     pub fn vader(&self) -> &Vader {
         &self.vader
     }

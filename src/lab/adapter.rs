@@ -76,9 +76,11 @@ pub fn needs_scores(method: &Method) -> bool {
 
 /// A method's rows for `inits` stacked initialisations, as index and constant tensors.
 pub struct IndexBatch {
+    /// Initialisations stacked in the batch.
     pub inits: usize,
     /// Rows per initialisation.
     pub rows: usize,
+    /// Candidate columns per row.
     pub cols: usize,
     roles: Vec<Role>,
     /// Flat indices into the `[I·N·M]` log-prob vector, `[I·R·C]`.
@@ -90,6 +92,8 @@ pub struct IndexBatch {
 }
 
 impl IndexBatch {
+    /// Builds the index and constant tensors of `layout`'s rows, repeated for `inits`
+    /// initialisations; `with_scores` adds the rank scores (see [`needs_scores`]).
     pub fn new(layout: &ScoreRows, world: &World, inits: usize, with_scores: bool, device: &Device) -> IndexBatch {
         let (n, m) = (world.n_prompts, world.n_responses);
         let rows = layout.rows.len();

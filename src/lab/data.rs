@@ -24,6 +24,7 @@ use super::world::{World, rng, stream};
 /// One annotated comparison.
 #[derive(Clone, Debug)]
 pub struct Round {
+    /// The prompt x the candidates were ranked for.
     pub prompt: usize,
     /// Candidate ids, best first (index 0 = positive, the rest = strong negatives in rank order).
     pub ranked: Vec<usize>,
@@ -34,6 +35,7 @@ pub struct Round {
 /// The dataset plus what each prompt saw.
 #[derive(Clone, Debug)]
 pub struct PrefData {
+    /// Every annotated comparison: `rounds` per prompt, prompt by prompt.
     pub rounds: Vec<Round>,
     /// `[N, M]`: true where y was compared under x.
     pub seen: Vec<bool>,

@@ -45,11 +45,14 @@ impl MethodKind {
 /// A method and its number of weak negatives (0 unless it uses them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Method {
+    /// Which loss: DPO, IPO, Plackett-Luce, InfoNCA or an EPA variant.
     pub kind: MethodKind,
+    /// Weak negatives per row (0 for methods without them).
     pub n_weak: usize,
 }
 
 impl Method {
+    /// A method; `n_weak` is kept only for `EpaWeak` and `Epa` (0 otherwise).
     pub fn new(kind: MethodKind, n_weak: usize) -> Method {
         let uses = matches!(kind, MethodKind::EpaWeak | MethodKind::Epa);
         Method { kind, n_weak: if uses { n_weak } else { 0 } }
@@ -72,7 +75,9 @@ impl Method {
 /// One row of a score matrix: a prompt and its candidate ids.
 #[derive(Clone, Debug)]
 pub struct Row {
+    /// The prompt x (index into the world).
     pub prompt: usize,
+    /// Candidate response ids, one per column, in the order of [`ScoreRows::roles`].
     pub ids: Vec<usize>,
     /// 1 = real candidate, 0 = padding (weak pool too small).
     pub mask: Vec<f32>,
@@ -83,7 +88,9 @@ pub struct Row {
 /// The rows and column roles a method trains on.
 #[derive(Clone, Debug)]
 pub struct ScoreRows {
+    /// Role of each column (positive, strong or weak negative), shared by every row.
     pub roles: Vec<Role>,
+    /// The rows, over all prompts.
     pub rows: Vec<Row>,
 }
 

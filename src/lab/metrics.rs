@@ -5,7 +5,7 @@
 //! - ε̂ = Var_y(r_θ(x,y) − r*(x,y)), population variance over the responses (0 iff slope-1:
 //!   r_θ = r* + c(x)); also split into the responses x compared (`seen`) and those it never did;
 //! - KL(π_θ‖π_ref) = Σ_y π_θ (log π_θ − log π_ref);
-//! - E_{π_θ}[r*];
+//! - `E_{π_θ}[r*]`;
 //! - the mass π_θ leaves on never-compared responses.
 //!
 //! Everything in f64 from the f32 logits.
@@ -17,11 +17,19 @@ use super::world::{World, log_normalise};
 /// Metrics of one trained policy (one init).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct PolicyMetrics {
+    /// Pearson(r_θ(x,·), r*(x,·)) over all M responses, averaged over prompts (0 where a side is
+    /// constant).
     pub pearson: f64,
+    /// ε̂ = Var_y(r_θ − r*) over all M responses, averaged over prompts (0 iff slope-1).
     pub eps_hat: f64,
+    /// ε̂ over the responses the prompt compared (prompts with at least 2 of them; NaN if none).
     pub eps_hat_seen: f64,
+    /// ε̂ over the responses the prompt never compared (prompts with at least 2 of them; NaN if
+    /// none).
     pub eps_hat_unseen: f64,
+    /// KL(π_θ ‖ π_ref) in nats, exact over the M responses, averaged over prompts.
     pub kl: f64,
+    /// `E_{π_θ}[r*]`: the policy's expected true reward, averaged over prompts.
     pub expected_reward: f64,
     /// Probability mass π_θ puts on responses the prompt never compared (mean over prompts).
     pub mass_unseen: f64,
@@ -105,6 +113,7 @@ pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
     if saa <= 0.0 || sbb <= 0.0 { 0.0 } else { sab / (saa * sbb).sqrt() }
 }
 
+/// Arithmetic mean; 0 when empty.
 pub fn mean(a: &[f64]) -> f64 {
     a.iter().sum::<f64>() / a.len().max(1) as f64
 }

@@ -17,8 +17,8 @@
 //! What it shows (default world, seed 0; see `tests/lab.rs` for the same on small worlds):
 //! - DPO (and IPO, Plackett-Luce, InfoNCA) reach the same final loss from every init (DPO: range
 //!   3.6e-7) and the same rewards on compared responses, but never move a never-compared logit, so
-//!   ε̂ over ALL responses, KL and E_π[r*] differ by init: many minimisers, as the paper says.
-//! - EPA with weak negatives gives one *policy* from every init (E_π[r*] sd 6e-4 vs DPO's 1.1e-2)
+//!   ε̂ over ALL responses, KL and `E_π[r*]` differ by init: many minimisers, as the paper says.
+//! - EPA with weak negatives gives one *policy* from every init (`E_π[r*]` sd 6e-4 vs DPO's 1.1e-2)
 //!   by taking the mass off never-compared responses. But a tabular world has no finite EPA
 //!   minimiser: weak negatives are never positives, so their learned reward falls without bound
 //!   (the loss keeps falling); under Adam every such logit of a prompt moves by the same amount,
@@ -131,13 +131,18 @@ impl Default for BanditOptions {
 /// Mean, sample sd, min and max over inits.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Summary {
+    /// Arithmetic mean.
     pub mean: f64,
+    /// Sample standard deviation (divides by n − 1; 0 for fewer than two values).
     pub sd: f64,
+    /// Smallest value.
     pub min: f64,
+    /// Largest value.
     pub max: f64,
 }
 
 impl Summary {
+    /// Mean, sample sd, min and max of `v`.
     pub fn of(v: &[f64]) -> Summary {
         Summary {
             mean: metrics::mean(v),
@@ -146,6 +151,7 @@ impl Summary {
             max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         }
     }
+    /// `max − min`: how far the inits disagree.
     pub fn range(&self) -> f64 {
         self.max - self.min
     }
@@ -154,8 +160,11 @@ impl Summary {
 /// One init of one method.
 #[derive(Clone, Debug, Serialize)]
 pub struct InitResult {
+    /// Index of the initialisation (its logits come from seed stream `INIT + init`).
     pub init: usize,
+    /// Loss at the end of training, on the method's own rows.
     pub final_loss: f64,
+    /// The trained policy's slope-1 and RLHF metrics (flattened into this object in the JSON).
     #[serde(flatten)]
     pub metrics: PolicyMetrics,
 }
@@ -163,34 +172,53 @@ pub struct InitResult {
 /// One method over all inits.
 #[derive(Clone, Debug, Serialize)]
 pub struct MethodResult {
+    /// Name in the results, report and plots (`dpo`, `epa_weak16`, `epa_strong+weak4`, …).
     pub label: String,
+    /// Which loss: DPO, IPO, Plackett-Luce, InfoNCA or an EPA variant.
     pub kind: MethodKind,
+    /// Weak negatives per row (0 for methods without them).
     pub n_weak: usize,
     /// Score-matrix rows per init and candidate columns.
     pub rows: usize,
+    /// Candidate columns of the score matrix.
     pub cols: usize,
+    /// Final loss over inits.
     pub final_loss: Summary,
+    /// Pearson(r_θ, r*) over inits.
     pub pearson: Summary,
+    /// ε̂ over all responses, over inits.
     pub eps_hat: Summary,
+    /// ε̂ over the compared responses, over inits.
     pub eps_hat_seen: Summary,
+    /// ε̂ over the never-compared responses, over inits.
     pub eps_hat_unseen: Summary,
+    /// KL(π_θ ‖ π_ref) in nats, over inits.
     pub kl: Summary,
+    /// `E_π[r*]`, the expected true reward, over inits.
     pub expected_reward: Summary,
+    /// Probability mass π_θ puts on never-compared responses, over inits.
     pub mass_unseen: Summary,
     /// Mean-over-inits loss at 90% of training minus the final mean (≥ 0; small = converged).
     pub loss_drop_last_10pct: f64,
+    /// Every init's own numbers.
     pub per_init: Vec<InitResult>,
 }
 
 /// What the world and its data look like.
 #[derive(Clone, Debug, Serialize)]
 pub struct WorldSummary {
+    /// Prompts N.
     pub n_prompts: usize,
+    /// Responses M (one space shared by every prompt).
     pub n_responses: usize,
+    /// Annotated comparisons (ranked rounds) over all prompts.
     pub comparisons: usize,
+    /// Distinct responses each prompt's comparisons include, over prompts.
     pub seen_per_prompt: Summary,
     /// Fraction of (prompt, response) pairs never compared.
     pub unseen_fraction: f64,
+    /// Size of each prompt's weak-negative pool (responses compared under another prompt but never
+    /// under this one), over prompts.
     pub weak_pool_per_prompt: Summary,
     /// Responses of a prompt's space that are in no prompt's comparisons (weak negatives can
     /// never reach them), per prompt.
@@ -198,6 +226,7 @@ pub struct WorldSummary {
     /// Prompts whose Bradley-Terry MLE on the compared responses is finite (the directed
     /// "beaten-by" graph of the ranking-implied pairs is strongly connected — Zermelo/Ford).
     pub prompts_with_finite_bt_mle: usize,
+    /// π_ref's own metrics (KL 0).
     pub reference_policy: PolicyMetrics,
     /// π* ∝ π_ref·exp(r*/β): the KL-regularised optimum every method aims at.
     pub optimal_policy: PolicyMetrics,
@@ -206,12 +235,16 @@ pub struct WorldSummary {
 /// Everything `epa lab bandit` measured (this is `results.json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct BanditResults {
+    /// The options of the run.
     pub config: BanditOptions,
+    /// The world and its data.
     pub world: WorldSummary,
+    /// One result per method, in report order.
     pub methods: Vec<MethodResult>,
 }
 
 impl BanditResults {
+    /// The result of the method labelled `label`, if it ran.
     pub fn method(&self, label: &str) -> Option<&MethodResult> {
         self.methods.iter().find(|m| m.label == label)
     }
@@ -273,7 +306,9 @@ fn write(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 
 /// Learned vs true rewards of a few trained policies, for the scatter plot.
 pub struct PolicySample {
+    /// The method's label (as in [`MethodResult::label`]).
     pub label: String,
+    /// Which initialisation.
     pub init: usize,
     /// (true reward, learned reward − per-prompt mean offset, seen?) for every (x, y).
     pub points: Vec<(f64, f64, bool)>,

@@ -13,17 +13,22 @@ use super::world::{World, rng, stream};
 /// The policy: one free logit per (prompt, response); I initialisations stacked as `[I·N, M]`.
 #[derive(Module, Debug)]
 pub struct TabularPolicy {
+    /// `[I·N, M]` free logits: π_θ(·|x) is the softmax of a row.
     pub logits: Param<Tensor<2>>,
 }
 
 /// Optimiser settings.
 #[derive(Clone, Copy, Debug)]
 pub struct FitSettings {
+    /// Full-batch Adam steps.
     pub steps: usize,
+    /// Peak learning rate (cosine decay to 0).
     pub lr: f64,
+    /// Random initialisations, trained side by side.
     pub inits: usize,
     /// Initial logits = log π_ref + init_sd · N(0, 1), one seed stream per init.
     pub init_sd: f64,
+    /// Seed of the initial logits (init `i` draws from stream `INIT + i`).
     pub seed: u64,
 }
 

@@ -20,8 +20,11 @@ pub enum RefPolicy {
 
 /// Random-number streams of one seed, one per purpose, so changing one stage never shifts another.
 pub mod stream {
+    /// Stream of the world: π_ref and r*.
     pub const WORLD: u64 = 1;
+    /// Stream of the preference data: candidate pools and rankings.
     pub const DATA: u64 = 2;
+    /// Stream of the weak-negative draws.
     pub const WEAK: u64 = 3;
     /// Initialisation `i` uses stream `INIT + i`.
     pub const INIT: u64 = 1000;
@@ -37,7 +40,9 @@ pub fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
 /// The world's fixed quantities.
 #[derive(Clone, Debug)]
 pub struct World {
+    /// Prompts N.
     pub n_prompts: usize,
+    /// Responses M: the response space every prompt shares.
     pub n_responses: usize,
     /// log π_ref(y|x), `[N, M]`, each row normalised.
     pub ref_logp: Vec<f64>,

@@ -12,9 +12,11 @@ pub const C_INCR: f64 = 0.733;
 pub const N_SCALAR: f64 = -0.74;
 /// Intensity added per exclamation mark (at most [`MAX_EXCLAMATIONS`] count).
 pub const EXCLAMATION_INCR: f64 = 0.292;
+/// Exclamation marks that count (each adds [`EXCLAMATION_INCR`]); more add nothing.
 pub const MAX_EXCLAMATIONS: usize = 4;
 /// Intensity added per question mark when there are 2 or 3 of them; 4 or more add [`QUESTION_MAX`].
 pub const QUESTION_INCR: f64 = 0.18;
+/// Intensity added by 4 or more question marks (instead of [`QUESTION_INCR`] each).
 pub const QUESTION_MAX: f64 = 0.96;
 /// `compound = s / sqrt(s² + ALPHA)`: approximates the largest expected raw sum.
 pub const ALPHA: f64 = 15.0;
