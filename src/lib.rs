@@ -43,35 +43,23 @@
 //! # }
 //! ```
 
-#[warn(missing_docs)]
+// Every public item is documented: the compiler holds the line (and CI makes warnings errors).
+#![warn(missing_docs)]
+
 pub mod artifacts;
-#[warn(missing_docs)]
 pub mod bench;
-#[warn(missing_docs)]
 pub mod cli;
-#[warn(missing_docs)]
 pub mod data;
-#[warn(missing_docs)]
 pub mod demo;
-#[warn(missing_docs)]
 pub mod device;
-#[warn(missing_docs)]
 pub mod eval;
-#[warn(missing_docs)]
 pub mod gold;
-#[warn(missing_docs)]
 pub mod lab;
-#[warn(missing_docs)]
 pub mod losses;
-#[warn(missing_docs)]
 pub mod model;
-#[warn(missing_docs)]
 pub mod online;
-#[warn(missing_docs)]
 pub mod scores;
-#[warn(missing_docs)]
 pub mod text;
-#[warn(missing_docs)]
 pub mod train;
 
 pub use data::{DataConfig, GroupStore, Role};
