@@ -300,6 +300,16 @@ impl TrainConfig {
 
     /// Checks every value (ranges, files exist, loss terms, LoRA) and names the key at fault.
     pub fn validate(&self) -> Result<()> {
+        ensure!(!self.data.paths.is_empty(), "data.paths is empty: give at least one preference file");
+        for p in self.data.paths.iter().chain(&self.eval.paths) {
+            ensure!(p.exists(), "data file {} does not exist", p.display());
+        }
+        self.validate_settings()
+    }
+
+    /// [`Self::validate`] without the data files: what a [`super::Trainer`] given its groups in
+    /// memory checks.
+    pub fn validate_settings(&self) -> Result<()> {
         let o = &self.optim;
         ensure!(o.lr.is_finite() && o.lr > 0.0, "optim.lr must be > 0 (got {})", o.lr);
         ensure!((0.0..1.0).contains(&o.beta1) && (0.0..1.0).contains(&o.beta2), "optim.beta1/beta2 must be in [0, 1)");
@@ -309,10 +319,6 @@ impl TrainConfig {
         ensure!(o.grad_accum >= 1, "optim.grad_accum must be ≥ 1");
         ensure!(o.max_steps > 0 || o.epochs > 0, "set optim.max_steps or optim.epochs");
         ensure!(self.output.keep_last >= 1, "output.keep_last must be ≥ 1");
-        ensure!(!self.data.paths.is_empty(), "data.paths is empty: give at least one preference file");
-        for p in self.data.paths.iter().chain(&self.eval.paths) {
-            ensure!(p.exists(), "data file {} does not exist", p.display());
-        }
         self.loss.validate().context("in [loss]")?;
         if self.adapter.method == AdapterMethod::Lora {
             self.adapter.lora.validate().context("in [adapter.lora]")?;

@@ -101,7 +101,7 @@ impl<'d> Trainer<'d> {
         eval: Option<&'d GroupStore>,
         opts: &RunOptions,
     ) -> Result<Self> {
-        cfg.validate()?;
+        cfg.validate_settings()?;
         let device = lm.model.device();
         let start = match (&opts.resume, cfg.output.overwrite) {
             (Some(_), _) => run_dir::Start::Resume,

@@ -355,3 +355,38 @@ fn a_backend_not_built_in_says_how_to_rebuild() {
     let e = format!("{:#}", TrainConfig::load(None, &["model.device=\"tpu\"".to_string()]).unwrap_err());
     assert!(e.contains("\"tpu\"") && e.contains("cuda:N"), "{e}");
 }
+
+/// The library path: a `Trainer` on groups built in memory (no data file, no tokenizer pass), as
+/// `epa iterate` uses it.
+#[test]
+fn trainer_trains_on_groups_built_in_memory() {
+    use epa::data::{TokenCandidate, TokenGroup};
+    use epa::{GroupStore, Trainer, training_device};
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = TrainConfig::default();
+    cfg.model.path = fixture("tiny-llama").display().to_string();
+    cfg.model.device = crate::common::spec();
+    cfg.loss = epa::LossConfig::from_names(&["dpo"], None).unwrap();
+    cfg.optim.max_steps = 2;
+    cfg.output.dir = d.path().join("run");
+    cfg.output.progress = false;
+    let cand = |ids: &[u32]| TokenCandidate { ids: ids.to_vec(), score: None };
+    let groups = (0..4u32).map(|g| TokenGroup {
+        prompt_ids: vec![1, 10 + g, 20 + g],
+        positive: cand(&[30 + g, 31, 2]),
+        strong: vec![cand(&[40 + g, 2])],
+    });
+    let store = GroupStore::from_tokens(groups);
+    let lm = epa::load_model(&cfg.model.path, &training_device(&cfg).unwrap()).unwrap();
+    let mut t = Trainer::new(cfg, lm, &store).unwrap();
+    let first = t.step().unwrap().unwrap();
+    assert_eq!(first["rewards/margins"], 0.0, "{first:?}");
+    assert!((first["loss"] - std::f64::consts::LN_2).abs() < 1e-6, "{first:?}");
+    t.log(&first).unwrap();
+    let second = t.step().unwrap().unwrap();
+    assert!(second["loss"].is_finite() && t.is_done());
+    let s = t.finish(None).unwrap();
+    assert_eq!(s.steps, 2);
+    assert!(s.tokens > 0);
+    assert!(d.path().join("run/final/model.safetensors").exists());
+}
