@@ -172,6 +172,9 @@ impl IterateConfig {
 pub struct RoundSummary {
     /// Round index (0-based).
     pub round: usize,
+    /// Hash of the configuration that made the round (every setting but `online.rounds`): a rerun
+    /// reuses the round only under the same settings.
+    pub key: String,
     /// The policy the round sampled from and trained (a model spec or folder).
     pub policy: String,
     /// Mean judge reward of the round's samples: the policy's reward before the round's training.
@@ -278,22 +281,28 @@ pub fn run(cfg: &IterateConfig) -> Result<IterateReport> {
 
     let initial = cfg.train.model.path.clone();
     let initial_reference = cfg.train.reference.path.clone().unwrap_or_else(|| initial.clone());
+    let key = settings_key(cfg)?;
     let mut rounds = Vec::new();
     let mut policy = initial.clone();
     for r in 0..o.rounds {
         let dir = o.out.join(format!("round-{r:03}"));
         let done = dir.join("round.json");
         let summary = match read_round(&done)? {
-            Some(s) if s.policy == policy => {
+            Some(s) if s.key == key && s.policy == policy => {
                 eprintln!("round {r}: reusing {}", dir.display());
                 s
             }
-            _ => {
+            Some(_) => bail!(
+                "{} was made with other settings: a rerun continues a run only with the same settings (only \
+                 online.rounds may change); choose another online.out or delete it",
+                dir.display()
+            ),
+            None => {
                 let reference = match o.reference {
                     ReferenceChoice::Initial => initial_reference.clone(),
                     ReferenceChoice::Previous => policy.clone(),
                 };
-                let s = round(cfg, r, &policy, &reference, &prompts, &judge, &dir)?;
+                let s = round(cfg, r, &key, &policy, &reference, &prompts, &judge, &dir)?;
                 write_atomic(&done, serde_json::to_string_pretty(&s)?.as_bytes())?;
                 s
             }
@@ -318,6 +327,15 @@ pub fn run(cfg: &IterateConfig) -> Result<IterateReport> {
     };
     write_atomic(&o.out.join("iterate.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     Ok(report)
+}
+
+/// Hash of every setting but `online.rounds` (which a continued run raises).
+fn settings_key(cfg: &IterateConfig) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut c = cfg.clone();
+    c.online.rounds = 0;
+    let text = toml::to_string(&c).context("serialising the configuration")?;
+    Ok(Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
 
 fn read_round(path: &Path) -> Result<Option<RoundSummary>> {
@@ -360,9 +378,11 @@ fn sample_round(cfg: &IterateConfig, r: usize, policy: &str, prompts: &[EvalProm
 }
 
 /// One round: sample, judge, group, train, export.
+#[allow(clippy::too_many_arguments)] // the round's inputs, each used once
 fn round(
     cfg: &IterateConfig,
     r: usize,
+    key: &str,
     policy: &str,
     reference: &str,
     prompts: &[EvalPrompt],
@@ -400,6 +420,7 @@ fn round(
     let summary = crate::train::run(trainer, None)?;
     Ok(RoundSummary {
         round: r,
+        key: key.to_string(),
         policy: policy.to_string(),
         reward: samples.mean_reward(),
         groups: store.len(),
