@@ -220,8 +220,7 @@ impl<'d> Trainer<'d> {
     pub fn step(&mut self) -> Result<Option<BTreeMap<String, f64>>> {
         let t0 = Instant::now();
         let model = self.policy.take().expect("the policy is back after every step");
-        let result = self.micro_batches(&model);
-        let (grads, metrics, tokens) = match result {
+        let (mut grads, metrics, tokens) = match self.micro_batches(&model) {
             Ok(Some(r)) => r,
             Ok(None) => {
                 self.policy = Some(model);
@@ -232,7 +231,6 @@ impl<'d> Trainer<'d> {
                 return Err(e);
             }
         };
-        let mut grads = grads;
         let grad_norm = optim::clip_global_norm(&mut grads, &self.ids, self.cfg.optim.max_grad_norm);
         let lr = optim::learning_rate(&self.cfg.optim, self.state.step, self.total);
         self.policy = Some(self.optim.step(lr, model, grads));
