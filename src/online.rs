@@ -137,16 +137,7 @@ impl IterateConfig {
     /// Reads a TOML file (or nothing) and applies `key=value` overrides (`online.rounds=3`,
     /// `train.optim.lr=1e-5`).
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
-        let mut value: toml::Value = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("{}: not valid TOML", p.display()))?
-            }
-            None => toml::Value::Table(Default::default()),
-        };
-        for o in overrides {
-            crate::train::config::apply_override(&mut value, o)?;
-        }
+        let value = crate::train::config::read_with_overrides(path, overrides)?;
         let where_ = path.map(|p| p.display().to_string()).unwrap_or_else(|| "--set".into());
         let cfg: IterateConfig = value.try_into().with_context(|| format!("in config {where_}"))?;
         cfg.validate().with_context(|| format!("in config {where_}"))?;

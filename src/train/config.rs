@@ -270,16 +270,7 @@ impl Default for OutputSection {
 impl TrainConfig {
     /// Reads a TOML file, applies `key=value` overrides, validates.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
-        let mut value: toml::Value = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("{}: not valid TOML", p.display()))?
-            }
-            None => toml::Value::Table(Default::default()),
-        };
-        for o in overrides {
-            apply_override(&mut value, o)?;
-        }
+        let value = read_with_overrides(path, overrides)?;
         let where_ = path.map(|p| p.display().to_string()).unwrap_or_else(|| "--set".into());
         let cfg: TrainConfig = value.try_into().with_context(|| format!("in config {where_}"))?;
         cfg.validate().with_context(|| format!("in config {where_}"))?;
@@ -339,6 +330,22 @@ impl TrainConfig {
             crate::losses::LOSS_NAMES.join(", ")
         )
     }
+}
+
+/// A TOML file (or an empty table without one) with `key=value` overrides applied: the raw value a
+/// config type is read from (`epa train`, `epa iterate`).
+pub fn read_with_overrides(path: Option<&Path>, overrides: &[String]) -> Result<toml::Value> {
+    let mut value: toml::Value = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("{}: not valid TOML", p.display()))?
+        }
+        None => toml::Value::Table(Default::default()),
+    };
+    for o in overrides {
+        apply_override(&mut value, o)?;
+    }
+    Ok(value)
 }
 
 /// `a.b.c=value`: value parsed as TOML (falls back to a string).

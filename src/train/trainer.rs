@@ -176,9 +176,9 @@ impl<'d> Trainer<'d> {
             Some(es) if es.is_empty() => bail!("the eval set (eval.paths) has no groups left, every row was dropped"),
             Some(es) => {
                 let ecfg = eval_batch_config(&cfg);
-                let n = Batcher::with(es, &ecfg, &cfg.data.weak, cfg.data.seed)?.batches_per_epoch();
-                let start = Batcher::with(es, &ecfg, &cfg.data.weak, cfg.data.seed)?.state();
-                let batches = planned_batches(es, &ecfg, &cfg.data.weak, cfg.data.seed, start, n)?;
+                let eb = Batcher::with(es, &ecfg, &cfg.data.weak, cfg.data.seed)?;
+                let batches =
+                    planned_batches(es, &ecfg, &cfg.data.weak, cfg.data.seed, eb.state(), eb.batches_per_epoch())?;
                 Some((es, Reference::build(&cfg, &scorer, es, &batches, "eval")?.0))
             }
             None => None,
