@@ -52,6 +52,7 @@ pub mod cli;
 pub mod data;
 pub mod demo;
 pub mod device;
+pub mod distributed;
 pub mod eval;
 pub mod gold;
 pub mod lab;

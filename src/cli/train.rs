@@ -40,14 +40,33 @@ impl TrainArgs {
         cfg.model.device = self.device.unwrap_or(cfg.model.device);
         cfg.model.dtype = self.dtype.unwrap_or(cfg.model.dtype);
         cfg.output.overwrite |= self.overwrite;
-        Ok((cfg, RunOptions { resume: self.resume, allow_config_change: self.allow_config_change }))
+        Ok((cfg, RunOptions { resume: self.resume, allow_config_change: self.allow_config_change, collective: None }))
     }
 }
 
-/// Runs `epa train` and prints the run's summary as JSON.
+/// Runs `epa train` and prints the run's summary as JSON (rank 0 of a data-parallel run).
+///
+/// Launched by `mpirun` (a binary built with `--features mpi`), every rank runs this; a rank that
+/// meets an error prints it and ends the whole job, so the others are not left waiting.
 pub fn run(args: TrainArgs) -> Result<()> {
-    let (cfg, opts) = args.into_options()?;
-    let s = train_with(&cfg, &opts, None)?;
-    println!("{}", serde_json::to_string_pretty(&s)?);
-    Ok(())
+    let (mut cfg, mut opts) = args.into_options()?;
+    let comm = crate::distributed::from_env()?;
+    if comm.world_size() > 1 {
+        let local = crate::distributed::local_rank().unwrap_or(0);
+        cfg.model.device = crate::distributed::rank_device(cfg.model.device, local);
+    }
+    opts.collective = Some(comm.clone());
+    match train_with(&cfg, &opts, None) {
+        Ok(s) => {
+            if comm.rank() == 0 {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            }
+            Ok(())
+        }
+        Err(e) if comm.world_size() > 1 => {
+            eprintln!("rank {} of {}: error: {e:?}", comm.rank(), comm.world_size());
+            comm.abort(1)
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -22,6 +22,13 @@ use burn::tensor::Tensor;
 use super::Role;
 use super::batch::ScoreBatch;
 
+/// [`Metrics`] between ranks: keys with the bits of each number.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Wire {
+    stats: Vec<(String, u64, u64)>,
+    terms: Vec<(String, u64)>,
+}
+
 /// A running sum and its count.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SumCount {
@@ -52,6 +59,28 @@ impl Metrics {
         let key = format!("loss/{label}");
         self.add(&key, sum, count);
         self.loss_terms.insert(key, weight);
+    }
+
+    /// The metrics as bytes for another rank ([`Metrics::from_bytes`]); every number travels as its
+    /// bits, so NaN and infinities arrive unchanged.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let wire = Wire {
+            stats: self.stats.iter().map(|(k, s)| (k.clone(), s.sum.to_bits(), s.count.to_bits())).collect(),
+            terms: self.loss_terms.iter().map(|(k, w)| (k.clone(), w.to_bits())).collect(),
+        };
+        serde_json::to_vec(&wire).expect("metrics serialise")
+    }
+
+    /// Metrics written by [`Metrics::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Metrics> {
+        let Wire { stats, terms } = serde_json::from_slice(bytes)?;
+        Ok(Metrics {
+            stats: stats
+                .into_iter()
+                .map(|(k, s, c)| (k, SumCount { sum: f64::from_bits(s), count: f64::from_bits(c) }))
+                .collect(),
+            loss_terms: terms.into_iter().map(|(k, w)| (k, f64::from_bits(w))).collect(),
+        })
     }
 
     /// Folds another micro-batch's metrics into these.
@@ -185,4 +214,30 @@ pub fn slope1_stats(r: &[f64], t: &[f64]) -> Option<(Option<f64>, f64)> {
     let d: Vec<f64> = r.iter().zip(t).map(|(a, b)| a - b).collect();
     let md = mean(&d);
     Some((pearson, d.iter().map(|x| (x - md).powi(2)).sum::<f64>() / k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_travel_between_ranks_unchanged_and_merge_to_the_global_mean() {
+        let mut a = Metrics::default();
+        a.add_loss_term("epa", 0.5, 3.0, 2.0);
+        a.add("rewards/chosen", 1.5, 2.0);
+        a.add("slope1/pearson", f64::NAN, 1.0);
+        let back = Metrics::from_bytes(&a.to_bytes()).unwrap();
+        assert_eq!(back.to_bytes(), a.to_bytes());
+        assert!(back.stats["slope1/pearson"].sum.is_nan());
+        let mut b = Metrics::default();
+        b.add_loss_term("epa", 0.5, 1.0, 1.0);
+        b.add("rewards/chosen", 4.5, 1.0);
+        let mut all = Metrics::default();
+        for m in [&a, &b] {
+            all.merge(&Metrics::from_bytes(&m.to_bytes()).unwrap());
+        }
+        let mean = all.mean();
+        assert_eq!(mean["rewards/chosen"], 2.0); // (1.5 + 4.5) / 3, not the mean of 0.75 and 4.5
+        assert_eq!(mean["loss/epa"], 4.0 / 3.0);
+    }
 }

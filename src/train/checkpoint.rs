@@ -24,10 +24,26 @@ pub struct TrainerState {
     pub batcher: BatcherState,
     /// Batches skipped for a non-finite loss so far.
     pub skipped: usize,
+    /// Ranks of the run that wrote it (data parallelism; 1 for runs written before it existed).
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// Prompts per global batch (all ranks together), which the data position counts in; 0 when
+    /// not recorded (older checkpoints: single-rank runs).
+    #[serde(default)]
+    pub global_batch: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn name(step: usize) -> String {
     format!("checkpoint-{step:06}")
+}
+
+/// The folder [`save`] writes for `step` under `dir`.
+pub fn path(dir: &Path, step: usize) -> PathBuf {
+    dir.join(name(step))
 }
 
 /// Checkpoint folders under `dir`, oldest first.
@@ -61,7 +77,7 @@ pub fn save(
     config_toml: &str,
     keep_last: usize,
 ) -> Result<PathBuf> {
-    let final_dir = dir.join(name(state.step));
+    let final_dir = path(dir, state.step);
     let pid = std::process::id();
     let tmp = dir.join(format!(".{}.tmp-{pid}", name(state.step)));
     if tmp.exists() {

@@ -20,3 +20,19 @@ pub fn point(what: &str) {
         std::process::abort();
     }
 }
+
+/// `EPA_FAULT_KILL=R:N`: rank R of a data-parallel run kills itself with `SIGKILL` (`kill -9`)
+/// once its N-th optimiser step is done — for the test of a rank dying mid-run.
+pub fn kill_after_step(rank: usize, step: usize) {
+    static T: OnceLock<Option<(usize, usize)>> = OnceLock::new();
+    let target = *T.get_or_init(|| {
+        let v = std::env::var("EPA_FAULT_KILL").ok()?;
+        let (r, n) = v.split_once(':')?;
+        Some((r.parse().ok()?, n.parse().ok()?))
+    });
+    if target == Some((rank, step)) {
+        eprintln!("EPA_FAULT_KILL: rank {rank} kills itself after step {step}");
+        let _ = std::process::Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}

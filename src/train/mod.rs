@@ -80,6 +80,8 @@ pub struct RunOptions {
     pub resume: Option<PathBuf>,
     /// Resume even though the config differs from the checkpoint's (the differences are printed).
     pub allow_config_change: bool,
+    /// The ranks of a data-parallel run ([`crate::distributed::from_env`]); `None`: one process.
+    pub collective: Option<std::sync::Arc<dyn crate::distributed::Collective>>,
 }
 
 /// Runs training as configured; `resume` is a checkpoint (or an output folder holding some).
@@ -93,7 +95,10 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, hook: Option<&mut StepHo
     let lm = load_model(&cfg.model.path, &training_device(cfg)?)?;
     let codec = lm.codec()?;
     let (data, report) = GroupStore::build(&cfg.data, codec)?;
-    eprintln!("{}", report.summary());
+    let main = opts.collective.as_ref().is_none_or(|c| c.rank() == 0);
+    if main {
+        eprintln!("{}", report.summary());
+    }
     let eval = if cfg.eval.paths.is_empty() {
         None
     } else {
@@ -112,13 +117,13 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, hook: Option<&mut StepHo
 /// log, checkpoint every `output.save_every_steps`; then [`Trainer::finish`].
 pub fn run(mut trainer: Trainer, mut hook: Option<&mut StepHook>) -> Result<TrainSummary> {
     let cfg = trainer.config().clone();
-    let pb = progress_bar(trainer.total_steps() as u64, cfg.output.progress, "");
+    let pb = progress_bar(trainer.total_steps() as u64, cfg.output.progress && trainer.is_main(), "");
     pb.set_position(trainer.steps_done() as u64);
     while !trainer.is_done() {
         let Some(mut m) = trainer.step()? else { continue }; // skipped: a non-finite loss
         if trainer.at(cfg.eval.every_steps) {
             m.extend(trainer.evaluate()?.unwrap_or_default());
-            if let Some(h) = hook.as_mut() {
+            if let (Some(h), true) = (hook.as_mut(), trainer.is_main()) {
                 m.extend(pb.suspend(|| h(trainer.steps_done(), trainer.model()))?);
             }
         }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::data::{Batcher, BatcherState, GroupStore};
+use crate::distributed::{Collective, Shard, sync};
 use crate::model::load::{LoadedModel, load_model};
 use crate::model::lora::lora_off;
 use crate::model::save::write_atomic;
@@ -33,12 +34,16 @@ impl Reference {
     /// run will score, in order: the cache is filled batch by batch as training will score them).
     /// `scorer` is the policy's; `cache_name` separates the train and eval caches. Returns the
     /// reference and the seconds spent filling the cache.
+    ///
+    /// Data parallel: `batches` are this rank's shards; each rank computes the pairs of its own
+    /// shards, the new values are gathered on every rank and rank 0 writes the one cache file.
     pub fn build(
         cfg: &TrainConfig,
         scorer: &Scorer,
         store: &GroupStore,
         batches: &[Vec<(usize, usize)>],
         cache_name: &str,
+        comm: &dyn Collective,
     ) -> Result<(Reference, f64)> {
         let spec = cfg.reference.path.clone().unwrap_or_else(|| cfg.model.path.clone());
         let t0 = std::time::Instant::now();
@@ -59,9 +64,20 @@ impl Reference {
                     cfg.output.dir.parent().unwrap_or(Path::new(".")).join(".ref-cache").join(cache_name)
                 });
                 let mut cache = RefCache::open(&dir, &key)?;
+                let mut new = Vec::new();
                 if !batches.iter().all(|b| cache.has_all(b)) {
                     let m = load_reference(cfg, &spec, &scorer.device)?;
-                    cache.fill(batches, &scorer.with_model(&m.model, &m.rope, m.pad_id()), store)?;
+                    new = cache.fill(batches, &scorer.with_model(&m.model, &m.rope, m.pad_id()), store);
+                }
+                let new = sync::gather_pairs(comm, new)?;
+                if !new.is_empty() {
+                    cache.computed = new.len();
+                    for (p, v) in new {
+                        cache.values.entry(p).or_insert(v);
+                    }
+                    if comm.rank() == 0 {
+                        cache.save()?;
+                    }
                 }
                 Ok((Reference::Cached(cache), t0.elapsed().as_secs_f64()))
             }
@@ -88,7 +104,8 @@ impl Reference {
     }
 }
 
-/// The (group, candidate) pairs of each of the next `n` batches from `state`, in scoring order.
+/// The (group, candidate) pairs of `shard`'s part of each of the next `n` batches from `state`
+/// (`batch` is the global batch), in scoring order.
 pub fn planned_batches(
     store: &GroupStore,
     batch: &crate::data::BatchConfig,
@@ -96,10 +113,11 @@ pub fn planned_batches(
     seed: u64,
     state: BatcherState,
     n: usize,
+    shard: Shard,
 ) -> Result<Vec<Vec<(usize, usize)>>> {
     let mut b = Batcher::with(store, batch, weak, seed)?;
     b.restore(state)?;
-    Ok((0..n).map(|_| step::arrange(&b.next_batch(), store).pairs).collect())
+    Ok((0..n).map(|_| step::arrange(&shard.take(b.next_batch()), store).pairs).collect())
 }
 
 /// The reference model on `device` (the training device), gradients off.
@@ -190,24 +208,28 @@ impl RefCache {
 
     /// Computes the missing pairs with `reference`, batch by batch as training will score them (the
     /// same pairs together, the same layout, on the training device), so a pair's cached value is
-    /// bit for bit the policy's at identical weights; then saves. A pair met again in a later batch
-    /// keeps its first value.
-    pub fn fill(&mut self, batches: &[Vec<(usize, usize)>], reference: &Scorer, store: &GroupStore) -> Result<()> {
-        let before = self.values.len();
+    /// bit for bit the policy's at identical weights. A pair met again in a later batch keeps its
+    /// first value. Returns the new entries (also added to the cache; [`RefCache::save`] writes them).
+    pub fn fill(
+        &mut self,
+        batches: &[Vec<(usize, usize)>],
+        reference: &Scorer,
+        store: &GroupStore,
+    ) -> Vec<((usize, usize), f32)> {
+        let mut new = Vec::new();
         for batch in batches {
             if self.has_all(batch) {
                 continue;
             }
             let sums = reference.pairs_host(store, batch);
             for (&p, v) in batch.iter().zip(sums) {
-                self.values.entry(p).or_insert(v);
+                if let std::collections::hash_map::Entry::Vacant(e) = self.values.entry(p) {
+                    e.insert(v);
+                    new.push((p, v));
+                }
             }
         }
-        if self.values.len() == before {
-            return Ok(());
-        }
-        self.computed += self.values.len() - before;
-        self.save()
+        new
     }
 
     /// Writes the cache atomically (sorted rows of `[group, candidate, sum]`).

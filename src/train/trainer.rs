@@ -8,9 +8,11 @@ use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::data::{BatchConfig, Batcher, GroupStore};
+use crate::data::{BatchConfig, Batcher, DataConfig, GroupStore};
+use crate::distributed::{Collective, Shard, Single, sync};
 use crate::losses::Metrics;
 use crate::model::load::LoadedModel;
 use crate::model::lora::{apply_lora, merged, save_peft_adapter, trainable_params};
@@ -75,14 +77,19 @@ pub struct Trainer<'d> {
     reference: Option<Reference>,
     reference_seconds: f64,
     eval: Option<(&'d GroupStore, Reference)>,
-    log: run_dir::MetricsLog,
+    /// The ranks of a data-parallel run ([`Single`] otherwise) and this rank's part of each batch.
+    comm: Arc<dyn Collective>,
+    shard: Shard,
+    /// The metrics file (rank 0 only).
+    log: Option<run_dir::MetricsLog>,
     resumed_from: Option<usize>,
     start: TrainerState,
     first: BTreeMap<String, f64>,
     last: BTreeMap<String, f64>,
     /// Prompt + response tokens scored by this run's steps (policy passes; weak negatives included).
     tokens: usize,
-    _run_dir: run_dir::RunDir,
+    /// The locked output folder (rank 0 only).
+    _run_dir: Option<run_dir::RunDir>,
 }
 
 impl<'d> Trainer<'d> {
@@ -93,7 +100,13 @@ impl<'d> Trainer<'d> {
         Self::with_options(cfg, model, data, None, &RunOptions::default())
     }
 
-    /// [`Trainer::new`] with held-out groups for [`Trainer::evaluate`] and the run options (resume).
+    /// [`Trainer::new`] with held-out groups for [`Trainer::evaluate`] and the run options (resume,
+    /// data parallelism).
+    ///
+    /// Data parallel (`opts.collective` with more than one rank): `data.batch.prompts_per_batch` is
+    /// per rank, as TRL's `per_device_train_batch_size`; every rank draws the same global batch of
+    /// `prompts_per_batch × world` prompts (weak negatives included) and scores its contiguous
+    /// share; only rank 0 writes files.
     pub fn with_options(
         cfg: TrainConfig,
         mut lm: LoadedModel,
@@ -102,6 +115,8 @@ impl<'d> Trainer<'d> {
         opts: &RunOptions,
     ) -> Result<Self> {
         cfg.validate_settings()?;
+        let comm: Arc<dyn Collective> = opts.collective.clone().unwrap_or_else(|| Arc::new(Single));
+        let (shard, main) = (Shard::of(comm.as_ref()), comm.rank() == 0);
         let device = lm.model.device();
         let start = match (&opts.resume, cfg.output.overwrite) {
             (Some(_), _) => run_dir::Start::Resume,
@@ -109,13 +124,15 @@ impl<'d> Trainer<'d> {
             (None, false) => run_dir::Start::Fresh,
         };
         // Held (locked) until the trainer is dropped.
-        let run_dir = run_dir::RunDir::open(&cfg.output.dir, start)?;
+        let run_dir = if main { Some(run_dir::RunDir::open(&cfg.output.dir, start)?) } else { None };
         let config_toml = toml::to_string_pretty(&cfg)?;
         let resume = opts.resume.as_deref().map(checkpoint::resolve).transpose()?;
         if let Some(ckpt) = &resume {
             config_diff::check_resume(ckpt, &config_toml, opts.allow_config_change)?;
         }
-        crate::model::save::write_atomic(&cfg.output.dir.join("config.toml"), config_toml.as_bytes())?;
+        if main {
+            crate::model::save::write_atomic(&cfg.output.dir.join("config.toml"), config_toml.as_bytes())?;
+        }
 
         if data.is_empty() {
             bail!(
@@ -135,7 +152,8 @@ impl<'d> Trainer<'d> {
                 layers.into_iter().enumerate().map(|(i, l)| if i < n - keep { l.no_grad() } else { l }).collect();
             lm.model.embed_tokens = lm.model.embed_tokens.clone().no_grad();
         }
-        let mut batcher = Batcher::new(data, &cfg.data)?;
+        let global = global_batch(&cfg.data.batch, shard.world);
+        let mut batcher = Batcher::new(data, &DataConfig { batch: global.clone(), ..cfg.data.clone() })?;
         let accum = cfg.optim.grad_accum;
         let total = if cfg.optim.max_steps > 0 {
             cfg.optim.max_steps
@@ -151,14 +169,25 @@ impl<'d> Trainer<'d> {
             model = apply_lora(model, &cfg.adapter.lora, cfg.optim.seed)?;
             eprintln!("LoRA: {} trainable parameters", trainable_params(&model));
         }
-        let mut state = TrainerState { step: 0, batcher: batcher.state(), skipped: 0 };
+        let mut state = TrainerState {
+            step: 0,
+            batcher: batcher.state(),
+            skipped: 0,
+            world_size: shard.world,
+            global_batch: global.prompts_per_batch,
+        };
         let mut resumed_from = None;
         if let Some(ckpt) = resume {
             (model, optim, state) = checkpoint::load(&ckpt, model, optim)?;
+            check_world(&ckpt, &state, shard.world, global.prompts_per_batch)?;
+            (state.world_size, state.global_batch) = (shard.world, global.prompts_per_batch);
             batcher.restore(state.batcher)?;
             resumed_from = Some(state.step);
-            eprintln!("resumed from {} at step {}", ckpt.display(), state.step);
+            if main {
+                eprintln!("resumed from {} at step {}", ckpt.display(), state.step);
+            }
         }
+        sync::check_same_weights(comm.as_ref(), &model)?;
         let ids = optim::param_ids(&model);
 
         // Reference log-probs for every pair the remaining steps (and the evaluations) will see.
@@ -166,8 +195,8 @@ impl<'d> Trainer<'d> {
         let (reference, reference_seconds) = if cfg.loss.needs_reference() {
             let remaining = total.saturating_sub(state.step) * accum;
             let batches =
-                planned_batches(data, &cfg.data.batch, &cfg.data.weak, cfg.data.seed, batcher.state(), remaining)?;
-            let (r, s) = Reference::build(&cfg, &scorer, data, &batches, "train")?;
+                planned_batches(data, &global, &cfg.data.weak, cfg.data.seed, batcher.state(), remaining, shard)?;
+            let (r, s) = Reference::build(&cfg, &scorer, data, &batches, "train", comm.as_ref())?;
             (Some(r), s)
         } else {
             (None, 0.0)
@@ -175,16 +204,16 @@ impl<'d> Trainer<'d> {
         let eval = match eval {
             Some(es) if es.is_empty() => bail!("the eval set (eval.paths) has no groups left, every row was dropped"),
             Some(es) => {
-                let ecfg = eval_batch_config(&cfg);
+                let ecfg = eval_batch_config(&cfg, shard.world);
                 let eb = Batcher::with(es, &ecfg, &cfg.data.weak, cfg.data.seed)?;
-                let batches =
-                    planned_batches(es, &ecfg, &cfg.data.weak, cfg.data.seed, eb.state(), eb.batches_per_epoch())?;
-                Some((es, Reference::build(&cfg, &scorer, es, &batches, "eval")?.0))
+                let (state, n) = (eb.state(), eb.batches_per_epoch());
+                let batches = planned_batches(es, &ecfg, &cfg.data.weak, cfg.data.seed, state, n, shard)?;
+                Some((es, Reference::build(&cfg, &scorer, es, &batches, "eval", comm.as_ref())?.0))
             }
             None => None,
         };
         // Metrics log: keep what an earlier run wrote up to the resumed step.
-        let log = run_dir::MetricsLog::open(&cfg.output.dir, resumed_from)?;
+        let log = if main { Some(run_dir::MetricsLog::open(&cfg.output.dir, resumed_from)?) } else { None };
         Ok(Trainer {
             config_toml,
             device,
@@ -202,6 +231,8 @@ impl<'d> Trainer<'d> {
             reference,
             reference_seconds,
             eval,
+            comm,
+            shard,
             log,
             resumed_from,
             first: BTreeMap::new(),
@@ -231,12 +262,16 @@ impl<'d> Trainer<'d> {
                 return Err(e);
             }
         };
+        sync::all_reduce_grads(self.comm.as_ref(), &mut grads, &model);
+        let metrics = sync::gather_metrics(self.comm.as_ref(), metrics)?;
+        let tokens = sync::sum(self.comm.as_ref(), tokens);
         let grad_norm = optim::clip_global_norm(&mut grads, &self.ids, self.cfg.optim.max_grad_norm);
         let lr = optim::learning_rate(&self.cfg.optim, self.state.step, self.total);
         self.policy = Some(self.optim.step(lr, model, grads));
         self.tokens += tokens;
         self.state.step += 1;
         self.state.batcher = self.batcher.state();
+        super::faults::kill_after_step(self.comm.rank(), self.state.step);
 
         let mut m = metrics.mean();
         m.insert("learning_rate".into(), lr);
@@ -252,8 +287,12 @@ impl<'d> Trainer<'d> {
         Ok(Some(m))
     }
 
-    /// The step's micro-batches: accumulated gradients, merged metrics and tokens run; `None` at
-    /// the first non-finite loss.
+    /// The step's micro-batches: this rank's accumulated gradients, merged metrics and tokens run;
+    /// `None` at the first non-finite loss (on any rank: all ranks stop at the same micro-batch).
+    ///
+    /// Each micro-batch's loss is the configured prompt mean over this rank's share, weighted by the
+    /// share's part of the global batch, so that the sum over ranks (the all-reduce) is the prompt
+    /// mean over the whole global batch, not a mean of rank means.
     fn micro_batches(&mut self, model: &CausalLm) -> Result<Option<(GradientsParams, Metrics, usize)>> {
         let accum = self.cfg.optim.grad_accum;
         let scorer =
@@ -262,15 +301,27 @@ impl<'d> Trainer<'d> {
         let mut metrics = Metrics::default();
         let mut tokens = 0;
         for _ in 0..accum {
-            let batch = self.batcher.next_batch();
+            let global = self.batcher.next_batch();
+            let global_prompts = global.groups.len();
+            let batch = self.shard.take(global);
+            if batch.groups.is_empty() {
+                // A short last batch left this rank nothing: it contributes zero gradients.
+                if sync::any(self.comm.as_ref(), false) {
+                    return Ok(None);
+                }
+                continue;
+            }
             let mut refs = |pairs: &[(usize, usize)]| match &self.reference {
                 Some(r) => r.sums(&scorer, self.store, pairs),
                 None => Ok(vec![0.0; pairs.len()]),
             };
             let (out, n) = step::batch_loss(&scorer, self.store, &batch, &mut refs, &self.cfg.loss)?;
-            let loss = out.loss.div_scalar(accum as f64);
+            let mut loss = out.loss.div_scalar(accum as f64);
+            if self.shard.world > 1 {
+                loss = loss.mul_scalar(batch.groups.len() as f64 / global_prompts as f64);
+            }
             let value: f32 = loss.clone().into_scalar();
-            if !value.is_finite() {
+            if sync::any(self.comm.as_ref(), !value.is_finite()) {
                 return Ok(None);
             }
             acc.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
@@ -311,21 +362,28 @@ impl<'d> Trainer<'d> {
         let frozen = self.model().clone().no_grad();
         let policy =
             Scorer::new(&frozen, &self.rope, self.pad, &self.device).prefix_sharing(self.cfg.model.prefix_sharing);
-        let mut batcher = Batcher::with(store, &eval_batch_config(&self.cfg), &self.cfg.data.weak, self.cfg.data.seed)?;
+        let ecfg = eval_batch_config(&self.cfg, self.shard.world);
+        let mut batcher = Batcher::with(store, &ecfg, &self.cfg.data.weak, self.cfg.data.seed)?;
         let mut metrics = Metrics::default();
         for _ in 0..batcher.batches_per_epoch() {
-            let batch = batcher.next_batch();
+            let batch = self.shard.take(batcher.next_batch());
+            if batch.groups.is_empty() {
+                continue;
+            }
             let mut refs = |pairs: &[(usize, usize)]| reference.sums(&policy, store, pairs);
             let (out, _) = step::batch_loss(&policy, store, &batch, &mut refs, &self.cfg.loss)?;
             metrics.merge(&out.metrics);
         }
+        let metrics = sync::gather_metrics(self.comm.as_ref(), metrics)?;
         Ok(Some(metrics.mean().into_iter().map(|(k, v)| (format!("eval/{k}"), v)).collect()))
     }
 
     /// Writes a checkpoint (model, optimiser, data position) after syncing the metrics written so
-    /// far; keeps the newest `output.keep_last`. Returns its folder.
+    /// far; keeps the newest `output.keep_last`. Returns its folder. Data parallel: rank 0 writes
+    /// it (every rank holds the same weights and state); the others only return its folder.
     pub fn save(&mut self) -> Result<PathBuf> {
-        self.log.sync()?;
+        let Some(log) = &self.log else { return Ok(checkpoint::path(&self.cfg.output.dir, self.state.step)) };
+        log.sync()?;
         checkpoint::save(
             &self.cfg.output.dir,
             self.model(),
@@ -338,8 +396,12 @@ impl<'d> Trainer<'d> {
 
     /// Writes the model as a Hugging Face folder in `<output>/final` (LoRA: merged there, and the
     /// adapter as a PEFT folder in `<output>/adapter`), with the tokenizer when there is one.
+    /// Data parallel: rank 0 writes it; the others only return the folder.
     pub fn export(&self) -> Result<PathBuf> {
         let dir = self.cfg.output.dir.join("final");
+        if !self.is_main() {
+            return Ok(dir);
+        }
         if self.cfg.adapter.method == AdapterMethod::Lora {
             let adapter = self.cfg.output.dir.join("adapter");
             save_peft_adapter(self.model(), &self.cfg.adapter.lora, &self.cfg.model.path, &adapter)?;
@@ -353,9 +415,23 @@ impl<'d> Trainer<'d> {
         Ok(dir)
     }
 
-    /// Appends a row of metrics for the current step to `metrics.jsonl`.
+    /// Appends a row of metrics for the current step to `metrics.jsonl` (rank 0; the metrics are
+    /// global already).
     pub fn log(&mut self, metrics: &BTreeMap<String, f64>) -> Result<()> {
-        self.log.write(self.state.step, metrics)
+        match &mut self.log {
+            Some(log) => log.write(self.state.step, metrics),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this process writes the run's files: rank 0 of a data-parallel run, or the only one.
+    pub fn is_main(&self) -> bool {
+        self.comm.rank() == 0
+    }
+
+    /// The ranks this run trains on ([`Single`] when not data parallel).
+    pub fn collective(&self) -> &dyn Collective {
+        self.comm.as_ref()
     }
 
     /// Whether the current step is a multiple of `every` (0 = never) before the last step.
@@ -399,7 +475,7 @@ impl<'d> Trainer<'d> {
                  (optim.on_non_finite = \"skip\"): nothing was learned, no checkpoint or model was written; lower optim.lr"
             );
         }
-        if skipped > 0 {
+        if skipped > 0 && self.is_main() {
             eprintln!("{skipped} of {ran} optimiser steps were skipped for a non-finite loss");
         }
         if self.cfg.output.final_checkpoint {
@@ -408,12 +484,12 @@ impl<'d> Trainer<'d> {
         let mut last_eval = None;
         if self.eval.is_some() || hook.is_some() {
             let mut e = self.evaluate()?.unwrap_or_default();
-            if let Some(h) = hook.as_mut() {
+            if let (Some(h), true) = (hook.as_mut(), self.is_main()) {
                 e.extend(h(self.state.step, self.model())?);
             }
             // A finished run resumed again: its final evaluation row is already there.
             let total = self.total as u64;
-            let logged = self.log.kept.iter().any(|r| {
+            let logged = self.log.iter().flat_map(|l| &l.kept).any(|r| {
                 r["step"].as_u64() == Some(total)
                     && r.as_object().is_some_and(|o| o.keys().all(|k| k == "step" || k.starts_with("eval/")))
             });
@@ -439,9 +515,35 @@ impl<'d> Trainer<'d> {
     }
 }
 
-/// The eval set's batches: in order, all of them.
-fn eval_batch_config(cfg: &TrainConfig) -> BatchConfig {
-    BatchConfig { shuffle: false, drop_last: false, ..cfg.data.batch.clone() }
+/// The eval set's global batches: in order, all of them.
+fn eval_batch_config(cfg: &TrainConfig, world: usize) -> BatchConfig {
+    BatchConfig { shuffle: false, drop_last: false, ..global_batch(&cfg.data.batch, world) }
+}
+
+/// The global batch of `world` ranks of `batch.prompts_per_batch` prompts each.
+fn global_batch(batch: &BatchConfig, world: usize) -> BatchConfig {
+    BatchConfig { prompts_per_batch: batch.prompts_per_batch * world, ..batch.clone() }
+}
+
+/// A checkpoint's data position counts global batches: resuming is exact when the global batch is
+/// the same, whatever the world size; otherwise it is refused, saying how to resume.
+fn check_world(ckpt: &std::path::Path, state: &TrainerState, world: usize, global: usize) -> Result<()> {
+    let was = if state.global_batch > 0 { state.global_batch } else { global / world * state.world_size };
+    if was != global {
+        let per = was / state.world_size.max(1);
+        bail!(
+            "{}: written by a run with a global batch of {was} prompts ({} rank(s) × {per}); this run's is {global} \
+             ({world} rank(s) × {}), so the checkpoint's data position would point into other batches. Resume with \
+             the same global batch: `mpirun -np {}` with the same config, or data.batch.prompts_per_batch = {} on \
+             {world} rank(s) (with --allow-config-change)",
+            ckpt.display(),
+            state.world_size,
+            global / world,
+            state.world_size,
+            if was % world == 0 { (was / world).to_string() } else { format!("{was}/{world} (not a whole number)") },
+        );
+    }
+    Ok(())
 }
 
 /// Refuses data with sequences longer than the model's positions.

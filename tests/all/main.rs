@@ -11,6 +11,7 @@ mod cli_score;
 mod data_batch;
 mod data_read;
 mod demo;
+mod distributed;
 mod eval;
 mod generate;
 mod gguf;

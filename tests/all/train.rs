@@ -120,7 +120,8 @@ fn resume_is_bit_exact() {
     // The same run, asked for 8 steps, continues from the checkpoint at step 4.
     let cfg = config(split.path(), "epa", 8, reference);
     // max_steps changed: resume says so and needs the permission.
-    let opts = epa::train::RunOptions { resume: Some(split.path().join("run")), allow_config_change: true };
+    let opts =
+        epa::train::RunOptions { resume: Some(split.path().join("run")), allow_config_change: true, collective: None };
     let s = epa::train::train_with(&cfg, &opts, None).unwrap();
     assert_eq!(s.steps, 8);
     assert_eq!(s.resumed_from, Some(4), "the second call must continue from the step-4 checkpoint");
@@ -260,7 +261,7 @@ fn sigkill_during_checkpointing_leaves_a_loadable_checkpoint() {
         more.optim.max_steps = step + 1;
         more.output.save_every_steps = 0;
         more.output.export = false;
-        let opts = epa::train::RunOptions { resume: Some(ckpt.clone()), allow_config_change: true };
+        let opts = epa::train::RunOptions { resume: Some(ckpt.clone()), allow_config_change: true, collective: None };
         let s = epa::train::train_with(&more, &opts, None).unwrap();
         assert_eq!(s.resumed_from, Some(step));
         assert_eq!(s.steps, step + 1);
