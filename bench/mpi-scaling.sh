@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel scaling on one CPU machine: 1 rank × 2 threads (4 prompts per batch) against
-# 2 ranks × 1 thread (2 prompts each, the same global batch), SmolLM2-135M full fine-tune, DPO,
+# 2 MPI ranks × 1 thread (2 prompts each, the same global batch) and against 2 ranks as threads of
+# one process (`--devices cpu,cpu`, 2 prompts each, one shared pool of 2 threads); SmolLM2-135M full fine-tune, DPO,
 # frozen reference, 6 steps on 64 synthetic rows (30-word prompts, 90-word answers), `reps` times
 # alternating. Prints tokens/s per step (metrics.jsonl) and wall time / peak RSS (GNU time).
 #
@@ -32,5 +33,8 @@ for rep in $(seq "$reps"); do
     /usr/bin/time -f "wall %e s, peak RSS %M KiB (the largest rank)" mpirun -np 2 --oversubscribe -x RAYON_NUM_THREADS=1 "$E" train "${c[@]}" \
         --set data.batch.prompts_per_batch=2 --set 'output.dir="two"' > /dev/null 2> two.err
     tail -1 two.err; steps two "2 ranks × 1 thread:"
+    /usr/bin/time -f "wall %e s, peak RSS %M KiB (the process)" env RAYON_NUM_THREADS=2 "$E" train "${c[@]}" --devices cpu,cpu \
+        --set data.batch.prompts_per_batch=2 --set 'output.dir="threads"' > /dev/null 2> threads.err
+    tail -1 threads.err; steps threads "2 ranks as threads (--devices cpu,cpu):"
 done
 rm -rf "$w"

@@ -12,7 +12,12 @@ Stages (each bounded by a timeout; a failed stage is recorded and the others sti
 3. train    - a Qwen2.5-0.5B-shaped random model (transformers' init, saved as an HF folder with the
               fixture tokenizer), bfloat16, EPA with weak negatives: the loss goes down; the run split
               in two by a checkpoint and --resume ends with the same weights and metrics, bit for bit.
-4. speed    - `epa bench` against bench/pytorch_baseline.py (autocast bf16, sdpa) on the same device,
+4. parallel - data parallel in one process (issue 13) on the tiny fixture, 4 EPA steps, float32:
+              `--devices D --nccl` (a one-GPU NCCL group: the gradient all-reduce runs through burn's
+              NCCL) and `--devices D,D` with 2 prompts each (two ranks as threads, host-memory sum)
+              against `--device D` with 4 prompts: every metric within 1e-4 relative; with two or more
+              GPUs also `--devices cuda:0,cuda:1 --nccl`.
+5. speed    - `epa bench` against bench/pytorch_baseline.py (autocast bf16, sdpa) on the same device,
               Qwen2.5-0.5B shape, 8 prompts x 512 + 512 tokens, DPO and EPA(1+6): tokens/s, MFU
               (6 N tokens/s over 989 TFLOP/s, the dense bf16 peak of an H100/H200 SXM), peak memory.
 
@@ -48,7 +53,7 @@ def parse_args():
     p.add_argument("--tests", default=os.environ.get("EPA_TEST_BIN", ""), help="the `all` test binary")
     p.add_argument("--out", default="gpu-check")
     p.add_argument("--quick", action="store_true", help="small shapes (a dry run on a CPU)")
-    p.add_argument("--stages", default="golden,agree,train,speed")
+    p.add_argument("--stages", default="golden,agree,parallel,train,speed")
     p.add_argument("--stage-timeout", type=int, default=240, help="seconds per command")
     return p.parse_args()
 
@@ -179,6 +184,54 @@ def stage_agree(a, log, work):
                 worst, worst_key = rel, f"step {x['step']} {k}"
     return {"ok": len(cpu) == len(gpu) == 4 and worst <= 1e-4, "steps": len(gpu), "worst_rel_diff": worst,
             "worst_at": worst_key, "tolerance": 1e-4, "seconds": {d: s for d, (_, s) in runs.items()}}
+
+
+def compare_rows(a_rows, b_rows):
+    """Worst relative difference over every logged metric (timings aside) and where."""
+    worst, at = 0.0, None
+    for x, y in zip(a_rows, b_rows):
+        for k, v in x.items():
+            if k in ("tokens_per_s", "step") or not isinstance(v, (int, float)) or k not in y:
+                continue
+            rel = abs(v - y[k]) / max(abs(v), 1e-6)
+            if rel > worst:
+                worst, at = rel, f"step {x['step']} {k}"
+    return worst, at
+
+
+def stage_parallel(a, log, work):
+    data = work / "prefs.jsonl"
+    write_prefs(data)
+    fixture = ROOT / "tests/fixtures/tiny-llama"
+    gpus = 0
+    if shutil.which("nvidia-smi"):
+        gpus = len(subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip().splitlines())
+    variants = {"single": (["--device", a.device], 4)}
+    if a.device.startswith("cuda"):
+        variants["nccl-1gpu"] = (["--devices", a.device, "--nccl"], 4)
+    variants["threads-2x"] = (["--devices", f"{a.device},{a.device}"], 2)
+    if gpus >= 2:
+        variants["nccl-2gpu"] = (["--devices", "cuda:0,cuda:1", "--nccl"], 2)
+    rows, result = {}, {"gpus": gpus}
+    for name, (flags, prompts) in variants.items():
+        out = work / f"parallel-{name}"
+        cmd = train_cmd(a.epa, fixture, data, out, 4, a.device, "float32", [f"data.batch.prompts_per_batch={prompts}"])
+        i = cmd.index("--device")
+        cmd = cmd[:i] + flags + cmd[i + 2:]
+        ok, secs, _, err = run(cmd, a.stage_timeout, log=log)
+        if not ok:
+            result[name] = {"ok": False, "error": err[-2000:]}
+            continue
+        rows[name] = metric_rows(out)
+        result[name] = {"ok": True, "seconds": round(secs, 1)}
+    for name in rows:
+        if name != "single" and "single" in rows:
+            worst, at = compare_rows(rows["single"], rows[name])
+            result[name].update({"worst_rel_diff": worst, "worst_at": at, "steps": len(rows[name])})
+            result[name]["ok"] = len(rows[name]) == 4 and worst <= 1e-4
+    result["ok"] = all(v.get("ok") for v in result.values() if isinstance(v, dict))
+    result["tolerance"] = 1e-4
+    return result
 
 
 def make_random_model(folder, quick):
@@ -319,6 +372,7 @@ def main():
         report["python_error"] = str(e)
     t0 = time.time()
     stages = {"golden": lambda: stage_golden(a, log), "agree": lambda: stage_agree(a, log, work),
+              "parallel": lambda: stage_parallel(a, log, work),
               "train": lambda: stage_train(a, log, work), "speed": lambda: stage_speed(a, log, work)}
     for name in a.stages.split(","):
         s0 = time.time()

@@ -31,16 +31,25 @@ pub struct TrainArgs {
     /// Compute dtype (`float32`, `bfloat16`): shorthand for `--set model.dtype=…`.
     #[arg(long)]
     pub dtype: Option<Precision>,
+    /// Data parallel in this process, one rank per device: `--devices cuda:0,cuda:1` (the batch
+    /// size is per device). For several processes or nodes use `mpirun` instead.
+    #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+    pub devices: Vec<DeviceSpec>,
+    /// With --devices on CUDA GPUs: sum the gradients GPU to GPU with NCCL (burn's collectives)
+    /// instead of through host memory. Not yet verified on a GPU.
+    #[arg(long, requires = "devices")]
+    pub nccl: bool,
 }
 
 impl TrainArgs {
     /// The configuration (file, then `--set`, then the shorthands) and the run options.
-    pub fn into_options(self) -> Result<(TrainConfig, RunOptions)> {
+    pub fn into_options(&self) -> Result<(TrainConfig, RunOptions)> {
         let mut cfg = TrainConfig::load(self.config.as_deref(), &self.set)?;
         cfg.model.device = self.device.unwrap_or(cfg.model.device);
         cfg.model.dtype = self.dtype.unwrap_or(cfg.model.dtype);
         cfg.output.overwrite |= self.overwrite;
-        Ok((cfg, RunOptions { resume: self.resume, allow_config_change: self.allow_config_change, collective: None }))
+        let resume = self.resume.clone();
+        Ok((cfg, RunOptions { resume, allow_config_change: self.allow_config_change, collective: None }))
     }
 }
 
@@ -51,11 +60,16 @@ impl TrainArgs {
 pub fn run(args: TrainArgs) -> Result<()> {
     let (mut cfg, mut opts) = args.into_options()?;
     let comm = crate::distributed::from_env()?;
+    opts.collective = Some(comm.clone());
+    if !args.devices.is_empty() {
+        let s = crate::train::train_on_devices(&cfg, &opts, &args.devices, args.nccl)?;
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
     if comm.world_size() > 1 {
         let local = crate::distributed::local_rank().unwrap_or(0);
         cfg.model.device = crate::distributed::rank_device(cfg.model.device, local);
     }
-    opts.collective = Some(comm.clone());
     match train_with(&cfg, &opts, None) {
         Ok(s) => {
             if comm.rank() == 0 {

@@ -8,16 +8,20 @@
 //!
 //! Engines:
 //! - [`Single`]: one process, nothing to exchange (the default).
-//! - MPI (`--features mpi`, [`mpi::Mpi`]): `mpirun -np N epa train …`, on CPUs and, with the
-//!   gradients going through host memory, on GPUs. burn's own collectives (0.22's
-//!   `DistributedContext`) exist only for its cubecl backends through NCCL, not for the CPU backend,
-//!   so MPI is the one engine that serves both.
+//! - MPI (`--features mpi`, [`mpi::Mpi`]): `mpirun -np N epa train …`, one process per rank, on
+//!   CPUs and nodes, and on GPUs with the gradients going through host memory.
+//! - Threads ([`threads::Member`]): `epa train --devices cuda:0,cuda:1`, one process driving N
+//!   devices, the gradients summed GPU to GPU by burn 0.22's collectives (NCCL) when every device
+//!   is a CUDA GPU. burn has collectives only for its cubecl backends, not for the CPU backend:
+//!   elsewhere the threads meet in host memory.
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod sync;
+pub mod threads;
 
 use anyhow::{Result, bail};
+use burn::tensor::Tensor;
 use std::sync::Arc;
 
 /// What data-parallel training needs from a communication library. Every rank calls the same
@@ -33,11 +37,31 @@ pub trait Collective: std::fmt::Debug + Send + Sync {
     fn all_reduce_sum(&self, values: &mut [f32]);
     /// Every rank's `bytes`, in rank order, on every rank.
     fn all_gather_bytes(&self, bytes: &[u8]) -> Vec<Vec<u8>>;
+    /// Element-wise sum over ranks of a tensor on this rank's device (the flat gradients). By
+    /// default through host memory ([`host_all_reduce`]); an engine with device-to-device
+    /// collectives (NCCL) overrides it.
+    fn all_reduce_tensor(&self, t: Tensor<1>) -> Tensor<1> {
+        host_all_reduce(self, t)
+    }
     /// Waits until every rank has arrived.
     fn barrier(&self);
+    /// Whether the collectives have nothing to do (one rank): the gradient sync is then skipped.
+    fn is_trivial(&self) -> bool {
+        self.world_size() == 1
+    }
     /// Ends the whole job (every rank), with `code` as the exit status: what a rank does after an
     /// error, so that the others are not left waiting in a collective.
     fn abort(&self, code: i32) -> !;
+}
+
+/// [`Collective::all_reduce_tensor`] through host memory: one device→host copy, the engine's
+/// [`Collective::all_reduce_sum`], one host→device copy.
+pub fn host_all_reduce<C: Collective + ?Sized>(comm: &C, t: Tensor<1>) -> Tensor<1> {
+    let device = t.device();
+    let mut v = crate::model::host_f32(t);
+    comm.all_reduce_sum(&mut v);
+    let n = v.len();
+    Tensor::from_data(burn::tensor::TensorData::new(v, [n]), &device)
 }
 
 /// One process: every collective is the identity.

@@ -1,22 +1,23 @@
 //! Everything ranks exchange during a data-parallel run, each through one [`Collective`] call:
-//! - the gradients, summed before the optimiser step ([`all_reduce_grads`]: one flat f32 buffer,
-//!   one host copy, one all-reduce);
+//! - the gradients, summed before the optimiser step ([`all_reduce_grads`]: one flat f32 tensor,
+//!   one all-reduce);
 //! - the metrics' (sum, count) pairs ([`gather_metrics`]) and token counts ([`sum`]);
 //! - whether any rank met a non-finite loss ([`any`]), so all skip the same step;
 //! - the reference cache's new entries ([`gather_pairs`]);
 //! - a check that every rank starts from the same weights ([`check_same_weights`]).
 //!
-//! With one rank every function returns its input without copying anything.
+//! With one rank every function returns its input without copying anything (the gradients too,
+//! unless the engine asks to run its device collective anyway: a one-GPU NCCL group, to check it).
 
 use anyhow::{Result, bail};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::{DType, FloatDType, Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor};
 use sha2::{Digest, Sha256};
 
 use super::Collective;
 use crate::losses::Metrics;
-use crate::model::{CausalLm, host_f32};
+use crate::model::CausalLm;
 
 /// A trainable parameter: id, shape, dtype.
 struct Trainable {
@@ -63,10 +64,11 @@ fn put_grad(g: &mut GradientsParams, p: &Trainable, t: Tensor<1>) {
 /// a parameter (an empty shard) contributes zeros; a parameter no rank has a gradient for stays
 /// without one, as on a single rank (so AdamW skips it the same way).
 ///
-/// The gradients go to the host as one flat f32 buffer (one device→host copy on a GPU), are summed
-/// by the engine and come back as one tensor.
+/// The gradients are summed as one flat f32 tensor ([`Collective::all_reduce_tensor`]: through host
+/// memory, one copy each way, or device to device with NCCL); which parameters have a gradient is
+/// summed on the host beside it.
 pub fn all_reduce_grads(comm: &dyn Collective, grads: &mut GradientsParams, model: &CausalLm) {
-    if comm.world_size() == 1 {
+    if comm.is_trivial() {
         return;
     }
     let mut v = Visit(Vec::new());
@@ -90,12 +92,10 @@ pub fn all_reduce_grads(comm: &dyn Collective, grads: &mut GradientsParams, mode
     if parts.is_empty() {
         return;
     }
-    let mut flat = host_f32(Tensor::cat(parts, 0));
-    let n = flat.len();
-    flat.extend(present);
-    comm.all_reduce_sum(&mut flat);
-    let present = flat.split_off(n);
-    let all: Tensor<1> = Tensor::from_data(TensorData::new(flat, [n]), &device);
+    let n: usize = params.iter().map(|p| p.shape.iter().product::<usize>()).sum();
+    comm.all_reduce_sum(&mut present);
+    let all = comm.all_reduce_tensor(Tensor::cat(parts, 0));
+    debug_assert_eq!(all.dims()[0], n);
     let mut at = 0;
     for (p, &k) in params.iter().zip(&present) {
         let len = p.shape.iter().product::<usize>();

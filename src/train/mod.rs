@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod config;
 mod config_diff;
+pub mod devices;
 pub mod docs;
 mod faults;
 pub mod optim;
@@ -26,6 +27,7 @@ use crate::model::CausalLm;
 use crate::model::load::load_model;
 
 pub use config::TrainConfig;
+pub use devices::train_on_devices;
 pub use trainer::{Trainer, training_device};
 
 /// What a run did.
@@ -93,11 +95,23 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Path>) -> Result<TrainSummary> {
 /// to sample from the policy at several points of the run). The whole loop:
 pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, hook: Option<&mut StepHook>) -> Result<TrainSummary> {
     let lm = load_model(&cfg.model.path, &training_device(cfg)?)?;
-    let codec = lm.codec()?;
-    let (data, report) = GroupStore::build(&cfg.data, codec)?;
     let main = opts.collective.as_ref().is_none_or(|c| c.rank() == 0);
-    if main {
-        eprintln!("{}", report.summary());
+    let (data, eval) = build_data(cfg, &lm, main)?;
+    let trainer = Trainer::with_options(cfg.clone(), lm, &data, eval.as_ref(), opts)?;
+    run(trainer, hook)
+}
+
+/// The training groups and the eval set's (when `eval.paths`), tokenised with `lm`'s tokenizer;
+/// the data report goes to stderr when `report`.
+pub(crate) fn build_data(
+    cfg: &TrainConfig,
+    lm: &crate::model::load::LoadedModel,
+    report: bool,
+) -> Result<(GroupStore, Option<GroupStore>)> {
+    let codec = lm.codec()?;
+    let (data, summary) = GroupStore::build(&cfg.data, codec)?;
+    if report {
+        eprintln!("{}", summary.summary());
     }
     let eval = if cfg.eval.paths.is_empty() {
         None
@@ -109,8 +123,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, hook: Option<&mut StepHo
         }
         Some(es)
     };
-    let trainer = Trainer::with_options(cfg.clone(), lm, &data, eval.as_ref(), opts)?;
-    run(trainer, hook)
+    Ok((data, eval))
 }
 
 /// Drives `trainer` to the end of its run: step, evaluate and call `hook` every `eval.every_steps`,

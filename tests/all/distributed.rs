@@ -1,10 +1,12 @@
-//! Data-parallel training (src/distributed/). With `--features mpi` (CI's MPI stage:
+//! Data-parallel training (src/distributed/). `epa train --devices cpu,cpu` (two ranks as threads
+//! of one process) must train as one device with the doubled batch. With `--features mpi` (CI's MPI stage:
 //! `scripts/test-mpi.sh`) the tests launch `mpirun -np 2 epa train …` on the tiny fixture and check
 //! DDP's promise: two ranks of P prompts train exactly as one rank of 2P (metrics and weights to
 //! float tolerance), only rank 0 writes, a rank killed with `kill -9` ends the job and the job resumes
 //! to the same weights as an uninterrupted run, and a resume under another global batch is refused
 //! with how to resume. Without the feature, a launch by `mpirun` is refused with how to rebuild.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -44,6 +46,94 @@ fn text(o: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "{}", text(&o));
+    o
+}
+
+/// metrics.jsonl without the timing column.
+fn metrics(run: &Path) -> Vec<BTreeMap<String, f64>> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut m: BTreeMap<String, f64> = serde_json::from_str(l).unwrap();
+            m.remove("tokens_per_s");
+            m
+        })
+        .collect()
+}
+
+fn weights(run: &Path) -> BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(run.join("final/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            assert_eq!(t.dtype(), safetensors::Dtype::F32);
+            (name, t.data().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+        })
+        .collect()
+}
+
+/// Every metric of every row within `tol` relative (1e-7 absolute for values near 0).
+fn assert_metrics_close(a: &[BTreeMap<String, f64>], b: &[BTreeMap<String, f64>], tol: f64) {
+    assert_eq!(a.len(), b.len());
+    for (ra, rb) in a.iter().zip(b) {
+        assert_eq!(ra.keys().collect::<Vec<_>>(), rb.keys().collect::<Vec<_>>());
+        for (k, x) in ra {
+            let y = rb[k];
+            assert!((x - y).abs() <= tol * x.abs().max(y.abs()) + 1e-7, "{k}: {x} vs {y} (step {})", ra["step"]);
+        }
+    }
+}
+
+/// Every tensor within `tol` of its largest magnitude; returns the worst relative difference.
+fn assert_weights_close(a: &Path, b: &Path, tol: f32) -> f32 {
+    let (wa, wb) = (weights(a), weights(b));
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+    let mut worst = 0f32;
+    for (name, x) in &wa {
+        let y = &wb[name];
+        let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let diff = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(diff <= tol * scale, "{name}: max |Δ| {diff} vs max |w| {scale}");
+        worst = worst.max(diff / scale);
+    }
+    worst
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".epa.lock"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn two_devices_in_one_process_train_as_one_device_with_the_doubled_batch() {
+    let d = tempfile::tempdir().unwrap();
+    ok(epa(&args(d.path(), "one", 4, 4, &[]), &[]));
+    let mut two = args(d.path(), "two", 2, 4, &[]);
+    two.extend(["--devices".into(), "cpu,cpu".into()]);
+    let out = ok(epa(&two, &[]));
+    let (m1, m2) = (metrics(&d.path().join("one")), metrics(&d.path().join("two")));
+    assert!(m1[3]["loss"] < m1[0]["loss"], "it learns");
+    assert_metrics_close(&m1, &m2, 1e-5);
+    assert_weights_close(&d.path().join("one"), &d.path().join("two"), 1e-5);
+    assert_eq!(files(&d.path().join("one")), files(&d.path().join("two")));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON summary");
+    assert_eq!(summary["steps"], 4);
+    // NCCL is for CUDA GPUs only.
+    let mut nccl = args(d.path(), "three", 2, 1, &[]);
+    nccl.extend(["--devices".into(), "cpu,cpu".into(), "--nccl".into()]);
+    let o = epa(&nccl, &[]);
+    assert!(!o.status.success() && text(&o).contains("--nccl needs every device"), "{}", text(&o));
+}
+
 #[cfg(not(feature = "mpi"))]
 #[test]
 fn an_mpirun_launch_without_the_mpi_feature_is_refused_with_how_to_rebuild() {
@@ -67,7 +157,6 @@ fn a_torchrun_launch_is_refused_with_how_to_launch() {
 #[cfg(feature = "mpi")]
 mod mpi {
     use super::*;
-    use std::collections::BTreeMap;
 
     /// `mpirun -np <np> epa <args>` (one thread per rank; Open MPI's flags for root in containers).
     fn mpirun(np: usize, args: &[String], env: &[(&str, &str)]) -> Output {
@@ -82,73 +171,6 @@ mod mpi {
             .envs(env.iter().copied())
             .output()
             .expect("mpirun (Open MPI) on PATH")
-    }
-
-    fn ok(o: Output) -> Output {
-        assert!(o.status.success(), "{}", text(&o));
-        o
-    }
-
-    /// metrics.jsonl without the timing column.
-    fn metrics(run: &Path) -> Vec<BTreeMap<String, f64>> {
-        std::fs::read_to_string(run.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let mut m: BTreeMap<String, f64> = serde_json::from_str(l).unwrap();
-                m.remove("tokens_per_s");
-                m
-            })
-            .collect()
-    }
-
-    fn weights(run: &Path) -> BTreeMap<String, Vec<f32>> {
-        let bytes = std::fs::read(run.join("final/model.safetensors")).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        st.tensors()
-            .into_iter()
-            .map(|(name, t)| {
-                assert_eq!(t.dtype(), safetensors::Dtype::F32);
-                (name, t.data().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
-            })
-            .collect()
-    }
-
-    /// Every metric of every row within `tol` relative (1e-7 absolute for values near 0).
-    fn assert_metrics_close(a: &[BTreeMap<String, f64>], b: &[BTreeMap<String, f64>], tol: f64) {
-        assert_eq!(a.len(), b.len());
-        for (ra, rb) in a.iter().zip(b) {
-            assert_eq!(ra.keys().collect::<Vec<_>>(), rb.keys().collect::<Vec<_>>());
-            for (k, x) in ra {
-                let y = rb[k];
-                assert!((x - y).abs() <= tol * x.abs().max(y.abs()) + 1e-7, "{k}: {x} vs {y} (step {})", ra["step"]);
-            }
-        }
-    }
-
-    /// Every tensor within `tol` of its largest magnitude; returns the worst relative difference.
-    fn assert_weights_close(a: &Path, b: &Path, tol: f32) -> f32 {
-        let (wa, wb) = (weights(a), weights(b));
-        assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
-        let mut worst = 0f32;
-        for (name, x) in &wa {
-            let y = &wb[name];
-            let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-            let diff = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-            assert!(diff <= tol * scale, "{name}: max |Δ| {diff} vs max |w| {scale}");
-            worst = worst.max(diff / scale);
-        }
-        worst
-    }
-
-    fn files(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with(".epa.lock"))
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]
