@@ -32,13 +32,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::data::{ChatTemplateUse, GroupStore, TokenCandidate, TokenGroup};
-use crate::eval::judge::{Judge, JudgeSpec};
+use crate::eval::judge::{Judge, JudgeSpec, LoadedJudge};
 use crate::eval::prompts::{EvalPrompt, read_prompts};
 use crate::eval::{encode_prompts, sample};
-use crate::gold::{GoldReward, GoldRewardConfig};
 use crate::model::generate::SampleConfig;
 use crate::model::load::load_model;
-use crate::model::reward::RewardModel;
 use crate::model::save::write_atomic;
 use crate::train::{TrainConfig, Trainer, training_device};
 
@@ -256,17 +254,8 @@ pub fn run(cfg: &IterateConfig) -> Result<IterateReport> {
     let prompts = read_prompts(&o.prompts)?;
     let device = cfg.train.model.device.device()?;
     let spec: JudgeSpec = o.judge.parse().map_err(|e| anyhow::anyhow!("online.judge: {e}"))?;
-    let (gold, rm) = match &spec {
-        JudgeSpec::Gold => (Some(GoldReward::load_default(GoldRewardConfig::default())?), None),
-        JudgeSpec::RewardModel(m) => {
-            (None, Some(RewardModel::load(m, &device).with_context(|| format!("online.judge rm:{m}"))?))
-        }
-    };
-    let judge = match (&gold, &rm) {
-        (Some(g), _) => Judge::Gold(g),
-        (_, Some(rm)) => Judge::RewardModel { rm, batch: o.batch },
-        _ => unreachable!("one judge is loaded"),
-    };
+    let loaded = LoadedJudge::load(&spec, &device, cfg.train.model.dtype, "online.judge")?;
+    let judge = loaded.judge(o.batch);
     judge.check(&prompts)?;
     std::fs::create_dir_all(&o.out).with_context(|| format!("cannot create {}", o.out.display()))?;
 

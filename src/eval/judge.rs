@@ -7,10 +7,12 @@
 //! * `gold`: R(topic, answer) = VADER compound − 2·(1 − topic relevance) ([`GoldReward`]); the topic
 //!   comes from the prompt ([`super::prompts`]).
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 
 use super::prompts::EvalPrompt;
-use crate::gold::GoldReward;
+use crate::device::Precision;
+use crate::gold::{GoldReward, GoldRewardConfig};
 use crate::model::reward::RewardModel;
 use crate::text::Message;
 
@@ -40,6 +42,37 @@ impl std::fmt::Display for JudgeSpec {
         match self {
             JudgeSpec::RewardModel(m) => write!(f, "rm:{m}"),
             JudgeSpec::Gold => write!(f, "gold"),
+        }
+    }
+}
+
+/// A judge's model, loaded: what [`Judge`] borrows.
+pub enum LoadedJudge {
+    /// A reward model, its forward pass in the run's compute dtype.
+    RewardModel(Box<RewardModel>),
+    /// The gold reward.
+    Gold(GoldReward),
+}
+
+impl LoadedJudge {
+    /// Loads `spec` (a reward model on `device`, computing in `precision`); `what` names the
+    /// setting in errors (`--judge`, `online.judge`).
+    pub fn load(spec: &JudgeSpec, device: &Device, precision: Precision, what: &str) -> Result<LoadedJudge> {
+        Ok(match spec {
+            JudgeSpec::Gold => LoadedJudge::Gold(GoldReward::load_default(GoldRewardConfig::default())?),
+            JudgeSpec::RewardModel(m) => {
+                let mut rm = RewardModel::load(m, device).with_context(|| format!("{what} rm:{m}"))?;
+                rm.decoder.precision = precision;
+                LoadedJudge::RewardModel(Box::new(rm))
+            }
+        })
+    }
+
+    /// The judge, scoring `batch` conversations per reward-model forward pass.
+    pub fn judge(&self, batch: usize) -> Judge<'_> {
+        match self {
+            LoadedJudge::RewardModel(rm) => Judge::RewardModel { rm, batch },
+            LoadedJudge::Gold(g) => Judge::Gold(g),
         }
     }
 }

@@ -34,11 +34,9 @@ use std::time::Instant;
 use crate::data::ChatTemplateUse;
 use crate::data::store::encode_prompt;
 use crate::device::DeviceOptions;
-use crate::gold::{GoldReward, GoldRewardConfig};
 use crate::model::generate::SampleConfig;
 use crate::model::load::{LoadedModel, load_model};
-use crate::model::reward::RewardModel;
-use judge::{Judge, JudgeSpec};
+use judge::{JudgeSpec, LoadedJudge};
 use prompts::EvalPrompt;
 use report::{EvalReport, PromptResult, Side};
 
@@ -120,19 +118,8 @@ pub fn run(args: &EvalOptions) -> Result<EvalReport> {
     let device = args.device.device()?;
 
     // The judge first: a wrong judge or a prompt it cannot judge fails before any sampling.
-    let (gold, rm) = match &args.judge {
-        JudgeSpec::Gold => (Some(GoldReward::load_default(GoldRewardConfig::default())?), None),
-        JudgeSpec::RewardModel(spec) => {
-            let mut rm = RewardModel::load(spec, &device).with_context(|| format!("--judge rm:{spec}"))?;
-            rm.decoder.precision = args.device.dtype;
-            (None, Some(rm))
-        }
-    };
-    let judge = match (&gold, &rm) {
-        (Some(g), _) => Judge::Gold(g),
-        (_, Some(rm)) => Judge::RewardModel { rm, batch: args.batch },
-        _ => unreachable!("one judge is loaded"),
-    };
+    let loaded = LoadedJudge::load(&args.judge, &device, args.device.dtype, "--judge")?;
+    let judge = loaded.judge(args.batch);
     judge.check(&prompts)?;
 
     let load = |spec: &str, what: &str| -> Result<LoadedModel> {

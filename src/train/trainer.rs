@@ -167,7 +167,9 @@ impl<'d> Trainer<'d> {
         let mut model = lm.model;
         if cfg.adapter.method == AdapterMethod::Lora {
             model = apply_lora(model, &cfg.adapter.lora, cfg.optim.seed)?;
-            eprintln!("LoRA: {} trainable parameters", trainable_params(&model));
+            if main {
+                eprintln!("LoRA: {} trainable parameters", trainable_params(&model));
+            }
         }
         let mut state = TrainerState {
             step: 0,
