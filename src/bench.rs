@@ -68,6 +68,9 @@ pub struct BenchOptions {
     /// Dense `[T × T]` attention masks for prefix-shared rows instead of block-sparse attention
     /// (the layout before the block path existed; for before/after comparisons).
     pub dense_attention: bool,
+    /// The unfused log-prob head (logits → log-softmax → gather) instead of the fused one
+    /// (`model.fused_head = false`; for before/after comparisons).
+    pub full_head: bool,
     /// Model shape (random weights).
     pub shape: BenchShape,
     /// Write the results as JSON here.
@@ -461,6 +464,7 @@ fn run_row(kind: RowKind, sharing: bool, s: &Setup, cfg: &ModelConfig) -> Result
     device.seed(0);
     let mut model = init_random(cfg, &device);
     model.precision = args.device.dtype;
+    model.fused_head = !args.full_head;
 
     // Reference pass: the frozen initial weights, no autodiff.
     let frozen = model.valid();

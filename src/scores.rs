@@ -7,7 +7,6 @@
 //! Only the scored positions go through `lm_head` and the log-softmax over the vocabulary, so
 //! prompt tokens never materialise full-vocabulary logits.
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::GroupStore;
@@ -244,9 +243,8 @@ pub fn score_hidden(model: &CausalLm, hidden: Tensor<3>, targets: &Targets, devi
     let flat = hidden.reshape([b * t, h]);
     let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(targets.from.clone(), [n]), device);
     let picked = flat.select(0, idx); // [N, H]
-    let logp = log_softmax(model.logits(picked), 1); // [N, V]
-    let tok: Tensor<2, Int> = Tensor::from_data(TensorData::new(targets.token.clone(), [n, 1]), device);
-    let token_logps = logp.gather(1, tok).reshape([n]);
+    let tok: Tensor<1, Int> = Tensor::from_data(TensorData::new(targets.token.clone(), [n]), device);
+    let token_logps = model.target_logps(picked, tok); // never the whole [N, V] on the CPU
     // Sum per owner with a one-hot [owners, N] matrix (a differentiable segment sum).
     let mut onehot = vec![0f32; targets.n_owners * n];
     for (i, &o) in targets.owner.iter().enumerate() {

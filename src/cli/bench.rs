@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// (the layout before the block path existed; for before/after comparisons).
     #[arg(long)]
     pub dense_attention: bool,
+    /// The unfused log-prob head (logits → log-softmax → gather over the whole `[tokens × V]`)
+    /// instead of the fused one (for before/after comparisons).
+    #[arg(long)]
+    pub full_head: bool,
     /// Model shape (random weights): SmolLM2-135M, Qwen2.5-0.5B, or a 2-layer toy.
     #[arg(long, value_enum, default_value_t = BenchShape::Smollm2_135m)]
     pub shape: BenchShape,
@@ -99,6 +103,7 @@ impl From<BenchArgs> for BenchOptions {
             no_reference: a.no_reference,
             purge_freed_memory: a.purge_freed_memory,
             dense_attention: a.dense_attention,
+            full_head: a.full_head,
             shape: if a.tiny { BenchShape::Tiny } else { a.shape },
             json: a.json,
             device: a.device.into(),

@@ -71,6 +71,10 @@ pub struct CausalLm {
     /// The dtype the forward pass computes in (parameters stay as loaded: float32).
     #[module(skip)]
     pub precision: Precision,
+    /// Score response tokens through the fused head ([`super::head`]) where it runs (the CPU,
+    /// float32); otherwise logits → log-softmax → gather.
+    #[module(skip)]
+    pub fused_head: bool,
 }
 
 /// `x · W + b` in `x`'s dtype: under bf16 compute the float32 weights are cast per forward (the
@@ -347,6 +351,23 @@ impl CausalLm {
         logits.cast(FloatDType::F32)
     }
 
+    /// `log softmax(logits(hidden))[target]` per row: hidden states `[N, H]` and target ids `[N]`
+    /// → log-probs `[N]` (float32). Through the fused head ([`super::head`]) when `fused_head` and
+    /// it runs here (the CPU, float32 compute); otherwise the full logits, their log-softmax and a
+    /// gather.
+    pub fn target_logps(&self, hidden: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+        let n = hidden.dims()[0];
+        if self.fused_head && hidden.dtype() == FloatDType::F32.into() && super::head::supported(&hidden.device()) {
+            let w = match &self.lm_head {
+                Some(head) => head.weight.val().transpose(), // burn's Linear stores [H, V]
+                None => self.embed_tokens.weight.val(),
+            };
+            return super::head::target_logps(hidden, w, targets);
+        }
+        let logp = burn::tensor::activation::log_softmax(self.logits(hidden), 1);
+        logp.gather(1, targets.reshape([n, 1])).reshape([n])
+    }
+
     /// The device the weights live on (an autodiff device for a model being trained).
     pub fn device(&self) -> Device {
         self.embed_tokens.weight.val().device()
@@ -392,6 +413,7 @@ pub fn init_random(cfg: &ModelConfig, device: &Device) -> CausalLm {
         norm: norm(),
         lm_head: if cfg.tie_word_embeddings { None } else { Some(lin(h, cfg.vocab_size, false)) },
         precision: Precision::Float32,
+        fused_head: true,
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod generate;
 pub mod gguf;
+pub mod head;
 pub mod layout;
 pub mod llama;
 pub mod load;

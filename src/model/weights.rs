@@ -205,6 +205,7 @@ impl DecoderBody {
             norm: self.norm,
             lm_head,
             precision: crate::device::Precision::Float32,
+            fused_head: true,
         }
     }
 }

@@ -68,6 +68,10 @@ pub struct ModelSection {
     pub prefix_sharing: bool,
     /// Recompute memory-bound activations in the backward pass (less memory, more compute).
     pub gradient_checkpointing: bool,
+    /// The fused log-prob head on the CPU (float32): log-probs of the response tokens computed in
+    /// chunks with a hand-written backward, never the whole `[tokens × vocabulary]` logits
+    /// (`src/model/head.rs`); `false` takes logits → log-softmax → gather.
+    pub fused_head: bool,
 }
 
 impl Default for ModelSection {
@@ -79,6 +83,7 @@ impl Default for ModelSection {
             train_last_layers: 0,
             prefix_sharing: true,
             gradient_checkpointing: false,
+            fused_head: true,
         }
     }
 }

@@ -7,7 +7,8 @@ use std::path::Path;
 
 /// Keys that may change between the run and its resumption: where and how it runs and is shown,
 /// not what it computes.
-const FREE: [&str; 5] = ["model.device", "output.dir", "output.progress", "output.overwrite", "reference.cache_dir"];
+const FREE: [&str; 6] =
+    ["model.device", "model.fused_head", "output.dir", "output.progress", "output.overwrite", "reference.cache_dir"];
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
     match v {

@@ -125,6 +125,7 @@ fn load_reference(cfg: &TrainConfig, spec: &str, device: &burn::tensor::Device) 
     let mut m = load_model(spec, device)?;
     m.model = m.model.no_grad();
     m.model.precision = cfg.model.dtype;
+    m.model.fused_head = cfg.model.fused_head;
     Ok(m)
 }
 

@@ -144,6 +144,7 @@ impl<'d> Trainer<'d> {
             check_lengths(&lm, es, cfg.data.weak.k > 0, "eval data")?;
         }
         lm.model.precision = cfg.model.dtype;
+        lm.model.fused_head = cfg.model.fused_head;
         if cfg.model.train_last_layers > 0 {
             let n = lm.model.layers.len();
             let keep = cfg.model.train_last_layers.min(n);
