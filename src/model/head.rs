@@ -44,7 +44,7 @@ impl TargetLogpOps for Flex {
 
 /// Whether the fused head runs on `device` (the CPU backend; autodiff or not).
 pub fn supported(device: &Device) -> bool {
-    matches!(device.as_dispatch(), DispatchDevice::Flex(_))
+    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
 }
 
 /// `log softmax(hidden · weightᵀ)[targets]` per row, differentiable in `hidden` and `weight`
@@ -198,6 +198,12 @@ mod tests {
         assert!(max_rel(fused.inner().reshape([n, 1]), plain.inner().reshape([n, 1])) < 1e-5);
         assert!(max_rel(dh.clone(), dh2.clone()) < 1e-5, "d hidden {}", max_rel(dh, dh2));
         assert!(max_rel(dw.clone(), dw2.clone()) < 1e-5, "d weight {}", max_rel(dw, dw2));
+    }
+
+    #[test]
+    fn the_cpu_backend_is_supported_with_and_without_autodiff() {
+        assert!(supported(&Device::flex()));
+        assert!(supported(&Device::flex().autodiff()));
     }
 
     #[test]

@@ -4,7 +4,6 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear, RmsNorm};
-use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 
 use crate::device::Precision;
@@ -210,7 +209,7 @@ fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: &Tensor<4>) -> Tensor<
     let dt = FloatDType::from(q.dtype());
     let scores = q.matmul(k.permute([0, 2, 3, 1])).reshape([n, nkv, rep, l, s]).cast(FloatDType::F32)
         + bias.clone().unsqueeze_dim::<5>(2);
-    let probs = softmax(scores, 4).cast(dt).reshape([n, nkv, rep * l, s]);
+    let probs = super::kernels::softmax_last(scores).cast(dt).reshape([n, nkv, rep * l, s]);
     let out = probs.matmul(v.swap_dims(1, 2)); // [N, nkv, rep·L, D]
     out.reshape([n, nh, l, hd]).swap_dims(1, 2).reshape([n, l, nh * hd])
 }
@@ -286,8 +285,8 @@ impl Attention {
 impl Mlp {
     /// `x: [B, T, H]` → `[B, T, H]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(lin(&self.gate_proj, x.clone()));
-        lin(&self.down_proj, gate * lin(&self.up_proj, x))
+        let gate = lin(&self.gate_proj, x.clone());
+        lin(&self.down_proj, super::kernels::swiglu(gate, lin(&self.up_proj, x)))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod generate;
 pub mod gguf;
 pub mod head;
+pub mod kernels;
 pub mod layout;
 pub mod llama;
 pub mod load;
