@@ -1,6 +1,6 @@
-//! The log-prob head, fused: for each scored position `i`, `log softmax(hᵢ · Wᵀ)[tᵢ]`, computed
-//! `CHUNK` rows at a time so that the `[N × V]` logits, their softmax and its gradient never exist
-//! whole (a chunk's `[CHUNK × V]` is all there is, in the forward pass and in the backward pass).
+//! The log-prob head, fused: for each scored position `i`, `log softmax(hᵢ · Wᵀ)[tᵢ]`, computed a
+//! chunk of rows at a time ([`chunk_rows`]: about 16 M logits, 341 rows for SmolLM2's 49,152-token
+//! vocabulary) so that the `[N × V]` logits, their softmax and its gradient never exist whole.
 //!
 //! The backward pass is written by hand: from the upstream gradient `gᵢ` of each log-prob it
 //! recomputes a chunk's softmax `pᵢ` and forms `dzᵢ = gᵢ (onehot(tᵢ) − pᵢ)`, then `dh = dz · W` and
@@ -20,16 +20,26 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Device, IndexingUpdateOp, Int, Shape, Slice, Tensor};
 
-/// Rows of the `[N × V]` logits computed at once: 64 × 49152 floats = 12 MiB for SmolLM2.
-pub const CHUNK: usize = 64;
+/// Logits per chunk: 2²⁴ floats (64 MiB). Fewer, larger chunks keep the matmuls efficient and the
+/// weight gradient's per-chunk accumulation (a `[V × H]` add) rare.
+const CHUNK_LOGITS: usize = 1 << 24;
+
+/// Rows per chunk for a vocabulary of `v`.
+pub fn chunk_rows(v: usize) -> usize {
+    (CHUNK_LOGITS / v.max(1)).max(1)
+}
 
 /// The fused head as a backend operation.
 #[backend_extension(Flex, Autodiff)]
 pub trait TargetLogpOps: Backend {
     /// `log softmax(hidden · weightᵀ)[targets]` per row: hidden `[N, H]`, weight `[V, H]`,
-    /// targets `[N]` → `[N]`.
-    fn target_logp(hidden: FloatTensor<Self>, weight: FloatTensor<Self>, targets: IntTensor<Self>)
-    -> FloatTensor<Self>;
+    /// targets `[N]` → `[N]`, `chunk` rows at a time.
+    fn target_logp(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        chunk: usize,
+    ) -> FloatTensor<Self>;
 }
 
 impl TargetLogpOps for Flex {
@@ -37,8 +47,9 @@ impl TargetLogpOps for Flex {
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         targets: IntTensor<Self>,
+        chunk: usize,
     ) -> FloatTensor<Self> {
-        forward::<Flex>(hidden, weight, targets)
+        forward::<Flex>(hidden, weight, targets, chunk)
     }
 }
 
@@ -50,10 +61,22 @@ pub fn supported(device: &Device) -> bool {
 /// `log softmax(hidden · weightᵀ)[targets]` per row, differentiable in `hidden` and `weight`
 /// (float32; a device where [`supported`] holds).
 pub fn target_logps(hidden: Tensor<2>, weight: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let chunk = chunk_rows(weight.dims()[0]);
+    target_logps_in_chunks(hidden, weight, targets, chunk)
+}
+
+/// [`target_logps`], `chunk` rows at a time.
+pub fn target_logps_in_chunks(
+    hidden: Tensor<2>,
+    weight: Tensor<2>,
+    targets: Tensor<1, Int>,
+    chunk: usize,
+) -> Tensor<1> {
     Tensor::from_dispatch(<Dispatch as TargetLogpOps>::target_logp(
         hidden.into_dispatch(),
         weight.into_dispatch(),
         targets.into_dispatch(),
+        chunk.max(1),
     ))
 }
 
@@ -77,12 +100,17 @@ fn shifted<B: Backend>(h: FloatTensor<B>, w_t: FloatTensor<B>) -> (FloatTensor<B
     (zm, lse)
 }
 
-fn forward<B: Backend>(hidden: FloatTensor<B>, weight: FloatTensor<B>, targets: IntTensor<B>) -> FloatTensor<B> {
+fn forward<B: Backend>(
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+    chunk: usize,
+) -> FloatTensor<B> {
     let n = hidden.shape()[0];
     let w_t = B::float_transpose(weight); // [H, V]
-    let mut out = Vec::with_capacity(n.div_ceil(CHUNK));
-    for start in (0..n).step_by(CHUNK) {
-        let end = (start + CHUNK).min(n);
+    let mut out = Vec::with_capacity(n.div_ceil(chunk));
+    for start in (0..n).step_by(chunk) {
+        let end = (start + chunk).min(n);
         let (zm, lse) = shifted::<B>(rows::<B>(hidden.clone(), start, end), w_t.clone());
         let picked = B::float_gather(1, zm, target_rows::<B>(&targets, start, end)); // [c, 1]
         out.push(B::float_sub(picked, lse));
@@ -97,20 +125,20 @@ fn forward<B: Backend>(hidden: FloatTensor<B>, weight: FloatTensor<B>, targets: 
 struct TargetLogpBackward;
 
 impl<B: Backend> Backward<B, 2> for TargetLogpBackward {
-    /// hidden `[N, H]`, weight `[V, H]`, targets `[N]`.
-    type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
+    /// hidden `[N, H]`, weight `[V, H]`, targets `[N]`, rows per chunk.
+    type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>, usize);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node_h, node_w] = ops.parents;
         let g = grads.consume::<B>(&ops.node); // [N]
-        let (hidden, weight, targets) = ops.state;
+        let (hidden, weight, targets, chunk) = ops.state;
         let n = hidden.shape()[0];
         let w_t = B::float_transpose(weight.clone());
         let g = B::float_reshape(g, Shape::new([n, 1]));
-        let mut dh = Vec::with_capacity(n.div_ceil(CHUNK));
+        let mut dh = Vec::with_capacity(n.div_ceil(chunk));
         let mut dw: Option<FloatTensor<B>> = None;
-        for start in (0..n).step_by(CHUNK) {
-            let end = (start + CHUNK).min(n);
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
             let h = rows::<B>(hidden.clone(), start, end);
             let (zm, lse) = shifted::<B>(h.clone(), w_t.clone());
             let shape = zm.shape();
@@ -146,15 +174,16 @@ impl<B: Backend + TargetLogpOps, C: CheckpointStrategy> TargetLogpOps for Autodi
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         targets: IntTensor<Self>,
+        chunk: usize,
     ) -> FloatTensor<Self> {
         match TargetLogpBackward.prepare::<C>([hidden.node(), weight.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (h, w) = (hidden.primitive().clone(), weight.primitive().clone());
-                let out = B::target_logp(h.clone(), w.clone(), targets.clone());
-                prep.finish((h, w, targets), out)
+                let out = B::target_logp(h.clone(), w.clone(), targets.clone(), chunk);
+                prep.finish((h, w, targets, chunk), out)
             }
             OpsKind::UnTracked(prep) => {
-                prep.finish(B::target_logp(hidden.into_primitive(), weight.into_primitive(), targets))
+                prep.finish(B::target_logp(hidden.into_primitive(), weight.into_primitive(), targets, chunk))
             }
         }
     }
@@ -177,7 +206,8 @@ mod tests {
     fn fused_head_equals_the_unfused_path_in_value_and_gradients() {
         let device = Device::flex().autodiff();
         device.seed(7);
-        let (n, hdim, v) = (2 * CHUNK + 5, 24, 301);
+        let chunk = 64;
+        let (n, hdim, v) = (2 * chunk + 5, 24, 301);
         let h0 = Tensor::<2>::random([n, hdim], Distribution::Normal(0.0, 1.0), &device);
         let w0 = Tensor::<2>::random([v, hdim], Distribution::Normal(0.0, 0.5), &device);
         let t: Vec<i64> = (0..n).map(|i| ((i * 37 + 11) % v) as i64).collect();
@@ -185,7 +215,7 @@ mod tests {
         let weights = Tensor::<1>::random([n], Distribution::Uniform(-1.0, 2.0), &device);
 
         let (h, w) = (h0.clone().require_grad(), w0.clone().require_grad());
-        let fused = target_logps(h.clone(), w.clone(), targets.clone());
+        let fused = target_logps_in_chunks(h.clone(), w.clone(), targets.clone(), chunk);
         let g = (fused.clone() * weights.clone()).sum().backward();
         let (dh, dw) = (h.grad(&g).unwrap(), w.grad(&g).unwrap());
 
