@@ -16,9 +16,10 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Device, IndexingUpdateOp, Int, Shape, Slice, Tensor};
+use burn::backend::{Backend, DType, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Shape, Slice, Tensor, TensorData};
 
 /// Logits per chunk: 2²⁴ floats (64 MiB). Fewer, larger chunks keep the matmuls efficient and the
 /// weight gradient's per-chunk accumulation (a `[V × H]` add) rare.
@@ -40,9 +41,101 @@ pub trait TargetLogpOps: Backend {
         targets: IntTensor<Self>,
         chunk: usize,
     ) -> FloatTensor<Self>;
+
+    /// One chunk's log-probs `[c, 1]` from its logits `z` `[c, V]` and targets `[c, 1]`.
+    fn chunk_logp(z: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        composed_chunk_logp::<Self>(z, targets)
+    }
+
+    /// One chunk's logit gradient `g ⊙ (onehot(t) − softmax(z))` `[c, V]` from its logits, targets
+    /// `[c, 1]` and the upstream gradient `g` `[c, 1]`.
+    fn chunk_dlogits(z: FloatTensor<Self>, targets: IntTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_chunk_dlogits::<Self>(z, targets, g)
+    }
+}
+
+fn composed_chunk_logp<B: Backend>(z: FloatTensor<B>, targets: IntTensor<B>) -> FloatTensor<B> {
+    let (zm, lse) = shift::<B>(z);
+    B::float_sub(B::float_gather(1, zm, targets), lse)
+}
+
+fn composed_chunk_dlogits<B: Backend>(z: FloatTensor<B>, targets: IntTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
+    let (zm, lse) = shift::<B>(z);
+    let shape = zm.shape();
+    let p = B::float_exp(B::float_sub(zm, B::float_expand(lse, shape.clone()))); // softmax
+    let dz = B::float_neg(B::float_mul(p, B::float_expand(g.clone(), shape)));
+    B::float_scatter(1, dz, targets, g, IndexingUpdateOp::Add)
+}
+
+/// A chunk's shifted logits `z − max z` `[c, V]` and `log Σ exp(z − max z)` `[c, 1]`.
+fn shift<B: Backend>(z: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let shape = z.shape();
+    let m = B::float_max_dim(z.clone(), 1); // [c, 1]
+    let zm = B::float_sub(z, B::float_expand(m, shape));
+    let lse = B::float_log(B::float_sum_dim(B::float_exp(zm.clone()), 1));
+    (zm, lse)
+}
+
+/// The chunk's targets as plain indices (Flex stores ids as i64 or i32).
+fn flex_targets(t: &IntTensor<Flex>) -> Option<Vec<usize>> {
+    let t = t.to_contiguous();
+    match t.dtype() {
+        DType::I64 => Some(t.storage::<i64>().iter().map(|&x| x as usize).collect()),
+        DType::I32 => Some(t.storage::<i32>().iter().map(|&x| x as usize).collect()),
+        _ => None,
+    }
+}
+
+/// Row max and `log Σ exp(row − max)`, the sum accumulated in f64 (a vocabulary-long f32 sum
+/// drifts by ~1e-4 in the log-prob).
+fn row_lse(row: &[f32]) -> (f32, f32) {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let s: f64 = row.iter().map(|&x| f64::from((x - m).exp())).sum();
+    (m, s.ln() as f32)
 }
 
 impl TargetLogpOps for Flex {
+    /// Row-parallel: max, log-sum-exp and the target's logit in one pass per row.
+    fn chunk_logp(z: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        let Some(t) = flex_targets(&targets).filter(|_| z.dtype() == DType::F32) else {
+            return composed_chunk_logp::<Flex>(z, targets);
+        };
+        use rayon::prelude::*;
+        let z = z.to_contiguous();
+        let v = z.shape()[1];
+        let out: Vec<f32> = z
+            .storage::<f32>()
+            .par_chunks(v)
+            .zip(t.par_iter())
+            .map(|(row, &t)| {
+                let (m, lse) = row_lse(row);
+                row[t] - m - lse
+            })
+            .collect();
+        let c = out.len();
+        FlexTensor::from_data(TensorData::new(out, [c, 1]))
+    }
+
+    /// Row-parallel, in place on the logits: `g (onehot(t) − softmax(z))`.
+    fn chunk_dlogits(z: FloatTensor<Self>, targets: IntTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let Some(t) = flex_targets(&targets).filter(|_| z.dtype() == DType::F32 && g.dtype() == DType::F32) else {
+            return composed_chunk_dlogits::<Flex>(z, targets, g);
+        };
+        use rayon::prelude::*;
+        let g = g.to_contiguous();
+        let gs: &[f32] = g.storage();
+        let mut z = z.to_contiguous();
+        let v = z.shape()[1];
+        z.storage_mut::<f32>().par_chunks_mut(v).zip(t.par_iter().zip(gs.par_iter())).for_each(|(row, (&t, &g))| {
+            let (m, lse) = row_lse(row);
+            for x in row.iter_mut() {
+                *x = -g * (*x - m - lse).exp();
+            }
+            row[t] += g;
+        });
+        z
+    }
+
     fn target_logp(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -90,17 +183,7 @@ fn target_rows<B: Backend>(t: &IntTensor<B>, start: usize, end: usize) -> IntTen
     B::int_reshape(B::int_slice(t.clone(), &[Slice::from(start..end)]), Shape::new([end - start, 1]))
 }
 
-/// A chunk's shifted logits `z − max z` `[c, V]` and `log Σ exp(z − max z)` `[c, 1]`.
-fn shifted<B: Backend>(h: FloatTensor<B>, w_t: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
-    let z = B::float_matmul(h, w_t); // [c, V]
-    let shape = z.shape();
-    let m = B::float_max_dim(z.clone(), 1); // [c, 1]
-    let zm = B::float_sub(z, B::float_expand(m, shape));
-    let lse = B::float_log(B::float_sum_dim(B::float_exp(zm.clone()), 1));
-    (zm, lse)
-}
-
-fn forward<B: Backend>(
+fn forward<B: Backend + TargetLogpOps>(
     hidden: FloatTensor<B>,
     weight: FloatTensor<B>,
     targets: IntTensor<B>,
@@ -111,9 +194,8 @@ fn forward<B: Backend>(
     let mut out = Vec::with_capacity(n.div_ceil(chunk));
     for start in (0..n).step_by(chunk) {
         let end = (start + chunk).min(n);
-        let (zm, lse) = shifted::<B>(rows::<B>(hidden.clone(), start, end), w_t.clone());
-        let picked = B::float_gather(1, zm, target_rows::<B>(&targets, start, end)); // [c, 1]
-        out.push(B::float_sub(picked, lse));
+        let z = B::float_matmul(rows::<B>(hidden.clone(), start, end), w_t.clone()); // [c, V]
+        out.push(B::chunk_logp(z, target_rows::<B>(&targets, start, end))); // [c, 1]
     }
     if out.is_empty() {
         return B::float_reshape(B::float_slice(hidden, &[Slice::from(0..0), Slice::from(0..1)]), Shape::new([0]));
@@ -124,7 +206,7 @@ fn forward<B: Backend>(
 #[derive(Debug)]
 struct TargetLogpBackward;
 
-impl<B: Backend> Backward<B, 2> for TargetLogpBackward {
+impl<B: Backend + TargetLogpOps> Backward<B, 2> for TargetLogpBackward {
     /// hidden `[N, H]`, weight `[V, H]`, targets `[N]`, rows per chunk.
     type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>, usize);
 
@@ -140,13 +222,9 @@ impl<B: Backend> Backward<B, 2> for TargetLogpBackward {
         for start in (0..n).step_by(chunk) {
             let end = (start + chunk).min(n);
             let h = rows::<B>(hidden.clone(), start, end);
-            let (zm, lse) = shifted::<B>(h.clone(), w_t.clone());
-            let shape = zm.shape();
-            let p = B::float_exp(B::float_sub(zm, B::float_expand(lse, shape.clone()))); // softmax [c, V]
+            let z = B::float_matmul(h.clone(), w_t.clone()); // [c, V], recomputed
             let gc = rows::<B>(g.clone(), start, end); // [c, 1]
-            // dz = g · (onehot(t) − p)
-            let dz = B::float_neg(B::float_mul(p, B::float_expand(gc.clone(), shape)));
-            let dz = B::float_scatter(1, dz, target_rows::<B>(&targets, start, end), gc, IndexingUpdateOp::Add);
+            let dz = B::chunk_dlogits(z, target_rows::<B>(&targets, start, end), gc); // g (onehot(t) − p)
             if node_h.is_some() {
                 dh.push(B::float_matmul(dz.clone(), weight.clone())); // [c, H]
             }

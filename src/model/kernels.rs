@@ -196,7 +196,7 @@ impl SoftmaxOps for Flex {
             let chunk = 64 * row;
             out.par_chunks_mut(chunk).zip(ys.par_chunks(chunk).zip(ds.par_chunks(chunk))).for_each(|(o, (yc, dc))| {
                 for ((o, y), d) in o.chunks_mut(row).zip(yc.chunks(row)).zip(dc.chunks(row)) {
-                    let s: f32 = y.iter().zip(d).map(|(a, b)| a * b).sum();
+                    let s = y.iter().zip(d).map(|(a, b)| f64::from(a * b)).sum::<f64>() as f32;
                     for ((o, &y), &d) in o.iter_mut().zip(y).zip(d) {
                         *o = y * (d - s);
                     }
