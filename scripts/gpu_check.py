@@ -173,15 +173,8 @@ def stage_agree(a, log, work):
         if not ok:
             return {"ok": False, "error": f"train on {dev} failed: {err[-2000:]}"}
         runs[dev] = (metric_rows(out), secs)
-    worst, worst_key = 0.0, None
     (cpu, _), (gpu, _) = runs["cpu"], runs[a.device]
-    for x, y in zip(cpu, gpu):
-        for k, v in x.items():
-            if k in ("tokens_per_s", "step") or not isinstance(v, (int, float)) or k not in y:
-                continue
-            rel = abs(v - y[k]) / max(abs(v), 1e-6)
-            if rel > worst:
-                worst, worst_key = rel, f"step {x['step']} {k}"
+    worst, worst_key = compare_rows(cpu, gpu)
     return {"ok": len(cpu) == len(gpu) == 4 and worst <= 1e-4, "steps": len(gpu), "worst_rel_diff": worst,
             "worst_at": worst_key, "tolerance": 1e-4, "seconds": {d: s for d, (_, s) in runs.items()}}
 

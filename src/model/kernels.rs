@@ -30,11 +30,15 @@ pub trait SoftmaxOps: Backend {
     /// The gradient of the input of a softmax over the last dimension, from its output `y` and the
     /// gradient `dy` of the output: `y ⊙ (dy − Σ_last dy ⊙ y)`.
     fn softmax_last_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
-        let shape = y.shape();
-        let last = shape.num_dims() - 1;
-        let s = Self::float_sum_dim(Self::float_mul(dy.clone(), y.clone()), last);
-        Self::float_mul(y, Self::float_sub(dy, Self::float_expand(s, shape)))
+        composed_softmax_backward::<Self>(y, dy)
     }
+}
+
+fn composed_softmax_backward<B: Backend>(y: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = y.shape();
+    let last = shape.num_dims() - 1;
+    let s = B::float_sum_dim(B::float_mul(dy.clone(), y.clone()), last);
+    B::float_mul(y, B::float_sub(dy, B::float_expand(s, shape)))
 }
 
 /// SwiGLU's product `silu(gate) ⊙ up`, and its backward pass.
@@ -42,8 +46,7 @@ pub trait SoftmaxOps: Backend {
 pub trait SwigluOps: Backend {
     /// `silu(gate) ⊙ up`.
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        let silu = Self::float_mul(gate.clone(), Self::sigmoid(gate));
-        Self::float_mul(silu, up)
+        Self::float_mul(composed_silu::<Self>(gate), up)
     }
 
     /// The gate's gradient: `dy ⊙ up ⊙ σ(g)(1 + g(1 − σ(g)))`.
@@ -52,16 +55,28 @@ pub trait SwigluOps: Backend {
         up: FloatTensor<Self>,
         dy: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let s = Self::sigmoid(gate.clone());
-        let one_minus = Self::float_add_scalar(Self::float_neg(s.clone()), 1f32.into());
-        let d = Self::float_mul(s, Self::float_add_scalar(Self::float_mul(gate, one_minus), 1f32.into()));
-        Self::float_mul(Self::float_mul(dy, up), d)
+        composed_swiglu_backward_gate::<Self>(gate, up, dy)
     }
 
     /// The up projection's gradient: `dy ⊙ silu(gate)`.
     fn swiglu_backward_up(gate: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::float_mul(dy, Self::float_mul(gate.clone(), Self::sigmoid(gate)))
+        Self::float_mul(dy, composed_silu::<Self>(gate))
     }
+}
+
+fn composed_silu<B: Backend>(gate: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(gate.clone(), B::sigmoid(gate))
+}
+
+fn composed_swiglu_backward_gate<B: Backend>(
+    gate: FloatTensor<B>,
+    up: FloatTensor<B>,
+    dy: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let s = B::sigmoid(gate.clone());
+    let one_minus = B::float_add_scalar(B::float_neg(s.clone()), 1f32.into());
+    let d = B::float_mul(s, B::float_add_scalar(B::float_mul(gate, one_minus), 1f32.into()));
+    B::float_mul(B::float_mul(dy, up), d)
 }
 
 /// `f` over the elements of equal-shaped float32 tensors, in parallel, into a new tensor.
@@ -96,7 +111,7 @@ impl SwigluOps for Flex {
         let t = [gate, up];
         if !all_f32(&t) {
             let [gate, up] = t;
-            return Flex::float_mul(Flex::float_mul(gate.clone(), Flex::sigmoid(gate)), up);
+            return Flex::float_mul(composed_silu::<Flex>(gate), up);
         }
         zip_map(t, |[g, u]| g * sigmoid(g) * u)
     }
@@ -109,10 +124,7 @@ impl SwigluOps for Flex {
         let t = [gate, up, dy];
         if !all_f32(&t) {
             let [gate, up, dy] = t;
-            let s = Flex::sigmoid(gate.clone());
-            let one_minus = Flex::float_add_scalar(Flex::float_neg(s.clone()), 1f32.into());
-            let d = Flex::float_mul(s, Flex::float_add_scalar(Flex::float_mul(gate, one_minus), 1f32.into()));
-            return Flex::float_mul(Flex::float_mul(dy, up), d);
+            return composed_swiglu_backward_gate::<Flex>(gate, up, dy);
         }
         zip_map(t, |[g, u, d]| {
             let s = sigmoid(g);
@@ -124,7 +136,7 @@ impl SwigluOps for Flex {
         let t = [gate, dy];
         if !all_f32(&t) {
             let [gate, dy] = t;
-            return Flex::float_mul(dy, Flex::float_mul(gate.clone(), Flex::sigmoid(gate)));
+            return Flex::float_mul(dy, composed_silu::<Flex>(gate));
         }
         zip_map(t, |[g, d]| d * g * sigmoid(g))
     }
@@ -181,10 +193,7 @@ impl SoftmaxOps for Flex {
 
     fn softmax_last_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         if y.dtype() != DType::F32 || dy.dtype() != DType::F32 {
-            let shape = y.shape();
-            let last = shape.num_dims() - 1;
-            let s = Flex::float_sum_dim(Flex::float_mul(dy.clone(), y.clone()), last);
-            return Flex::float_mul(y, Flex::float_sub(dy, Flex::float_expand(s, shape)));
+            return composed_softmax_backward::<Flex>(y, dy);
         }
         let (y, dy) = (y.to_contiguous(), dy.to_contiguous());
         let shape = y.shape();

@@ -64,6 +64,7 @@ impl Reference {
                     cfg.output.dir.parent().unwrap_or(Path::new(".")).join(".ref-cache").join(cache_name)
                 });
                 let mut cache = RefCache::open(&dir, &key)?;
+                let before = cache.values.len();
                 let mut new = Vec::new();
                 if !batches.iter().all(|b| cache.has_all(b)) {
                     let m = load_reference(cfg, &spec, &scorer.device)?;
@@ -71,10 +72,10 @@ impl Reference {
                 }
                 let new = sync::gather_pairs(comm, new)?;
                 if !new.is_empty() {
-                    cache.computed = new.len();
                     for (p, v) in new {
                         cache.values.entry(p).or_insert(v);
                     }
+                    cache.computed = cache.values.len() - before;
                     if comm.rank() == 0 {
                         cache.save()?;
                     }
