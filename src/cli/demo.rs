@@ -1,4 +1,4 @@
-//! `epa demo [--preset tiny|demo|full] [--out DIR] [--set KEY=VALUE …]`: the arguments of
+//! `epa demo [--preset tiny|demo|full|study] [--out DIR] [--set KEY=VALUE …]`: the arguments of
 //! [`crate::demo::run`].
 
 use anyhow::Result;
@@ -10,7 +10,8 @@ use crate::demo::{DemoOptions, Preset};
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
     /// `tiny` (the fixture model, seconds; what CI runs), `demo` (SmolLM2, ~10 min on 2 cores, one
-    /// seed) or `full` (3 seeds, more prompts: the verdict).
+    /// seed: a demonstration), `full` (3 seeds) or `study` (every topic, K = 8, two β, 5 seeds,
+    /// sized by a power calculation: the verdict; hours).
     #[arg(long, value_enum, default_value = "demo", hide_possible_values = true)]
     pub preset: Preset,
     /// Output folder (data, runs, report).

@@ -1,5 +1,5 @@
-//! The experiment's configuration and its presets (`tiny`, `demo`, `full`). Serialised into the
-//! report, so every number can be traced to the settings that produced it.
+//! The experiment's configuration and its presets (`tiny`, `demo`, `full`, `study`). Serialised into
+//! the report, so every number can be traced to the settings that produced it.
 
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,54 @@ pub struct DemoConfig {
     pub seeds: Vec<u64>,
     /// How the policies are evaluated on the held-out prompts.
     pub eval: EvalSettings,
+    /// The power calculation that sized the experiment (the `study` preset's), checked in the report
+    /// against the intervals the run actually reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<PowerPlan>,
+}
+
+/// An a-priori power calculation: a pilot's standard error of the main comparison (gold reward at
+/// matched KL, method − DPO) on `pilot_prompts × pilot_seeds` units, scaled as 1/√units to this
+/// design, gives the smallest effect detected with probability `power` by a two-sided test at 5 %:
+/// MDE = (z₀.₉₇₅ + z_power)·SE.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerPlan {
+    /// Where the pilot's numbers come from.
+    pub pilot: String,
+    /// The pilot's bootstrap standard error of the comparison (its 95 % interval's width / 3.92).
+    pub pilot_se: f64,
+    /// Held-out prompts of the pilot.
+    pub pilot_prompts: usize,
+    /// Seeds of the pilot.
+    pub pilot_seeds: usize,
+    /// The effect (gold reward units) the design must detect.
+    pub effect: f64,
+    /// The probability of detecting it (e.g. 0.8).
+    pub power: f64,
+}
+
+impl PowerPlan {
+    /// z₀.₉₇₅ + z_power: the number of standard errors an effect must span to be detected.
+    pub fn z_sum(&self) -> f64 {
+        1.959_963_984_540_054 + crate::eval::stats::normal_quantile(self.power)
+    }
+
+    /// The standard error expected with `prompts × seeds` units.
+    pub fn expected_se(&self, prompts: usize, seeds: usize) -> f64 {
+        self.pilot_se * ((self.pilot_prompts * self.pilot_seeds) as f64 / (prompts * seeds).max(1) as f64).sqrt()
+    }
+
+    /// The prompt × seed units needed to detect `effect` with probability `power`.
+    pub fn units_needed(&self) -> f64 {
+        let se_needed = self.effect / self.z_sum();
+        (self.pilot_prompts * self.pilot_seeds) as f64 * (self.pilot_se / se_needed).powi(2)
+    }
+
+    /// The minimum detectable effect of a comparison whose standard error is `se`.
+    pub fn mde(&self, se: f64) -> f64 {
+        self.z_sum() * se
+    }
 }
 
 /// How the preference data is made.
@@ -90,9 +138,25 @@ pub struct Method {
     pub strong: usize,
     /// Weak negatives per prompt (answers to other prompts of the batch).
     pub weak: usize,
+    /// β of this method's loss and of its implicit reward (default: `train.beta`). Methods are
+    /// compared with the DPO baseline of the same β.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
     /// Extra `--set` overrides for this method only.
     #[serde(default)]
     pub set: Vec<String>,
+}
+
+impl Method {
+    /// A method with the shared β and no overrides.
+    pub fn new(name: &str, loss: &str, strong: usize, weak: usize) -> Self {
+        Method { name: name.into(), loss: loss.into(), strong, weak, beta: None, set: vec![] }
+    }
+
+    /// The β this method trains and is judged with.
+    pub fn beta(&self, train: &TrainSettings) -> f64 {
+        self.beta.unwrap_or(train.beta)
+    }
 }
 
 /// How policies are judged.
@@ -107,6 +171,11 @@ pub struct EvalSettings {
     pub points: usize,
     /// Bootstrap resamples for the 95% intervals.
     pub bootstrap: usize,
+    /// Training prompts whose answers are also scored at every point, for the slope-1 metrics on
+    /// the data the policy was fitted to (how close training came to the preference model's
+    /// optimum, apart from how it generalises); 0 = none.
+    #[serde(default)]
+    pub fit_prompts: usize,
 }
 
 /// The starting configurations of `epa demo --preset`.
@@ -116,8 +185,11 @@ pub enum Preset {
     Tiny,
     /// SmolLM2, about ten minutes on two cores, one seed.
     Demo,
-    /// The demo with three seeds and more bootstrap resamples: the verdict.
+    /// The demo with three seeds and more bootstrap resamples.
     Full,
+    /// The study: every topic, K = 8 answers, two β, five seeds, trained long enough for the learned
+    /// reward to reach the true reward's scale; sized by a power calculation (hours on a CPU).
+    Study,
 }
 
 impl Preset {
@@ -127,20 +199,21 @@ impl Preset {
             Preset::Tiny => "tiny",
             Preset::Demo => "demo",
             Preset::Full => "full",
+            Preset::Study => "study",
         }
     }
 }
 
 impl DemoConfig {
     /// A preset: `tiny` (CI: the tiny fixture model, seconds), `demo` (SmolLM2, about ten
-    /// minutes on two cores, one seed), `full` (three seeds, more prompts: the verdict).
+    /// minutes on two cores, one seed), `full` (three seeds), `study` (see [`Preset::Study`]).
     pub fn preset(preset: Preset) -> Self {
         let name = preset.name();
         let methods = |strong: usize, weak: usize| {
             vec![
-                Method { name: "dpo".into(), loss: "dpo".into(), strong: 1, weak: 0, set: vec![] },
-                Method { name: "epa-strong".into(), loss: "epa".into(), strong, weak: 0, set: vec![] },
-                Method { name: "epa-weak".into(), loss: "epa".into(), strong, weak, set: vec![] },
+                Method::new("dpo", "dpo", 1, 0),
+                Method::new("epa-strong", "epa", strong, 0),
+                Method::new("epa-weak", "epa", strong, weak),
             ]
         };
         match preset {
@@ -171,7 +244,10 @@ impl DemoConfig {
                 },
                 methods: methods(2, 2),
                 seeds: vec![1, 2],
-                eval: EvalSettings { samples_per_prompt: 2, points: 2, bootstrap: 200 },
+                eval: EvalSettings { samples_per_prompt: 2, points: 2, bootstrap: 200, fit_prompts: 4 },
+                // The study's plan, so CI exercises the power report (the tiny model's numbers mean
+                // nothing).
+                power: Self::study().power,
             },
             Preset::Demo => DemoConfig {
                 preset: name.into(),
@@ -200,7 +276,8 @@ impl DemoConfig {
                 },
                 methods: methods(3, 2),
                 seeds: vec![1],
-                eval: EvalSettings { samples_per_prompt: 2, points: 2, bootstrap: 1000 },
+                eval: EvalSettings { samples_per_prompt: 2, points: 2, bootstrap: 1000, fit_prompts: 0 },
+                power: None,
             },
             // The demo's data and runs with two more seeds: `--preset full` into the demo's output
             // folder reuses what the demo computed and adds the other seeds.
@@ -211,6 +288,74 @@ impl DemoConfig {
                 c.eval.bootstrap = 2000;
                 c
             }
+            Preset::Study => Self::study(),
+        }
+    }
+
+    /// The study (issue 16), sized as follows.
+    ///
+    /// - **Power.** `results/demo-full` (3 seeds × 32 held-out prompts, K = 4) measured the main
+    ///   comparison, epa-weak − dpo in gold reward at matched KL, as 0.336 [0.035, 0.521]: a standard
+    ///   error of 0.124 on 96 prompt × seed units, while a one-seed rerun of the demo found −0.02.
+    ///   Detecting 0.2 (a fifth of the within-prompt spread of R) with 80 % power at 5 % needs
+    ///   SE ≤ 0.2 / 2.80 = 0.071, i.e. 96 × (0.124 / 0.071)² ≈ 290 units: every topic
+    ///   (150 train / 67 held out) × 5 seeds = 335 units (expected SE 0.067, MDE 0.19). The report
+    ///   recomputes the MDE from the intervals the run reaches.
+    /// - **The regime of the claim.** The implicit reward β·log(π_θ/π_ref) can only match r* = R/τ
+    ///   when its spread is reachable: the demo's τ = 0.25 made Var_k(r*) ≈ 13 while learned rewards
+    ///   stayed near ±1. With τ = 1, Var_k(r*) ≈ 0.8 (SD 0.9) is reached with answer log-ratios
+    ///   spread by 0.9/β nats: 3.6 nats at β = 0.25, 0.9 at β = 1. Training runs ~5 epochs of the
+    ///   150 training prompts (96 steps × 8 prompts), evaluated at 6 points for the frontier, and the
+    ///   fit is also measured on 32 training prompts (`eval.fit_prompts`).
+    /// - **Methods**, at both β: DPO on best vs a random other answer (UltraFeedback-binarized's
+    ///   construction); DPO on best vs each of the 7 others (the "split into pairs" baseline, the mean
+    ///   of 7 pairwise losses per prompt); EPA with the 7 strong negatives; EPA with 7 strong + 4 weak.
+    fn study() -> Self {
+        let mut methods = Vec::new();
+        for beta in [0.25, 1.0] {
+            let b = |name: &str| format!("{name}-b{beta}");
+            for (name, loss, strong, weak) in
+                [("dpo", "dpo", 1, 0), ("dpo-pairs", "dpo", 7, 0), ("epa-strong", "epa", 7, 0), ("epa-weak", "epa", 7, 4)]
+            {
+                methods.push(Method { beta: Some(beta), ..Method::new(&b(name), loss, strong, weak) });
+            }
+        }
+        DemoConfig {
+            preset: Preset::Study.name().into(),
+            model: crate::model::load::SMOLLM2.into(),
+            data: DataGenConfig {
+                train_prompts: 150,
+                held_out_prompts: 67,
+                samples_per_prompt: 8,
+                max_new_tokens: 24,
+                temperature: 1.0,
+                top_p: 0.95,
+                label_temperature: 1.0,
+                batch: 64,
+                seed: 0,
+            },
+            gold: GoldRewardConfig::default(),
+            train: TrainSettings {
+                steps: 96,
+                prompts_per_batch: 8,
+                lr: 2e-4,
+                warmup_steps: 4,
+                beta: 0.25,
+                train_last_layers: 4,
+                lora_rank: 0,
+                set: vec![],
+            },
+            methods,
+            seeds: vec![1, 2, 3, 4, 5],
+            eval: EvalSettings { samples_per_prompt: 2, points: 6, bootstrap: 2000, fit_prompts: 32 },
+            power: Some(PowerPlan {
+                pilot: "results/demo-full: epa-weak − dpo, gold reward at matched KL, 0.336 [0.035, 0.521]".into(),
+                pilot_se: 0.124,
+                pilot_prompts: 32,
+                pilot_seeds: 3,
+                effect: 0.2,
+                power: 0.8,
+            }),
         }
     }
 
@@ -240,8 +385,12 @@ impl DemoConfig {
         ensure!(self.train.steps >= 1, "train.steps must be ≥ 1");
         ensure!(!self.methods.is_empty(), "methods: at least one");
         ensure!(!self.seeds.is_empty(), "seeds: at least one");
+        let mut names = std::collections::BTreeSet::new();
         for m in &self.methods {
+            ensure!(names.insert(&m.name), "methods: the name {:?} is used twice (it names the run folders)", m.name);
             ensure!(m.strong >= 1, "method {}: strong must be ≥ 1", m.name);
+            let b = m.beta(&self.train);
+            ensure!(b > 0.0 && b.is_finite(), "method {}: beta must be > 0", m.name);
             ensure!(
                 m.strong < d.samples_per_prompt,
                 "method {}: {} strong negatives asked for, but each prompt has {} answers (one is the positive)",
@@ -256,6 +405,16 @@ impl DemoConfig {
             d.samples_per_prompt
         );
         ensure!(self.eval.points >= 1, "eval.points must be ≥ 1");
+        ensure!(
+            self.eval.fit_prompts <= d.train_prompts,
+            "eval.fit_prompts must be ≤ data.train_prompts ({})",
+            d.train_prompts
+        );
+        if let Some(p) = &self.power {
+            ensure!(p.pilot_se > 0.0 && p.effect > 0.0, "power: pilot_se and effect must be > 0");
+            ensure!(p.power > 0.0 && p.power < 1.0, "power.power must be in (0, 1)");
+            ensure!(p.pilot_prompts >= 1 && p.pilot_seeds >= 1, "power: pilot_prompts and pilot_seeds must be ≥ 1");
+        }
         self.gold.validate()
     }
 }

@@ -6,7 +6,9 @@
 //!   and top-p, so this is the usual Monte-Carlo estimate of the sampled policy's KL, not an exact one;
 //! * **win rate**: sample j against the reference's sample j under the gold reward (ties count ½);
 //! * **slope-1**: on the prompt's K scored candidates, the implicit reward r = β·(log π_θ − log π_ref)
-//!   against r* = R/τ: Pearson and ε̂ = Var_k(r_k − r*_k).
+//!   against r* = R/τ: Pearson and ε̂ = Var_k(r_k − r*_k), and the rewards themselves (for the
+//!   scatter of r against r*); the same on some training prompts (`fit_*`: how close training came
+//!   to the preference model's optimum on the data it saw).
 //!
 //! Sampling uses one seed for every policy, so methods are compared on common random numbers.
 //!
@@ -60,8 +62,82 @@ pub struct PointEval {
     /// Mean sampled length (tokens), per prompt.
     #[serde(deserialize_with = "nan_vec")]
     pub length: Vec<f64>,
+    /// The implicit reward r of each held-out prompt's candidates (chosen first, then rejected, as
+    /// in the data).
+    #[serde(default)]
+    pub rewards: Vec<Vec<f64>>,
+    /// Pearson(r, r*) on the training prompts of `eval.fit_prompts` (empty when 0).
+    #[serde(default, deserialize_with = "nan_vec")]
+    pub fit_pearson: Vec<f64>,
+    /// ε̂ on the training prompts of `eval.fit_prompts`.
+    #[serde(default, deserialize_with = "nan_vec")]
+    pub fit_eps: Vec<f64>,
+    /// The implicit rewards of those training prompts' candidates.
+    #[serde(default)]
+    pub fit_rewards: Vec<Vec<f64>>,
     /// The first sample of the first two prompts, for the report.
     pub examples: Vec<(String, String)>,
+}
+
+/// Rows' scored candidates, encoded, with r* and the reference's log-probs: what the slope-1
+/// metrics need.
+struct Candidates {
+    prompts: Vec<Vec<u32>>,
+    /// Candidates in row order: chosen, then rejected.
+    candidates: Vec<Vec<Vec<u32>>>,
+    truth: Vec<Vec<f64>>,
+    ref_sums: Vec<Vec<f64>>,
+}
+
+impl Candidates {
+    fn new(reference: &CausalLm, rope: &Rope, pad: u32, codec: &TextCodec, rows: &[Row]) -> Result<Self> {
+        let mut prompts = Vec::new();
+        let mut candidates = Vec::new();
+        let mut truth = Vec::new();
+        for r in rows {
+            let msgs = [Message::user(r.prompt.clone())];
+            let p = codec.encode_prompt(&msgs)?;
+            let texts = std::iter::once(&r.chosen).chain(&r.rejected);
+            let ids = texts.map(|t| Ok(codec.encode_response(&p, t)?.response_ids)).collect::<Result<Vec<_>>>()?;
+            prompts.push(p.ids);
+            candidates.push(ids);
+            truth.push(std::iter::once(r.score_chosen).chain(r.score_rejected.iter().copied()).collect());
+        }
+        let mut c = Candidates { prompts, candidates, truth, ref_sums: vec![] };
+        c.ref_sums = c.log_probs(reference, rope, pad);
+        Ok(c)
+    }
+
+    fn log_probs(&self, model: &CausalLm, rope: &Rope, pad: u32) -> Vec<Vec<f64>> {
+        if self.prompts.is_empty() {
+            return vec![];
+        }
+        group_sums(model, rope, pad, &groups(&self.prompts, &self.candidates), 8, &model.device())
+    }
+
+    /// The implicit rewards β·(log π_θ − log π_ref) of every candidate under `policy`.
+    fn rewards(&self, policy: &CausalLm, rope: &Rope, pad: u32, beta: f64) -> Vec<Vec<f64>> {
+        self.log_probs(policy, rope, pad)
+            .iter()
+            .zip(&self.ref_sums)
+            .map(|(p, q)| p.iter().zip(q).map(|(a, b)| beta * (a - b)).collect())
+            .collect()
+    }
+
+    /// Per-prompt Pearson (NaN where undefined) and ε̂ of learned rewards `r` against r*.
+    fn slope1(&self, r: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
+        r.iter()
+            .zip(&self.truth)
+            .map(|(r, t)| match slope1_stats(r, t) {
+                Some((pearson, eps)) => (pearson.unwrap_or(f64::NAN), eps),
+                None => (f64::NAN, f64::NAN),
+            })
+            .unzip()
+    }
+
+    fn zeros(&self) -> Vec<Vec<f64>> {
+        self.truth.iter().map(|t| vec![0.0; t.len()]).collect()
+    }
 }
 
 /// Everything about the held-out prompts that does not depend on the policy, computed once.
@@ -73,21 +149,19 @@ pub struct Judge<'a> {
     gold: &'a GoldReward,
     held: &'a [Row],
     prompts: Vec<Vec<u32>>,
-    /// Candidates in row order: chosen, then rejected.
-    candidates: Vec<Vec<Vec<u32>>>,
-    truth: Vec<Vec<f64>>,
-    ref_candidate_sums: Vec<Vec<f64>>,
+    held_candidates: Candidates,
+    fit_candidates: Candidates,
     sample: SampleConfig,
     samples_per_prompt: usize,
     batch: usize,
-    beta: f64,
     stop: Vec<u32>,
 }
 
 impl<'a> Judge<'a> {
-    /// Encodes the held-out prompts and their candidates and scores the candidates under the
-    /// reference, once; `sample` and `samples_per_prompt` say how policies are sampled, `batch` the
-    /// sequences per generation batch, `beta` scales the implicit reward.
+    /// Encodes the held-out prompts and their candidates, and the `fit` rows' (training prompts
+    /// whose slope-1 fit is measured; may be empty), and scores the candidates under the reference,
+    /// once; `sample` and `samples_per_prompt` say how policies are sampled, `batch` the sequences
+    /// per generation batch.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         reference: &'a CausalLm,
@@ -96,25 +170,13 @@ impl<'a> Judge<'a> {
         codec: &'a TextCodec,
         gold: &'a GoldReward,
         held: &'a [Row],
+        fit: &[Row],
         sample: SampleConfig,
         samples_per_prompt: usize,
         batch: usize,
-        beta: f64,
     ) -> Result<Self> {
-        let device = reference.device();
-        let mut prompts = Vec::new();
-        let mut candidates = Vec::new();
-        let mut truth = Vec::new();
-        for r in held {
-            let msgs = [Message::user(r.prompt.clone())];
-            let p = codec.encode_prompt(&msgs)?;
-            let texts = std::iter::once(&r.chosen).chain(&r.rejected);
-            let ids = texts.map(|t| Ok(codec.encode_response(&p, t)?.response_ids)).collect::<Result<Vec<_>>>()?;
-            prompts.push(p.ids);
-            candidates.push(ids);
-            truth.push(std::iter::once(r.score_chosen).chain(r.score_rejected.iter().copied()).collect());
-        }
-        let ref_candidate_sums = group_sums(reference, rope, pad, &groups(&prompts, &candidates), 8, &device);
+        let held_candidates = Candidates::new(reference, rope, pad, codec, held)?;
+        let fit_candidates = Candidates::new(reference, rope, pad, codec, fit)?;
         let stop = codec.eos_token_id().into_iter().collect();
         Ok(Judge {
             reference,
@@ -123,14 +185,12 @@ impl<'a> Judge<'a> {
             codec,
             gold,
             held,
-            prompts,
-            candidates,
-            truth,
-            ref_candidate_sums,
+            prompts: held_candidates.prompts.clone(),
+            held_candidates,
+            fit_candidates,
             sample,
             samples_per_prompt,
             batch,
-            beta,
             stop,
         })
     }
@@ -139,7 +199,8 @@ impl<'a> Judge<'a> {
     pub fn reference_point(&self) -> PointEval {
         let n = self.samples_per_prompt;
         let zero = vec![0.0; self.held.len()];
-        let (pearson, eps) = self.slope1(&vec![vec![0.0; self.truth[0].len()]; self.held.len()]);
+        let (pearson, eps) = self.held_candidates.slope1(&self.held_candidates.zeros());
+        let (fit_pearson, fit_eps) = self.fit_candidates.slope1(&self.fit_candidates.zeros());
         PointEval {
             step: 0,
             gold: self.held.iter().map(|r| r.gold[..n].iter().sum::<f64>() / n as f64).collect(),
@@ -150,24 +211,21 @@ impl<'a> Judge<'a> {
             eps,
             length: vec![f64::NAN; self.held.len()],
             examples: self.held.iter().take(2).map(|r| (r.prompt.clone(), r.samples[0].clone())).collect(),
+            rewards: self.held_candidates.zeros(),
+            fit_pearson,
+            fit_eps,
+            fit_rewards: self.fit_candidates.zeros(),
         }
     }
 
-    /// Per-prompt Pearson (NaN where undefined) and ε̂ of learned rewards `r` (row order: chosen,
-    /// rejected…) against r*.
-    fn slope1(&self, r: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
-        r.iter()
-            .zip(&self.truth)
-            .map(|(r, t)| match slope1_stats(r, t) {
-                Some((pearson, eps)) => (pearson.unwrap_or(f64::NAN), eps),
-                None => (f64::NAN, f64::NAN),
-            })
-            .unzip()
+    /// r* of the held-out candidates and of the fit candidates (the scatter's x).
+    pub fn truth(&self) -> (&[Vec<f64>], &[Vec<f64>]) {
+        (&self.held_candidates.truth, &self.fit_candidates.truth)
     }
 
-    /// Samples from `policy`, scores the samples and the held-out candidates.
-    pub fn evaluate(&self, policy: &CausalLm, step: usize) -> Result<PointEval> {
-        let device = policy.device();
+    /// Samples from `policy`, scores the samples and the candidates; `beta` scales the implicit
+    /// reward (the method's β).
+    pub fn evaluate(&self, policy: &CausalLm, step: usize, beta: f64) -> Result<PointEval> {
         let n = self.samples_per_prompt;
         // The policy's samples with their log-probs under the policy and the reference.
         let scored = sample_scored(
@@ -191,6 +249,10 @@ impl<'a> Judge<'a> {
             eps: vec![],
             length: vec![],
             examples: vec![],
+            rewards: vec![],
+            fit_pearson: vec![],
+            fit_eps: vec![],
+            fit_rewards: vec![],
         };
         for (i, (row, s)) in self.held.iter().zip(&scored).enumerate() {
             let texts = s.ids.iter().map(|a| answer_text(self.codec, a, &self.stop)).collect::<Result<Vec<_>>>()?;
@@ -206,13 +268,10 @@ impl<'a> Judge<'a> {
                 e.examples.push((row.prompt.clone(), texts[0].clone()));
             }
         }
-        let pol = group_sums(policy, self.rope, self.pad, &groups(&self.prompts, &self.candidates), 8, &device);
-        let r: Vec<Vec<f64>> = pol
-            .iter()
-            .zip(&self.ref_candidate_sums)
-            .map(|(p, q)| p.iter().zip(q).map(|(a, b)| self.beta * (a - b)).collect())
-            .collect();
-        (e.pearson, e.eps) = self.slope1(&r);
+        e.rewards = self.held_candidates.rewards(policy, self.rope, self.pad, beta);
+        (e.pearson, e.eps) = self.held_candidates.slope1(&e.rewards);
+        e.fit_rewards = self.fit_candidates.rewards(policy, self.rope, self.pad, beta);
+        (e.fit_pearson, e.fit_eps) = self.fit_candidates.slope1(&e.fit_rewards);
         Ok(e)
     }
 }

@@ -164,11 +164,11 @@ fn train_config(
     d.weak.k = m.weak;
     d.batch.prompts_per_batch = t.prompts_per_batch;
     d.seed = seed;
-    // The method names its loss as `epa train` does; every term takes the shared β.
-    let term = serde_json::json!({ "name": m.loss, "beta": t.beta });
+    // The method names its loss as `epa train` does, with the method's β (default: the shared one).
+    let term = serde_json::json!({ "name": m.loss, "beta": m.beta(t) });
     let term: LossTerm =
         serde_json::from_value(term).with_context(|| format!("method {}: loss {:?}", m.name, m.loss))?;
-    tc.loss = LossConfig { terms: vec![term], metrics_beta: Some(t.beta) };
+    tc.loss = LossConfig { terms: vec![term], metrics_beta: Some(m.beta(t)) };
     tc.optim.lr = t.lr;
     tc.optim.warmup_steps = t.warmup_steps;
     tc.optim.max_steps = t.steps;
@@ -226,7 +226,7 @@ pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
     let mut lm = load_model(&cfg.model, &args.device.device()?)?;
     lm.model.precision = args.device.dtype;
     let data_key = key_of(serde_json::json!([cfg.model, cfg.data, cfg.gold]));
-    let (_train, held, data_stats) = data_stage(&cfg, &data_key, &lm, &gold, out, args.fresh)?;
+    let (train, held, data_stats) = data_stage(&cfg, &data_key, &lm, &gold, out, args.fresh)?;
 
     let d = &cfg.data;
     let sample = SampleConfig {
@@ -243,10 +243,10 @@ pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
         lm.codec()?,
         &gold,
         &held,
+        &train[..cfg.eval.fit_prompts.min(train.len())],
         sample,
         cfg.eval.samples_per_prompt,
         d.batch,
-        cfg.train.beta,
     )?;
     let reference = judge.reference_point();
 
@@ -255,9 +255,10 @@ pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
         let mut per_seed = Vec::new();
         for &seed in &cfg.seeds {
             let mut tc = train_config(&cfg, m, seed, out, args.device)?;
+            let beta = m.beta(&cfg.train);
             // Not the preset's name or the bootstrap count: they do not change a run.
-            let key =
-                key_of(serde_json::json!([data_key, tc, cfg.eval.samples_per_prompt, cfg.eval.points, cfg.train.beta]));
+            let e = &cfg.eval;
+            let key = key_of(serde_json::json!([data_key, tc, e.samples_per_prompt, e.points, beta, e.fit_prompts]));
             // The stage cache decides whether this run is needed; a run it did not keep is replaced.
             tc.output.overwrite = true;
             let saved = tc.output.dir.join("eval.json");
@@ -274,7 +275,7 @@ pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
             let mut points: Vec<PointEval> = Vec::new();
             let mut hook = |step: usize, policy: &crate::model::CausalLm| -> Result<BTreeMap<String, f64>> {
                 let te = Instant::now();
-                let p = judge.evaluate(&policy.valid(), step)?;
+                let p = judge.evaluate(&policy.valid(), step, beta)?;
                 let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
                 let row =
                     BTreeMap::from([("demo/gold".to_string(), mean(&p.gold)), ("demo/kl".to_string(), mean(&p.kl))]);
@@ -302,10 +303,11 @@ pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
         runs.push(per_seed);
     }
 
-    let results = report::summarise(&cfg, &command, data_stats, &reference, &runs);
+    let results = report::summarise(&cfg, &command, data_stats, &reference, &runs, judge.truth());
     crate::model::save::write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&results)?.as_bytes())?;
     crate::model::save::write_atomic(&out.join("report.md"), report::markdown(&results, &reference, &runs).as_bytes())?;
     report::plots(out, &results, &runs)?;
+    report::scatter(&out.join("slope1.png"), &results, &runs, judge.truth())?;
     eprintln!("wrote {} in {:.0}s", out.join("report.md").display(), t_all.elapsed().as_secs_f64());
     Ok(Some(results))
 }
@@ -336,8 +338,8 @@ mod tests {
             format!("data.weak.k={}", m.weak),
             format!("data.batch.prompts_per_batch={}", t.prompts_per_batch),
             format!("data.seed={seed}"),
-            format!("loss.terms=[{{name={:?}, beta={}}}]", m.loss, t.beta),
-            format!("loss.metrics_beta={}", t.beta),
+            format!("loss.terms=[{{name={:?}, beta={}}}]", m.loss, m.beta(t)),
+            format!("loss.metrics_beta={}", m.beta(t)),
             format!("optim.lr={}", t.lr),
             format!("optim.warmup_steps={}", t.warmup_steps),
             format!("optim.max_steps={}", t.steps),
@@ -371,7 +373,8 @@ mod tests {
         let out = d.path();
         std::fs::create_dir_all(out.join("data")).unwrap();
         std::fs::write(out.join("data/train.jsonl"), "").unwrap();
-        let mut cfgs: Vec<DemoConfig> = [Preset::Tiny, Preset::Demo, Preset::Full].map(DemoConfig::preset).to_vec();
+        let mut cfgs: Vec<DemoConfig> =
+            [Preset::Tiny, Preset::Demo, Preset::Full, Preset::Study].map(DemoConfig::preset).to_vec();
         let mut lora = DemoConfig::preset(Preset::Demo);
         lora.train.lora_rank = 8;
         lora.train.lr = 1e-4;
@@ -380,13 +383,10 @@ mod tests {
         overridden.train.set =
             vec!["optim.lr=3e-5".into(), "data.weak.k=1".into(), "model.prefix_sharing=false".into()];
         overridden.methods.push(config::Method {
-            name: "ipo".into(),
-            loss: "ipo".into(),
-            strong: 1,
-            weak: 0,
             set: vec!["loss.terms=[{name=\"ipo\", beta=0.5}]".into(), "optim.warmup_steps=1".into()],
+            ..config::Method::new("ipo", "ipo", 1, 0)
         });
-        let sigmoid = config::Method { name: "c".into(), loss: "sigmoid".into(), strong: 1, weak: 3, set: vec![] };
+        let sigmoid = config::Method { beta: Some(0.3), ..config::Method::new("c", "sigmoid", 1, 3) };
         overridden.methods.push(sigmoid);
         cfgs.push(overridden);
         let dev = DeviceOptions { device: crate::device::DeviceSpec::Cpu, dtype: crate::device::Precision::Bfloat16 };
@@ -403,7 +403,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(compared, 3 * 2 + 3 + 3 * 3 + 3 + 5 * 2);
+        assert_eq!(compared, 3 * 2 + 3 + 3 * 3 + 8 * 5 + 3 + 5 * 2);
         // A bad override still names the method.
         let mut bad = DemoConfig::preset(Preset::Tiny);
         bad.methods[0].set = vec!["optim.nonsense=1".into()];

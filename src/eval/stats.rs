@@ -156,6 +156,12 @@ pub struct Interval {
     pub hi: f64,
 }
 
+/// The standard normal's quantile function Φ⁻¹(p) (statrs), e.g. 1.96 at p = 0.975.
+pub fn normal_quantile(p: f64) -> f64 {
+    use statrs::distribution::{ContinuousCDF, Normal};
+    Normal::standard().inverse_cdf(p)
+}
+
 /// The element at quantile `q` of sorted values (nearest rank, `round((n − 1)·q)`); NaN when empty.
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {

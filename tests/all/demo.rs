@@ -34,12 +34,13 @@ fn tiny_preset_runs_end_to_end_and_writes_a_complete_report() {
         "config.toml",
         "frontier.png",
         "curves.png",
+        "slope1.png",
         "data/train.jsonl",
         "data/held_out.jsonl",
     ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
-    for png in ["frontier.png", "curves.png"] {
+    for png in ["frontier.png", "curves.png", "slope1.png"] {
         let b = std::fs::read(out.join(png)).unwrap();
         assert!(b.starts_with(b"\x89PNG") && b.len() > 5_000, "{png} is not a drawn PNG");
     }
@@ -66,8 +67,31 @@ fn tiny_preset_runs_end_to_end_and_writes_a_complete_report() {
             // Pearson undefined (null); when defined it is a correlation.
             let p = &r["methods"][m][i]["stats"]["pearson"]["mean"];
             assert!(p.is_null() || p.as_f64().is_some_and(|x| (-1.0..=1.0).contains(&x)), "{p}");
+            // ε̂ over the reference's ε̂ (= Var(r*)), on held-out and on the 4 fit prompts; the random
+            // tiny model's held-out answers can all score alike (Var(r*) = 0: undefined, null), its
+            // fit prompts' do not.
+            for (norm, eps) in [("eps_hat_norm", "eps_hat"), ("fit_eps_hat_norm", "fit_eps_hat")] {
+                let var_truth = finite(&r, &format!("/reference/stats/{eps}/mean"));
+                let got = r["methods"][m][i]["stats"][norm]["mean"].as_f64();
+                if var_truth == 0.0 {
+                    assert_eq!(got, None, "{m} {norm}");
+                    continue;
+                }
+                let want = finite(&r, &format!("/methods/{m}/{i}/stats/{eps}/mean")) / var_truth;
+                let got = got.unwrap_or(f64::NAN);
+                assert!((got - want).abs() <= 1e-9 * want.abs().max(1.0), "{m} {norm}: {got} vs {want}");
+            }
+            finite(&r, &format!("/methods/{m}/{i}/stats/fit_slope/mean"));
         }
     }
+    // The reference's learned reward is 0: its slope is 0 and it misses all of Var(r*).
+    assert!(finite(&r, "/reference/stats/fit_eps_hat/mean") > 0.0);
+    assert_eq!(finite(&r, "/reference/stats/fit_slope/mean"), 0.0);
+    assert_eq!(finite(&r, "/reference/stats/fit_eps_hat_norm/mean"), 1.0);
+    // The power report: the plan's numbers and one reached standard error per comparison.
+    assert_eq!(r["power"]["units"], 4 * 2);
+    assert!((finite(&r, "/power/units_needed") - 289.4).abs() < 1.0);
+    assert_eq!(r["power"]["reached"].as_array().unwrap().len(), 2);
     let comps = r["comparisons"].as_array().unwrap();
     assert_eq!(comps.len(), 2);
     for i in 0..2 {
@@ -77,7 +101,7 @@ fn tiny_preset_runs_end_to_end_and_writes_a_complete_report() {
     }
     assert_eq!(r["verdict"].as_array().unwrap().len(), 4);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    for s in ["## Verdict", "| dpo |", "| epa-weak |", "frontier.png", "Command:"] {
+    for s in ["## Verdict", "| dpo |", "| epa-weak |", "frontier.png", "slope1.png", "Command:", "## Power", "## The fit on 4"] {
         assert!(md.contains(s), "report.md lacks {s:?}");
     }
 
@@ -113,4 +137,8 @@ fn bad_settings_give_clear_errors() {
     let mut a = args(d.path(), false);
     a.set = vec!["data.nonsense=1".into()];
     assert!(format!("{:#}", run(&a).unwrap_err()).contains("nonsense"));
+    // Two methods of one name would share a run folder.
+    let mut a = args(d.path(), false);
+    a.set = vec!["methods=[{name=\"x\", loss=\"epa\", strong=1, weak=0}, {name=\"x\", loss=\"dpo\", strong=1, weak=0}]".into()];
+    assert!(run(&a).unwrap_err().to_string().contains("\"x\" is used twice"));
 }
