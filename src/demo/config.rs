@@ -22,8 +22,12 @@ pub struct DemoConfig {
     pub gold: GoldRewardConfig,
     /// Training settings shared by every method and seed.
     pub train: TrainSettings,
-    /// The methods compared; the first whose loss is `dpo` is the baseline.
+    /// The methods compared; each is compared with the first method whose loss is `dpo` and whose
+    /// β is its own.
     pub methods: Vec<Method>,
+    /// Further comparisons, `[method, baseline]` by name (e.g. online EPA against offline EPA).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compare: Vec<[String; 2]>,
     /// Training seeds; every method runs once per seed on the same data.
     pub seeds: Vec<u64>,
     /// How the policies are evaluated on the held-out prompts.
@@ -142,15 +146,34 @@ pub struct Method {
     /// compared with the DPO baseline of the same β.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta: Option<f64>,
+    /// Train online instead: rounds of sampling from the current policy, labelling and training
+    /// ([`super::online`]); `None`: on the reference's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<OnlineMethod>,
     /// Extra `--set` overrides for this method only.
     #[serde(default)]
     pub set: Vec<String>,
 }
 
+/// How an online method trains: `train.steps` split evenly over `rounds`; round r samples K =
+/// `data.samples_per_prompt` answers from the policy of round r for its share of the training
+/// prompts (the r-th of `rounds` equal slices, so the sampling over the run equals the offline data's
+/// and, with the same steps, so does the compute), labels them as the data was labelled
+/// (Plackett-Luce on R/τ), and trains from that policy against the initial reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineMethod {
+    /// Rounds of sample → label → train (≥ 1; `train.steps` must be a multiple).
+    pub rounds: usize,
+    /// The negatives of a prompt: `best_vs_rest` (every other answer, EPA's strong negatives) or
+    /// `best_vs_worst` (the last-ranked answer: online DPO's pair).
+    pub pairing: crate::online::Pairing,
+}
+
 impl Method {
     /// A method with the shared β and no overrides.
     pub fn new(name: &str, loss: &str, strong: usize, weak: usize) -> Self {
-        Method { name: name.into(), loss: loss.into(), strong, weak, beta: None, set: vec![] }
+        Method { name: name.into(), loss: loss.into(), strong, weak, beta: None, online: None, set: vec![] }
     }
 
     /// The β this method trains and is judged with.
@@ -242,7 +265,15 @@ impl DemoConfig {
                     lora_rank: 0,
                     set: vec![],
                 },
-                methods: methods(2, 2),
+                methods: {
+                    let mut m = methods(2, 2);
+                    m.push(Method {
+                        online: Some(OnlineMethod { rounds: 2, pairing: crate::online::Pairing::BestVsRest }),
+                        ..Method::new("online-epa", "epa", 2, 2)
+                    });
+                    m
+                },
+                compare: vec![["online-epa".into(), "epa-weak".into()]],
                 seeds: vec![1, 2],
                 eval: EvalSettings { samples_per_prompt: 2, points: 2, bootstrap: 200, fit_prompts: 4 },
                 // The study's plan, so CI exercises the power report (the tiny model's numbers mean
@@ -275,6 +306,7 @@ impl DemoConfig {
                     set: vec![],
                 },
                 methods: methods(3, 2),
+                compare: vec![],
                 seeds: vec![1],
                 eval: EvalSettings { samples_per_prompt: 2, points: 2, bootstrap: 1000, fit_prompts: 0 },
                 power: None,
@@ -306,20 +338,37 @@ impl DemoConfig {
     ///   stayed near ±1. With τ = 1, Var_k(r*) ≈ 0.8 (SD 0.9) is reached with answer log-ratios
     ///   spread by 0.9/β nats: 3.6 nats at β = 0.25, 0.9 at β = 1. Training runs ~5 epochs of the
     ///   150 training prompts (96 steps × 8 prompts), evaluated at 6 points for the frontier, and the
-    ///   fit is also measured on 32 training prompts (`eval.fit_prompts`).
+    ///   fit is also measured on 16 training prompts (`eval.fit_prompts`).
     /// - **Methods**, at both β: DPO on best vs a random other answer (UltraFeedback-binarized's
     ///   construction); DPO on best vs each of the 7 others (the "split into pairs" baseline, the mean
     ///   of 7 pairwise losses per prompt); EPA with the 7 strong negatives; EPA with 7 strong + 4 weak.
+    ///   At β = 0.25 also online EPA (7 strong + 4 weak) and online DPO (best vs worst), 3 rounds each
+    ///   at the offline runs' sampling and steps ([`super::online`]), compared with offline EPA and with
+    ///   each other.
     fn study() -> Self {
         let mut methods = Vec::new();
         for beta in [0.25, 1.0] {
             let b = |name: &str| format!("{name}-b{beta}");
-            for (name, loss, strong, weak) in
-                [("dpo", "dpo", 1, 0), ("dpo-pairs", "dpo", 7, 0), ("epa-strong", "epa", 7, 0), ("epa-weak", "epa", 7, 4)]
-            {
+            for (name, loss, strong, weak) in [
+                ("dpo", "dpo", 1, 0),
+                ("dpo-pairs", "dpo", 7, 0),
+                ("epa-strong", "epa", 7, 0),
+                ("epa-weak", "epa", 7, 4),
+            ] {
                 methods.push(Method { beta: Some(beta), ..Method::new(&b(name), loss, strong, weak) });
             }
         }
+        // Online EPA and online DPO at the first β, with the offline runs' sampling and steps.
+        use crate::online::Pairing;
+        let online = |name: &str, loss: &str, strong: usize, weak: usize, pairing: Pairing| Method {
+            beta: Some(0.25),
+            online: Some(OnlineMethod { rounds: 3, pairing }),
+            ..Method::new(name, loss, strong, weak)
+        };
+        methods.push(online("online-epa-b0.25", "epa", 7, 4, Pairing::BestVsRest));
+        methods.push(online("online-dpo-b0.25", "dpo", 1, 0, Pairing::BestVsWorst));
+        let pair = |a: &str, b: &str| [a.to_string(), b.to_string()];
+        let compare = vec![pair("online-epa-b0.25", "epa-weak-b0.25"), pair("online-epa-b0.25", "online-dpo-b0.25")];
         DemoConfig {
             preset: Preset::Study.name().into(),
             model: crate::model::load::SMOLLM2.into(),
@@ -346,8 +395,9 @@ impl DemoConfig {
                 set: vec![],
             },
             methods,
+            compare,
             seeds: vec![1, 2, 3, 4, 5],
-            eval: EvalSettings { samples_per_prompt: 2, points: 6, bootstrap: 2000, fit_prompts: 32 },
+            eval: EvalSettings { samples_per_prompt: 2, points: 6, bootstrap: 2000, fit_prompts: 16 },
             power: Some(PowerPlan {
                 pilot: "results/demo-full: epa-weak − dpo, gold reward at matched KL, 0.336 [0.035, 0.521]".into(),
                 pilot_se: 0.124,
@@ -384,6 +434,11 @@ impl DemoConfig {
         ensure!(d.batch >= 1, "data.batch must be ≥ 1");
         ensure!(self.train.steps >= 1, "train.steps must be ≥ 1");
         ensure!(!self.methods.is_empty(), "methods: at least one");
+        for [a, b] in &self.compare {
+            for n in [a, b] {
+                ensure!(self.methods.iter().any(|m| &m.name == n), "compare: no method is named {n:?}");
+            }
+        }
         ensure!(!self.seeds.is_empty(), "seeds: at least one");
         let mut names = std::collections::BTreeSet::new();
         for m in &self.methods {
@@ -391,6 +446,22 @@ impl DemoConfig {
             ensure!(m.strong >= 1, "method {}: strong must be ≥ 1", m.name);
             let b = m.beta(&self.train);
             ensure!(b > 0.0 && b.is_finite(), "method {}: beta must be > 0", m.name);
+            if let Some(o) = &m.online {
+                ensure!(
+                    o.rounds >= 1 && self.train.steps % o.rounds == 0 && self.train.steps / o.rounds >= 1,
+                    "method {}: online.rounds ({}) must divide train.steps ({})",
+                    m.name,
+                    o.rounds,
+                    self.train.steps
+                );
+                ensure!(
+                    d.train_prompts >= o.rounds,
+                    "method {}: online.rounds ({}) must be ≤ data.train_prompts ({}): each round samples its own prompts",
+                    m.name,
+                    o.rounds,
+                    d.train_prompts
+                );
+            }
             ensure!(
                 m.strong < d.samples_per_prompt,
                 "method {}: {} strong negatives asked for, but each prompt has {} answers (one is the positive)",

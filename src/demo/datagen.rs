@@ -62,6 +62,15 @@ pub fn plackett_luce(u: &[f64], rng: &mut ChaCha8Rng) -> Vec<usize> {
     order
 }
 
+/// The order of a row's `rejected` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Random (the data: a method keeping one gets a random other answer).
+    Shuffled,
+    /// In the order of the Plackett-Luce draw (online rounds: the last is the worst-ranked).
+    Ranked,
+}
+
 /// Generates, scores and labels the rows of `topics`.
 pub fn make_rows(
     lm: &LoadedModel,
@@ -69,6 +78,19 @@ pub fn make_rows(
     topics: &[String],
     cfg: &DataGenConfig,
     seed: u64,
+    progress: impl FnMut(usize),
+) -> Result<Vec<Row>> {
+    make_rows_ordered(lm, gold, topics, cfg, seed, Rejected::Shuffled, progress)
+}
+
+/// [`make_rows`] with the rejected answers in the given order.
+pub fn make_rows_ordered(
+    lm: &LoadedModel,
+    gold: &GoldReward,
+    topics: &[String],
+    cfg: &DataGenConfig,
+    seed: u64,
+    rejected: Rejected,
     progress: impl FnMut(usize),
 ) -> Result<Vec<Row>> {
     let stop: Vec<u32> = lm.codec()?.eos_token_id().into_iter().collect();
@@ -92,7 +114,9 @@ pub fn make_rows(
         let u: Vec<f64> = gold_r.iter().map(|r| r / cfg.label_temperature).collect();
         let order = plackett_luce(&u, &mut rng);
         let mut rest = order[1..].to_vec();
-        rest.shuffle(&mut rng);
+        if rejected == Rejected::Shuffled {
+            rest.shuffle(&mut rng);
+        }
         rows.push(Row {
             prompt: topics::prompt(topic),
             topic: topic.clone(),
@@ -105,6 +129,20 @@ pub fn make_rows(
         });
     }
     Ok(rows)
+}
+
+/// Tokens of every sampled answer of `rows` (their texts re-encoded after the rows' prompts): the
+/// sampling side of a run's compute.
+pub fn sampled_tokens(lm: &LoadedModel, rows: &[Row]) -> Result<usize> {
+    let codec = lm.codec()?;
+    let mut n = 0;
+    for r in rows {
+        let p = codec.encode_prompt(&[Message::user(r.prompt.clone())])?;
+        for a in &r.samples {
+            n += codec.encode_response(&p, a)?.response_ids.len();
+        }
+    }
+    Ok(n)
 }
 
 /// Writes `rows` as JSON Lines to `path`, atomically.

@@ -7,7 +7,8 @@
 //! 2. [`datagen`]: K answers per prompt from the reference, gold-scored ([`crate::gold`]), ranked by
 //!    Plackett-Luce on R/τ → `data/train.jsonl`, `data/held_out.jsonl`;
 //! 3. training: every method × seed through [`crate::train::train_with`], same reference, data and
-//!    budget; the hook evaluates the policy at evenly spaced points of the run;
+//!    budget; the hook evaluates the policy at evenly spaced points of the run; [`online`] methods
+//!    sample their own data in rounds instead, at the same compute;
 //! 4. [`evaluate`]: gold reward, KL, win rate and slope-1 metrics per held-out prompt;
 //! 5. [`report`]: bootstrap intervals, the verdict, `results.json`, `report.md`, `frontier.png`,
 //!    `curves.png`.
@@ -18,6 +19,7 @@
 pub mod config;
 pub mod datagen;
 pub mod evaluate;
+pub mod online;
 pub mod report;
 pub mod topics;
 
@@ -191,15 +193,15 @@ fn train_config(
     Ok(tc)
 }
 
-/// Reads `(step, loss, rewards/accuracies)` from a run's metrics log.
-fn curve(dir: &Path) -> Vec<(usize, f64, f64)> {
+/// Reads `(step + offset, loss, rewards/accuracies)` from a run's metrics log.
+fn curve(dir: &Path, offset: usize) -> Vec<(usize, f64, f64)> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| {
             Some((
-                v["step"].as_u64()? as usize,
+                v["step"].as_u64()? as usize + offset,
                 v["loss"].as_f64()?,
                 v["rewards/accuracies"].as_f64().unwrap_or(f64::NAN),
             ))
@@ -249,6 +251,9 @@ pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
         d.batch,
     )?;
     let reference = judge.reference_point();
+    // The offline methods' sampling compute: the reference's answers to the training prompts.
+    let data_tokens = datagen::sampled_tokens(&lm, &train)?;
+    let topics = online::topics(&train);
 
     let mut runs: Vec<Vec<RunEval>> = Vec::new();
     for m in &cfg.methods {
@@ -289,13 +294,26 @@ pub fn run(args: &DemoOptions) -> Result<Option<Results>> {
                 points.push(p);
                 Ok(row)
             };
-            train_with(&tc, &crate::train::RunOptions::default(), Some(&mut hook))?;
+            let (compute_tokens, curve) = match &m.online {
+                None => {
+                    let s = train_with(&tc, &crate::train::RunOptions::default(), Some(&mut hook))?;
+                    (data_tokens + s.tokens, curve(&tc.output.dir, 0))
+                }
+                Some(o) => {
+                    let c = online::train_online(&cfg, m, o, seed, &tc, &topics, &gold, args.device, &mut hook)?;
+                    let per_round = cfg.train.steps / o.rounds;
+                    let rounds =
+                        (0..o.rounds).flat_map(|r| curve(&tc.output.dir.join(format!("round-{r}")), r * per_round));
+                    (c, rounds.collect())
+                }
+            };
             let r = RunEval {
                 method: m.name.clone(),
                 seed,
                 points,
-                curve: curve(&tc.output.dir),
+                curve,
                 train_seconds: t0.elapsed().as_secs_f64(),
+                compute_tokens,
             };
             save_cached(&saved, &key, &r)?;
             per_seed.push(r);
@@ -403,7 +421,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(compared, 3 * 2 + 3 + 3 * 3 + 8 * 5 + 3 + 5 * 2);
+        assert_eq!(compared, 4 * 2 + 3 + 3 * 3 + 10 * 5 + 3 + 6 * 2);
         // A bad override still names the method.
         let mut bad = DemoConfig::preset(Preset::Tiny);
         bad.methods[0].set = vec!["optim.nonsense=1".into()];

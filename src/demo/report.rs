@@ -27,6 +27,10 @@ pub struct RunEval {
     pub curve: Vec<(usize, f64, f64)>,
     /// Wall-clock seconds of the run, training and its evaluations together.
     pub train_seconds: f64,
+    /// Sampled + trained tokens: the data's answers to the training prompts (offline) or the
+    /// rounds' samples (online), plus the prompt + response tokens scored in training.
+    #[serde(default)]
+    pub compute_tokens: usize,
 }
 
 /// JSON writes NaN as `null`; read it back as NaN.
@@ -192,7 +196,8 @@ pub struct PowerReport {
 pub struct Comparison {
     /// The method compared.
     pub method: String,
-    /// The baseline: the first method whose loss is `dpo` with the method's β.
+    /// The baseline: the first method whose loss is `dpo` with the method's β, or the second name
+    /// of a `compare` pair.
     pub baseline: String,
     /// The KL both reach (the smaller of the two largest mean KLs).
     pub matched_kl: f64,
@@ -226,6 +231,8 @@ pub struct Results {
     pub comparisons: Vec<Comparison>,
     /// Method name → mean wall-clock seconds of one run (over seeds).
     pub train_seconds: BTreeMap<String, f64>,
+    /// Method name → mean compute of one run: sampled + trained tokens (over seeds).
+    pub compute_tokens: BTreeMap<String, f64>,
     /// The power calculation and what the run reached (when the configuration has a plan).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub power: Option<PowerReport>,
@@ -279,10 +286,8 @@ pub fn summarise(
         interval(stat(&draws[0]), draws[1..].iter().map(stat).collect())
     };
     let summary = |m: Option<usize>, i: usize| -> PointSummary {
-        let mut stats: BTreeMap<String, Estimate> = METRICS
-            .iter()
-            .map(|&(name, f)| (name.to_string(), estimate(&draws, &|d| value(d, m, i, f))))
-            .collect();
+        let mut stats: BTreeMap<String, Estimate> =
+            METRICS.iter().map(|&(name, f)| (name.to_string(), estimate(&draws, &|d| value(d, m, i, f)))).collect();
         let pts = points(m, i);
         let eps: Metric = |p| &p.eps;
         stats.insert("eps_hat_norm".into(), estimate(&draws, &|d| value(d, m, i, eps) / value(d, None, 0, eps)));
@@ -317,9 +322,12 @@ pub fn summarise(
     let mut comparisons = Vec::new();
     let mut verdict = Vec::new();
     {
-        for (m, meth, base) in
-            cfg.methods.iter().enumerate().filter_map(|(m, x)| Some((m, x, baseline_of(&cfg.methods, cfg, m)?)))
-        {
+        let index = |name: &str| cfg.methods.iter().position(|m| m.name == name).expect("validated");
+        let pairs = (0..cfg.methods.len())
+            .filter_map(|m| Some((m, baseline_of(&cfg.methods, cfg, m)?)))
+            .chain(cfg.compare.iter().map(|[a, b]| (index(a), index(b))));
+        for (m, base) in pairs {
+            let meth = &cfg.methods[m];
             let max_kl = |m: usize| frontier(&draws[0], m).iter().map(|p| p.0).fold(0.0, f64::max);
             let k = max_kl(m).min(max_kl(base));
             let gold_diff = |d: &Draw| gold_at(&frontier(d, m), k) - gold_at(&frontier(d, base), k);
@@ -362,12 +370,12 @@ pub fn summarise(
             comparisons.push(c);
         }
     }
-    let train_seconds = cfg
-        .methods
-        .iter()
-        .enumerate()
-        .map(|(m, meth)| (meth.name.clone(), runs[m].iter().map(|r| r.train_seconds).sum::<f64>() / n_seeds as f64))
-        .collect();
+    let per_run = |f: fn(&RunEval) -> f64| -> BTreeMap<String, f64> {
+        let mean = |m: usize| runs[m].iter().map(f).sum::<f64>() / n_seeds as f64;
+        cfg.methods.iter().enumerate().map(|(m, meth)| (meth.name.clone(), mean(m))).collect()
+    };
+    let train_seconds = per_run(|r| r.train_seconds);
+    let compute_tokens = per_run(|r| r.compute_tokens as f64);
     let power = cfg.power.as_ref().map(|p| {
         let units = n_prompts * n_seeds;
         let expected_se = p.expected_se(n_prompts, n_seeds);
@@ -404,6 +412,7 @@ pub fn summarise(
         methods,
         comparisons,
         train_seconds,
+        compute_tokens,
         power,
         verdict,
     }
@@ -443,9 +452,20 @@ pub fn markdown(r: &Results, reference: &PointEval, runs: &[Vec<RunEval>]) -> St
         c.seeds,
         c.eval.bootstrap,
     ));
-    s.push_str("| method | loss | β | strong negatives | weak negatives |\n|---|---|---|---|---|\n");
+    s.push_str("| method | loss | β | strong negatives | weak negatives | data |\n|---|---|---|---|---|---|\n");
     for m in &c.methods {
-        s.push_str(&format!("| {} | {} | {} | {} | {} |\n", m.name, m.loss, m.beta(&c.train), m.strong, m.weak));
+        let data = match &m.online {
+            None => "the reference's answers (offline)".to_string(),
+            Some(o) => format!("online, {} rounds, {:?}", o.rounds, o.pairing),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {data} |\n",
+            m.name,
+            m.loss,
+            m.beta(&c.train),
+            m.strong,
+            m.weak
+        ));
     }
     s.push_str("\n## Verdict\n\n");
     if r.verdict.is_empty() {
@@ -512,7 +532,7 @@ pub fn markdown(r: &Results, reference: &PointEval, runs: &[Vec<RunEval>]) -> St
             ));
         }
     }
-    s.push_str("\n## Comparisons with DPO (differences; paired bootstrap)\n\n| method | gold at matched KL | at KL | ε̂ (end) | Pearson (end) | win rate (end) | KL (end) |\n|---|---|---|---|---|---|---|\n");
+    s.push_str("\n## Comparisons (method − baseline; paired bootstrap)\n\n| method | gold at matched KL | at KL | ε̂ (end) | Pearson (end) | win rate (end) | KL (end) |\n|---|---|---|---|---|---|---|\n");
     for k in &r.comparisons {
         s.push_str(&format!(
             "| {} − {} | {} | {:.2} | {} | {} | {} | {} |\n",
@@ -543,10 +563,12 @@ pub fn markdown(r: &Results, reference: &PointEval, runs: &[Vec<RunEval>]) -> St
         "\n## How to read this\n\n- Gold reward R = w_s·VADER compound − w_r·(1 − topic relevance) (w_s = {}, w_r = {}); see `src/gold/reward.rs`.\n\
          - KL is estimated on each policy's own samples (top-p sampling, so an estimate); win rate compares sample j with the reference's sample j (ties ½).\n\
          - Slope-1 metrics use the held-out prompts' scored answers: r = β·(log π_θ − log π_ref) against r* = R/τ; ε̂ = mean over prompts of Var_k(r − r*). The reference has r = 0, so its ε̂ is the spread of r* itself, and ε̂ / Var(r*) (the method's ε̂ over the reference's) is the fraction of the true reward's within-prompt variance the learned reward misses. The slope is the least-squares slope of r on r* after centring both within each prompt (1 on the slope-1 line; `slope1.png` shows the points).\n\
-         - Training seconds per run: {}.\n",
+         - Training seconds per run: {}.\n\
+         - Compute per run (sampled + trained tokens): {}.\n",
         c.gold.sentiment_weight,
         c.gold.relevance_weight,
-        r.train_seconds.iter().map(|(k, v)| format!("{k} {v:.0}")).collect::<Vec<_>>().join(", ")
+        r.train_seconds.iter().map(|(k, v)| format!("{k} {v:.0}")).collect::<Vec<_>>().join(", "),
+        r.compute_tokens.iter().map(|(k, v)| format!("{k} {v:.0}")).collect::<Vec<_>>().join(", ")
     ));
     s
 }
@@ -722,7 +744,8 @@ mod tests {
     fn the_centred_slope_is_one_on_the_slope1_line_and_ignores_per_prompt_shifts() {
         let t = vec![vec![0.0, 1.0, 3.0], vec![2.0, -1.0, 0.5]];
         // r = r* + c(x): slope 1 whatever c(x); r = 2·r* + c(x): slope 2; r = 0: slope 0.
-        let shifted: Vec<Vec<f64>> = t.iter().zip([5.0, -7.0]).map(|(v, c)| v.iter().map(|x| x + c).collect()).collect();
+        let shifted: Vec<Vec<f64>> =
+            t.iter().zip([5.0, -7.0]).map(|(v, c)| v.iter().map(|x| x + c).collect()).collect();
         let doubled: Vec<Vec<f64>> = t.iter().map(|v| v.iter().map(|x| 2.0 * x + 1.0).collect()).collect();
         let zero: Vec<Vec<f64>> = t.iter().map(|v| vec![0.0; v.len()]).collect();
         let d = Draw::identity(1, 2);

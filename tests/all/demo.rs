@@ -48,7 +48,7 @@ fn tiny_preset_runs_end_to_end_and_writes_a_complete_report() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(r["config"]["preset"], "tiny");
     assert_eq!(r["data"]["prompts_train"], 8.0);
-    for m in ["dpo", "epa-strong", "epa-weak"] {
+    for m in ["dpo", "epa-strong", "epa-weak", "online-epa"] {
         let pts = r["methods"][m].as_array().unwrap_or_else(|| panic!("method {m} missing"));
         assert_eq!(pts.len(), 2, "{m}: two evaluation points");
         for (i, _) in pts.iter().enumerate() {
@@ -91,17 +91,38 @@ fn tiny_preset_runs_end_to_end_and_writes_a_complete_report() {
     // The power report: the plan's numbers and one reached standard error per comparison.
     assert_eq!(r["power"]["units"], 4 * 2);
     assert!((finite(&r, "/power/units_needed") - 289.4).abs() < 1.0);
-    assert_eq!(r["power"]["reached"].as_array().unwrap().len(), 2);
+    assert_eq!(r["power"]["reached"].as_array().unwrap().len(), 4);
     let comps = r["comparisons"].as_array().unwrap();
-    assert_eq!(comps.len(), 2);
-    for i in 0..2 {
+    // Each method against dpo, and the configured online-epa − epa-weak.
+    assert_eq!(comps.len(), 4);
+    assert_eq!((comps[3]["method"].as_str(), comps[3]["baseline"].as_str()), (Some("online-epa"), Some("epa-weak")));
+    // The online run evaluated at the offline runs' global steps, and its rounds sampled as much as
+    // the data holds for the training prompts: equal sampling, similar compute.
+    let steps = |m: &str| r["methods"][m].as_array().unwrap().iter().map(|p| p["step"].as_u64()).collect::<Vec<_>>();
+    assert_eq!(steps("online-epa"), steps("epa-weak"));
+    let (on, off) = (finite(&r, "/compute_tokens/online-epa"), finite(&r, "/compute_tokens/epa-weak"));
+    assert!(on > 0.0 && (on / off - 1.0).abs() < 0.5, "compute: online {on}, offline {off}");
+    for round in 0..2 {
+        assert!(out.join(format!("runs/online-epa-s1/round-{round}.jsonl")).exists());
+    }
+    assert!(out.join("runs/online-epa-s1/round-0/final/config.json").exists(), "round 0 exports the next policy");
+    for i in 0..4 {
         finite(&r, &format!("/comparisons/{i}/gold_at_matched_kl/mean"));
         finite(&r, &format!("/comparisons/{i}/eps_hat/mean"));
         finite(&r, &format!("/comparisons/{i}/matched_kl"));
     }
-    assert_eq!(r["verdict"].as_array().unwrap().len(), 4);
+    assert_eq!(r["verdict"].as_array().unwrap().len(), 8);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    for s in ["## Verdict", "| dpo |", "| epa-weak |", "frontier.png", "slope1.png", "Command:", "## Power", "## The fit on 4"] {
+    for s in [
+        "## Verdict",
+        "| dpo |",
+        "| epa-weak |",
+        "frontier.png",
+        "slope1.png",
+        "Command:",
+        "## Power",
+        "## The fit on 4",
+    ] {
         assert!(md.contains(s), "report.md lacks {s:?}");
     }
 
@@ -131,7 +152,7 @@ fn bad_settings_give_clear_errors() {
     let e = epa::cli::Cli::try_parse_from(["epa", "demo", "--preset", "huge"]).err().unwrap().to_string();
     assert!(e.contains("invalid value 'huge'") && e.contains("tiny, demo, full"), "{e}");
     let mut a = args(d.path(), false);
-    a.set = vec!["methods=[{name=\"x\", loss=\"epa\", strong=5, weak=0}]".into()];
+    a.set = vec!["methods=[{name=\"x\", loss=\"epa\", strong=5, weak=0}]".into(), "compare=[]".into()];
     let e = run(&a).unwrap_err().to_string();
     assert!(e.contains("5 strong negatives") && e.contains("3 answers"), "{e}");
     let mut a = args(d.path(), false);
@@ -139,6 +160,20 @@ fn bad_settings_give_clear_errors() {
     assert!(format!("{:#}", run(&a).unwrap_err()).contains("nonsense"));
     // Two methods of one name would share a run folder.
     let mut a = args(d.path(), false);
-    a.set = vec!["methods=[{name=\"x\", loss=\"epa\", strong=1, weak=0}, {name=\"x\", loss=\"dpo\", strong=1, weak=0}]".into()];
+    a.set = vec![
+        "methods=[{name=\"x\", loss=\"epa\", strong=1, weak=0}, {name=\"x\", loss=\"dpo\", strong=1, weak=0}]".into(),
+        "compare=[]".into(),
+    ];
     assert!(run(&a).unwrap_err().to_string().contains("\"x\" is used twice"));
+    // A comparison must name methods; online rounds must divide the steps.
+    let mut a = args(d.path(), false);
+    a.set = vec!["compare=[[\"dpo\", \"nope\"]]".into()];
+    assert!(run(&a).unwrap_err().to_string().contains("no method is named \"nope\""));
+    let mut a = args(d.path(), false);
+    a.set = vec![
+        "methods=[{name=\"o\", loss=\"epa\", strong=1, weak=0, online={rounds=3, pairing=\"best_vs_rest\"}}]".into(),
+        "compare=[]".into(),
+    ];
+    let e = format!("{:#}", run(&a).unwrap_err());
+    assert!(e.contains("online.rounds (3) must divide train.steps (2)"), "{e}");
 }
