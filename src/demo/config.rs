@@ -448,7 +448,7 @@ impl DemoConfig {
             ensure!(b > 0.0 && b.is_finite(), "method {}: beta must be > 0", m.name);
             if let Some(o) = &m.online {
                 ensure!(
-                    o.rounds >= 1 && self.train.steps % o.rounds == 0 && self.train.steps / o.rounds >= 1,
+                    o.rounds >= 1 && self.train.steps.is_multiple_of(o.rounds) && self.train.steps / o.rounds >= 1,
                     "method {}: online.rounds ({}) must divide train.steps ({})",
                     m.name,
                     o.rounds,

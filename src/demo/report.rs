@@ -688,7 +688,8 @@ pub fn scatter(path: &Path, r: &Results, runs: &[Vec<RunEval>], truth: (&[Vec<f6
     use crate::lab::plots::{bounds, err, font};
     use plotters::prelude::*;
     font();
-    let sets: Vec<(String, Vec<(f64, f64)>, Vec<(f64, f64)>)> = runs
+    type Panel = (String, Vec<(f64, f64)>, Vec<(f64, f64)>);
+    let sets: Vec<Panel> = runs
         .iter()
         .map(|rs| {
             let last: Vec<&PointEval> = rs.iter().filter_map(|r| r.points.last()).collect();
