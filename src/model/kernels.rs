@@ -5,7 +5,9 @@
 //! - the attention softmax: forward through flex's fused, row-parallel softmax; backward
 //!   `dx = y ⊙ (dy − Σ dy ⊙ y)` in one row-parallel pass;
 //! - SwiGLU: `silu(g) ⊙ u` in one parallel pass; backward `dg = dy ⊙ u ⊙ σ(g)(1 + g(1 − σ(g)))`,
-//!   `du = dy ⊙ silu(g)`, one parallel pass each.
+//!   `du = dy ⊙ silu(g)`, one parallel pass each;
+//! - RMSNorm ([`super::kernels_norm`]): six ops become one row-parallel pass forward and one
+//!   backward (both gradients, `dx` and `dγ`, in it).
 //!
 //! Burn backend extensions like [`super::head`] (flex and its autodiff wrapper); other backends
 //! and other dtypes keep burn's ops.
