@@ -15,6 +15,7 @@ pub mod gguf;
 pub mod head;
 pub mod kernels;
 pub mod kernels_norm;
+pub mod kernels_rope;
 pub mod layout;
 pub mod llama;
 pub mod load;
