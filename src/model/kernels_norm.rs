@@ -6,7 +6,7 @@
 //!   `rms` (one float per row) is kept beside `x` and `γ` for the backward pass;
 //! - backward, per row with `r = 1/rms` and `x̂ = x·r`: `dx = r·(γ⊙dy − x̂·mean(x̂⊙γ⊙dy))` and
 //!   `dγ = Σ_rows dy⊙x̂`, both in one row-parallel pass. `dγ` is summed in f64 per fixed chunk of
-//!   [`ROWS_PER_CHUNK`] rows and the chunks' partial sums are added in order, so the result does
+//!   `ROWS_PER_CHUNK` rows and the chunks' partial sums are added in order, so the result does
 //!   not depend on how the threads were scheduled.
 //!
 //! A burn backend extension like [`super::kernels`]; other backends and other dtypes keep burn's
@@ -286,7 +286,7 @@ mod tests {
     }
 
     /// Value and both gradients against burn's ops, for a row count (2 × 99) that is not a multiple
-    /// of [`ROWS_PER_CHUNK`], with a downstream weighting so every element's gradient differs; then
+    /// of `ROWS_PER_CHUNK`, with a downstream weighting so every element's gradient differs; then
     /// with only one of the two tracked.
     #[test]
     fn rms_norm_equals_burns_in_value_and_gradients() {
