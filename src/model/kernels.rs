@@ -5,7 +5,11 @@
 //! - the attention softmax: forward through flex's fused, row-parallel softmax; backward
 //!   `dx = y ⊙ (dy − Σ dy ⊙ y)` in one row-parallel pass;
 //! - SwiGLU: `silu(g) ⊙ u` in one parallel pass; backward `dg = dy ⊙ u ⊙ σ(g)(1 + g(1 − σ(g)))`,
-//!   `du = dy ⊙ silu(g)`, one parallel pass each.
+//!   `du = dy ⊙ silu(g)`, one parallel pass each;
+//! - RMSNorm ([`super::kernels_norm`]): six ops become one row-parallel pass forward and one
+//!   backward (both gradients, `dx` and `dγ`, in it);
+//! - RoPE ([`super::kernels_rope`]): a flip, two multiplies and an add become one pass parallel
+//!   over positions, forward and backward.
 //!
 //! Burn backend extensions like [`super::head`] (flex and its autodiff wrapper); other backends
 //! and other dtypes keep burn's ops.

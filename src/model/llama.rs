@@ -89,11 +89,12 @@ fn lin<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
 }
 
 /// RMSNorm with float32 statistics and scale whatever the compute dtype (as transformers'
-/// `LlamaRMSNorm`), the result in `x`'s dtype.
+/// `LlamaRMSNorm`), the result in `x`'s dtype. Float32 input takes [`super::kernels_norm::rms_norm`]
+/// (one row-parallel op on the CPU, burn's `RmsNorm::forward` elsewhere).
 fn norm(n: &RmsNorm, x: Tensor<3>) -> Tensor<3> {
     let dt = x.dtype();
     if dt == FloatDType::F32.into() {
-        return n.forward(x);
+        return super::kernels_norm::rms_norm(x, n.gamma.val(), n.epsilon);
     }
     let xf = x.cast(FloatDType::F32);
     let rms = (xf.clone().square().mean_dim(2) + n.epsilon).sqrt();

@@ -14,6 +14,8 @@ pub mod generate;
 pub mod gguf;
 pub mod head;
 pub mod kernels;
+pub mod kernels_norm;
+pub mod kernels_rope;
 pub mod layout;
 pub mod llama;
 pub mod load;

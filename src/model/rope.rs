@@ -46,8 +46,13 @@ impl Rope {
 
 /// `x·cos + rotate_half(x)·sin` for `x: [B, T, H, D]` and tables `[B, T, 1, D]` from
 /// [`Rope::tables`]. rotate_half(x) = `[−x₂ | x₁]`; the sign lives in the sin table, and swapping
-/// the halves is a flip of a `[…, 2, D/2]` view (no copy, no concatenation).
+/// the halves is a flip of a `[…, 2, D/2]` view (no copy, no concatenation). In float32 on the CPU
+/// this is one parallel operation ([`super::kernels_rope`]); the tables are constants there.
 pub fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let is_f32 = |t: &Tensor<4>| t.dtype() == burn::tensor::DType::F32;
+    if super::head::supported(&x.device()) && is_f32(&x) && is_f32(cos) && is_f32(sin) {
+        return super::kernels_rope::rope(x, cos.clone(), sin.clone());
+    }
     let [b, t, h, d] = x.dims();
     let x = x.reshape([b, t, h, 2, d / 2]);
     let tc = cos.dims()[1];
