@@ -2,7 +2,7 @@
 # Runs the PyTorch baseline and `epa bench` on the same shapes, one after the other on this machine,
 # and prints epa's speed-up over PyTorch per shape. See bench/README.md.
 #
-#   bench/run.sh                         # DPO and EPA(1+2), median of 3 timed steps each (~15 min on 2 cores)
+#   bench/run.sh                         # DPO and EPA(1+2), 1 warm-up + median of 3 timed steps each (~15 min on 2 cores)
 #   bench/run.sh --rows all --reps 3     # every row, median of 3
 #   bench/run.sh --tiny                  # 2-layer model: checks the plumbing in a minute
 #
@@ -33,8 +33,10 @@ if [ -z "${EPA:-}" ]; then
   EPA=target/release/epa
 fi
 
-# Medians of 3 timed steps unless --reps is given.
+# Medians of 3 timed steps unless --reps is given, after one untimed warm-up step unless --warmup is
+# given (a process's first steps fault in fresh memory: they measure start-up, not training).
 case " $* " in *" --reps "*|*" --reps="*) ;; *) set -- --reps 3 "$@" ;; esac
+case " $* " in *" --warmup "*|*" --warmup="*) ;; *) set -- --warmup 1 "$@" ;; esac
 
 echo "== PyTorch ($VENV)" >&2
 "$VENV/bin/python" bench/pytorch_baseline.py --threads "$THREADS" --json "$OUT/pytorch.json" "$@"
