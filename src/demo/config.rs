@@ -338,7 +338,8 @@ impl DemoConfig {
     ///   stayed near ±1. A pilot at τ = 1 (Var_k(r*) ≈ 0.73) made the labels nearly uninformative:
     ///   the chosen answer was the gold-best of 8 in 23 % of prompts (chance: 12.5 %), and DPO's
     ///   held-out Pearson(r, r*) stayed at −0.13…0.08 while its rewards on training prompts spread
-    ///   far beyond r*'s (ε̂ 0.7 → 4.8). τ = 0.5 doubles the labels' signal and keeps Var_k(r*) ≈ 2.9
+    ///   far beyond r*'s (ε̂ up to 4.8 against Var(r*) ≈ 0.7;
+    ///   `results/study-pilot-tau1/`). τ = 0.5 doubles the labels' signal and keeps Var_k(r*) ≈ 2.9
     ///   (SD 1.7) within reach: answer log-ratios spread by 1.7/β nats, 6.8 at β = 0.25 (the pilot's
     ///   DPO spread that far) and 1.7 at β = 1. Training runs ~5 epochs of the 150 training prompts
     ///   (96 steps × 8 prompts), evaluated at 6 points for the frontier, and the fit is also
